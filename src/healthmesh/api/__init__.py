@@ -1,0 +1,1 @@
+"""HTTP: the ASGI application, request parsing and response rendering for the FHIR API."""

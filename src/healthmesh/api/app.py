@@ -1,0 +1,96 @@
+"""The ASGI application: the FHIR API at /fhir, a health probe at /health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from healthmesh.api.parsing import (
+    parse_body,
+    path_segments,
+    read_body,
+    response_type,
+    to_fhir_request,
+)
+from healthmesh.api.render import error_response, render
+from healthmesh.config import Settings
+from healthmesh.fhir.errors import FhirError, Issue, operation_outcome
+from healthmesh.interactions import transaction
+from healthmesh.interactions.dispatch import READ_METHODS, dispatch
+from healthmesh.store.migrate import migrate
+from healthmesh.store.repository import Repository
+
+log = logging.getLogger(__name__)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    repository = Repository(settings.database_url, max_size=settings.pool_size)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        migrate(settings.database_url)
+        await repository.open()
+        try:
+            yield
+        finally:
+            await repository.close()
+
+    def base_url(request: Request) -> str:
+        if settings.base_url:
+            return settings.base_url
+        return f"{request.url.scheme}://{request.url.netloc}/fhir"
+
+    async def fhir(request: Request) -> Response:
+        media = "application/fhir+json"
+        try:
+            media = response_type(request)
+            path = path_segments(request.path_params.get("path", ""))
+            body: object = None
+            extra: list[tuple[str, str]] = []
+            if request.method in _BODY_METHODS:
+                raw = await read_body(request, settings.max_body_bytes)
+                body, extra = parse_body(request, raw, is_search=path[-1:] == ("_search",))
+            fhir_request = to_fhir_request(request, path, body, extra, base_url(request))
+            if not path and request.method == "POST":
+                result = await transaction.process(repository, fhir_request)
+            else:
+                async with repository.session(write=request.method not in READ_METHODS) as session:
+                    result = await dispatch(session, fhir_request)
+            return render(fhir_request, result, media)
+        except FhirError as error:
+            return error_response(error, media)
+        except Exception:
+            # A bug, not the client's fault: log it (no request data, which may hold PHI) and
+            # answer with an OperationOutcome rather than a bare 500 page.
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            outcome = operation_outcome(
+                [
+                    Issue(
+                        severity="fatal",
+                        code="exception",
+                        diagnostics="Internal server error; it has been logged",
+                    )
+                ]
+            )
+            return JSONResponse(outcome, status_code=500, media_type=media)
+
+    async def health(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/fhir", fhir, methods=methods),
+        Route("/fhir/{path:path}", fhir, methods=methods),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.repository = repository
+    app.state.settings = settings
+    return app

@@ -1,0 +1,1 @@
+"""FHIR model knowledge without I/O: definitions, validation, references, bundles, errors."""

@@ -1,0 +1,121 @@
+"""Route a FhirRequest to its interaction (R4 http.html#summary: the URL patterns)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from healthmesh.fhir.errors import InvalidRequest, MethodNotAllowed, NotFound, NotSupported
+from healthmesh.interactions import create, delete, history, patch, read, search, update
+from healthmesh.interactions.capabilities import capability_statement
+from healthmesh.interactions.context import FhirRequest, FhirResult, check_type
+from healthmesh.store.repository import Session
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _resource_body(request: FhirRequest) -> dict[str, object]:
+    if not isinstance(request.body, dict):
+        raise InvalidRequest("This interaction needs a resource in the body")
+    return request.body
+
+
+def _not_allowed(request: FhirRequest) -> MethodNotAllowed:
+    return MethodNotAllowed(f"{request.method} is not allowed on /{'/'.join(request.path)}")
+
+
+async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
+    """Run one non-Bundle request. Batch/transaction Bundles are the caller's business."""
+    path, method = request.path, request.method
+    if not path:
+        raise NotSupported("Search across all types (GET [base]?_type=...) is not supported yet")
+    head = path[0]
+    if head == "metadata" and len(path) == 1:
+        if method not in READ_METHODS:
+            raise _not_allowed(request)
+        return FhirResult(status=200, body=capability_statement(request.base))
+    if head == "_history" and len(path) == 1:
+        if method not in READ_METHODS:
+            raise _not_allowed(request)
+        return await history.history(session, request)
+    if head.startswith("$") or any(p.startswith("$") for p in path):
+        raise NotFound(
+            f"Unknown operation '{next(p for p in path if p.startswith('$'))}'",
+            code="not-supported",
+        )
+    res_type = check_type(head)
+    if len(path) == 1:
+        match method:
+            case "GET" | "HEAD":
+                return await search.search(session, request, res_type)
+            case "POST":
+                return await create.create(
+                    session,
+                    res_type,
+                    dict(_resource_body(request)),
+                    if_none_exist=request.headers.get("if-none-exist"),
+                )
+            case "PUT":
+                return await update.conditional_update(
+                    session,
+                    res_type,
+                    list(request.params),
+                    dict(_resource_body(request)),
+                    if_match=request.headers.get("if-match"),
+                )
+            case "DELETE":
+                return await delete.conditional_delete(session, res_type, list(request.params))
+            case "PATCH":
+                return await patch.conditional_patch(
+                    session,
+                    res_type,
+                    list(request.params),
+                    request.body,
+                    if_match=request.headers.get("if-match"),
+                )
+        raise _not_allowed(request)
+    second = path[1]
+    if len(path) == 2 and second == "_search":
+        if method != "POST":
+            raise _not_allowed(request)
+        return await search.search(session, request, res_type)
+    if len(path) == 2 and second == "_history":
+        if method not in READ_METHODS:
+            raise _not_allowed(request)
+        return await history.history(session, request, res_type)
+    if len(path) == 2:
+        match method:
+            case "GET" | "HEAD":
+                return await read.read(session, res_type, second)
+            case "PUT":
+                return await update.update(
+                    session,
+                    res_type,
+                    second,
+                    dict(_resource_body(request)),
+                    if_match=request.headers.get("if-match"),
+                )
+            case "DELETE":
+                return await delete.delete(session, res_type, second)
+            case "PATCH":
+                return await patch.patch(
+                    session,
+                    res_type,
+                    second,
+                    request.body,
+                    if_match=request.headers.get("if-match"),
+                )
+        raise _not_allowed(request)
+    if path[2] == "_history" and len(path) in (3, 4):
+        if method not in READ_METHODS:
+            raise _not_allowed(request)
+        if len(path) == 3:
+            return await history.history(session, request, res_type, second)
+        return await read.vread(session, res_type, second, path[3])
+    raise NotFound(f"No FHIR interaction at /{'/'.join(path)}", code="not-found")
+
+
+def split_url(url: str) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """A Bundle entry's relative request.url -> (path segments, query parameters)."""
+    path, _, query = url.partition("?")
+    segments = tuple(s for s in path.strip("/").split("/") if s)
+    return segments, parse_qsl(query, keep_blank_values=True)

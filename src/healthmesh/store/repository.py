@@ -1,0 +1,252 @@
+"""The repository: every SQL statement the FHIR interactions need, behind typed methods.
+
+A :class:`Session` wraps one connection inside one database transaction, so an interaction
+(or a whole transaction Bundle) either commits all its writes or none. Handlers above this
+layer never build SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from healthmesh.store.rows import PreparedVersion
+
+_COLUMNS = "res_type, id, version_id, last_updated, deleted, patient_id, content_hash, content"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One stored version as the interactions see it; ``content`` is None for a tombstone."""
+
+    res_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    content: str | None
+    content_hash: bytes | None = None
+
+
+def _stored(row: Sequence[Any]) -> StoredVersion:
+    return StoredVersion(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+_SELECT_CURRENT = (
+    "SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
+    " FROM resource WHERE res_type = %s AND id = %s"
+)
+_SELECT_VERSION = (
+    "SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
+    " FROM resource WHERE res_type = %(t)s AND id = %(id)s AND version_id = %(v)s"
+    " UNION ALL SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
+    " FROM resource_history WHERE res_type = %(t)s AND id = %(id)s AND version_id = %(v)s"
+)
+_INSERT = f"INSERT INTO resource ({_COLUMNS}) VALUES (%s, %s, %s, %s, false, %s, %s, %s)"  # noqa: S608
+# Move the current row to history and write the new one in one statement: both parts see
+# the same snapshot, so the history row is exactly the version being replaced.
+_REPLACE = (
+    f"WITH moved AS (INSERT INTO resource_history ({_COLUMNS})"  # noqa: S608
+    f" SELECT {_COLUMNS} FROM resource WHERE res_type = %(t)s AND id = %(id)s)"
+    " UPDATE resource SET version_id = %(v)s, last_updated = %(at)s, deleted = %(del)s,"
+    " patient_id = %(pid)s, content_hash = %(hash)s, content = %(content)s"
+    " WHERE res_type = %(t)s AND id = %(id)s"
+)
+_DELETE_TOKENS = "DELETE FROM search_token WHERE res_type = %s AND res_id = %s"
+_INSERT_CODE_ROW = (
+    "INSERT INTO search_token (res_type, res_id, param, system, code, patient_id)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+class Session:
+    """One connection in one transaction. Created by :meth:`Repository.session`."""
+
+    def __init__(self, conn: AsyncConnection[TupleRow]):
+        self.conn = conn
+
+    # --- reads ---------------------------------------------------------------------------
+    async def current(
+        self, res_type: str, id: str, *, for_update: bool = False
+    ) -> StoredVersion | None:
+        query = _SELECT_CURRENT + (" FOR UPDATE" if for_update else "")
+        cur = await self.conn.execute(query, (res_type, id))
+        row = await cur.fetchone()
+        return _stored(row) if row else None
+
+    async def version(self, res_type: str, id: str, version_id: int) -> StoredVersion | None:
+        cur = await self.conn.execute(_SELECT_VERSION, {"t": res_type, "id": id, "v": version_id})
+        row = await cur.fetchone()
+        return _stored(row) if row else None
+
+    async def current_many(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredVersion]:
+        """Current versions of many resources in one round trip, locked for update."""
+        types, ids = zip(*keys, strict=True) if keys else ((), ())
+        if not types:
+            return {}
+        cur = await self.conn.execute(
+            "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.deleted, NULL, r.content_hash"
+            " FROM resource r JOIN unnest(%s::text[], %s::text[]) AS k(t, i)"
+            " ON r.res_type = k.t AND r.id = k.i ORDER BY r.res_type, r.id FOR UPDATE OF r",
+            (list(types), list(ids)),
+        )
+        return {(row[0], row[1]): _stored(row) for row in await cur.fetchall()}
+
+    async def lock(self, key: str) -> None:
+        """Serialise concurrent writers on ``key`` until this transaction ends.
+
+        Conditional create/update take it on their criteria, so two requests with the same
+        If-None-Exist cannot both see "no match" and both create.
+        """
+        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+    # --- writes --------------------------------------------------------------------------
+    async def insert(self, p: PreparedVersion) -> None:
+        await self.conn.execute(
+            _INSERT,
+            (
+                p.res_type,
+                p.id,
+                p.version_id,
+                p.last_updated,
+                p.patient_id,
+                p.content_hash,
+                p.content,
+            ),
+        )
+        await self._write_tokens(p, replace=False)
+
+    async def replace(self, p: PreparedVersion) -> None:
+        await self.conn.execute(
+            _REPLACE,
+            {
+                "t": p.res_type,
+                "id": p.id,
+                "v": p.version_id,
+                "at": p.last_updated,
+                "del": False,
+                "pid": p.patient_id,
+                "hash": p.content_hash,
+                "content": p.content,
+            },
+        )
+        await self._write_tokens(p, replace=True)
+
+    async def tombstone(self, res_type: str, id: str, version_id: int, at: datetime) -> None:
+        """Delete: the current version moves to history, a tombstone version takes its place."""
+        await self.conn.execute(
+            _REPLACE,
+            {
+                "t": res_type,
+                "id": id,
+                "v": version_id,
+                "at": at,
+                "del": True,
+                "pid": None,
+                "hash": None,
+                "content": None,
+            },
+        )
+        await self.conn.execute(_DELETE_TOKENS, (res_type, id))
+
+    async def insert_many(self, versions: Sequence[PreparedVersion]) -> None:
+        """Insert new resources in bulk (COPY): the loader's and transactions' fast path."""
+        if not versions:
+            return
+        async with self.conn.cursor() as cur:
+            async with cur.copy(f"COPY resource ({_COLUMNS}) FROM STDIN") as copy:
+                for p in versions:
+                    await copy.write_row(
+                        (
+                            p.res_type,
+                            p.id,
+                            p.version_id,
+                            p.last_updated,
+                            False,
+                            p.patient_id,
+                            p.content_hash,
+                            p.content,
+                        )
+                    )
+            async with cur.copy(
+                "COPY search_token (res_type, res_id, param, system, code, patient_id) FROM STDIN"
+            ) as copy:
+                for p in versions:
+                    for param, system, code in p.tokens:
+                        await copy.write_row((p.res_type, p.id, param, system, code, p.patient_id))
+
+    async def _write_tokens(self, p: PreparedVersion, *, replace: bool) -> None:
+        if replace:
+            await self.conn.execute(_DELETE_TOKENS, (p.res_type, p.id))
+        if p.tokens:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(
+                    _INSERT_CODE_ROW,
+                    [(p.res_type, p.id, param, s, c, p.patient_id) for param, s, c in p.tokens],
+                )
+
+    # --- finding -------------------------------------------------------------------------
+    async def find_ids(self, res_type: str, where: sql.Composable, limit: int) -> list[str]:
+        """Ids of live resources of ``res_type`` matching ``where`` (a composed condition on r)."""
+        query = sql.SQL(
+            "SELECT r.id FROM resource r WHERE r.res_type = {t} AND NOT r.deleted AND ({w})"
+            " ORDER BY r.id LIMIT {n}"
+        ).format(t=sql.Literal(res_type), w=where, n=sql.Literal(limit))
+        cur = await self.conn.execute(query)
+        return [row[0] for row in await cur.fetchall()]
+
+    async def fetch(self, query: sql.Composed) -> list[tuple[Any, ...]]:
+        cur = await self.conn.execute(query)
+        rows: list[tuple[Any, ...]] = await cur.fetchall()
+        return rows
+
+
+class Repository:
+    """The database facade: a connection pool that hands out transactional sessions."""
+
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 16):
+        self.url = url
+        self.pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            # Autocommit: a lone read is one round trip; writes open explicit transactions.
+            kwargs={"autocommit": True},
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=True)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def session(self, *, write: bool = True) -> AsyncIterator[Session]:
+        """A session whose writes commit together when the block ends, or not at all.
+
+        ``write=False`` skips BEGIN/COMMIT: each statement then reads its own snapshot, which
+        is all a single read or search needs, at a third of the round trips.
+        """
+        async with self.pool.connection() as conn:
+            if write:
+                async with conn.transaction():
+                    yield Session(conn)
+            else:
+                yield Session(conn)
+
+    async def read_current(self, res_type: str, id: str) -> StoredVersion | None:
+        """The hot read path: one primary-key lookup, no explicit transaction."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_SELECT_CURRENT, (res_type, id))
+            row = await cur.fetchone()
+        return _stored(row) if row else None

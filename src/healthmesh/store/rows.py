@@ -1,0 +1,86 @@
+"""A resource made ready for storage: its meta stamped, its JSON serialised and hashed."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from healthmesh.fhir.compartment import patient_key
+from healthmesh.store.indexer import TokenRow, token_rows
+
+
+def format_instant(moment: datetime) -> str:
+    """An R4 ``instant`` with millisecond precision in UTC (datatypes.html#instant)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now() -> datetime:
+    # Millisecond precision: what meta.lastUpdated shows must equal what _lastUpdated compares.
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def content_hash(resource: dict[str, Any]) -> bytes:
+    """A hash of the content that ignores meta.versionId and meta.lastUpdated.
+
+    Two writes with the same hash are the same content: the second makes no new version.
+    """
+    meta = resource.get("meta")
+    if isinstance(meta, dict) and ("versionId" in meta or "lastUpdated" in meta):
+        trimmed = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        body = dict(resource)
+        if trimmed:
+            body["meta"] = trimmed
+        else:
+            del body["meta"]
+        resource = body
+    return hashlib.sha256(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedVersion:
+    res_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    patient_id: str | None
+    content_hash: bytes
+    content: str
+    tokens: list[TokenRow]
+
+
+def prepare(
+    resource: dict[str, Any],
+    *,
+    version_id: int,
+    last_updated: datetime,
+    digest: bytes | None = None,
+) -> PreparedVersion:
+    """Stamp meta onto ``resource`` (in place) and serialise it for storage."""
+    meta = resource.get("meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = format_instant(last_updated)
+    # Keep resourceType, id, meta first: the order people expect when reading the JSON.
+    ordered: dict[str, Any] = {
+        "resourceType": resource["resourceType"],
+        "id": resource["id"],
+        "meta": meta,
+    }
+    ordered.update((k, v) for k, v in resource.items() if k not in ordered)
+    resource.clear()
+    resource.update(ordered)
+    return PreparedVersion(
+        res_type=resource["resourceType"],
+        id=resource["id"],
+        version_id=version_id,
+        last_updated=last_updated,
+        patient_id=patient_key(resource),
+        content_hash=digest if digest is not None else content_hash(resource),
+        content=orjson.dumps(resource).decode(),
+        tokens=token_rows(resource),
+    )

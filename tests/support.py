@@ -1,0 +1,59 @@
+"""Helpers for tests: sample bodies, unique identifiers, where the shared data lives."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SYNTHEA = SHARED / "data/synthea/R4"
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def patient(**extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:test", "value": unique("mrn")}],
+        "name": [{"family": "Test", "given": ["Ada"]}],
+        "gender": "female",
+        "birthDate": "1970-01-01",
+    }
+    body.update(extra)
+    return body
+
+
+def observation(subject: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": subject},
+        "valueQuantity": {
+            "value": 72,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
+    }
+    body.update(extra)
+    return body
+
+
+def create(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(f"/{body['resourceType']}", json=body, headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def issue_expressions(response: httpx.Response) -> list[str]:
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    return [e for issue in outcome["issue"] for e in issue.get("expression", [])]
