@@ -134,7 +134,11 @@ def test_children_follow_paths_through_data_types_and_typed_choices() -> None:
     assert structure.children("Patient.name") == structure.children("HumanName")
     assert structure.children("Observation.valueQuantity") == structure.children("Quantity")
     assert structure.children("Patient.contact.name") == structure.children("HumanName")
-    assert set(structure.children("Patient.birthDate")) == {"id", "extension"}
+    birth_date = structure.children("Patient.birthDate")
+    assert set(birth_date) == {"id", "extension", "value"}
+    # A primitive's value is a System type in the snapshot; it is named by the primitive.
+    assert birth_date["value"].types == ("date",)
+    assert structure.children("xhtml")["extension"].max == "0"
 
 
 def test_children_of_unknown_or_ambiguous_paths_raise_key_error() -> None:

@@ -81,7 +81,7 @@ def test_unknown_or_abstract_resource_type_is_rejected(rt: object) -> None:
 def test_resource_type_must_match_the_expected_type() -> None:
     issue = only(validate_resource(patient(), expected_type="Observation"))
     assert issue.code == "invalid"
-    assert "Expected a Observation resource, found Patient" in issue.diagnostics
+    assert "Expected resourceType 'Observation', found 'Patient'" in issue.diagnostics
 
 
 @pytest.mark.parametrize("rid", ["a" * 64, "A-b.9", "0"])
@@ -264,7 +264,7 @@ def test_null_is_rejected_outside_aligned_primitive_arrays() -> None:
 def test_complex_element_must_be_an_object() -> None:
     issue = only(validate_resource(observation(code="8867-4")))
     assert issue.expression == "Observation.code"
-    assert "must be a JSON object" in issue.diagnostics
+    assert "Expected a JSON object (CodeableConcept), found a string" in issue.diagnostics
 
 
 # -- primitive types ----------------------------------------------------------------------

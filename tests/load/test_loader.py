@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -13,11 +12,14 @@ import orjson
 import psycopg
 import pytest
 
-from healthmesh.load.loader import LoadReport, Loader, find_inputs
+from healthmesh.load.loader import Loader, LoadReport, find_inputs
 from healthmesh.store.repository import Repository
+
 from support import SYNTHEA
 
-SAMPLE = Path(str(resources.files("healthmesh.load").joinpath("sample", "synthea-sample.ndjson.gz")))
+SAMPLE = Path(
+    str(resources.files("healthmesh.load").joinpath("sample", "synthea-sample.ndjson.gz"))
+)
 
 
 def run_load(url: str, paths: list[Path]) -> LoadReport:
@@ -46,8 +48,8 @@ def snapshot(url: str) -> list[tuple[object, ...]]:
 
 
 @pytest.fixture
-def store(database_url: str, empty_store: None) -> Iterator[str]:
-    yield database_url
+def store(database_url: str, empty_store: None) -> str:
+    return database_url
 
 
 def _sample_counts() -> dict[str, int]:
@@ -87,7 +89,9 @@ def test_changed_resource_on_reload_becomes_a_new_version(store: str, tmp_path: 
         assert conn.execute("SELECT version_id FROM resource WHERE id = 'p1'").fetchone() == (2,)
 
 
-def test_bad_lines_are_reported_with_file_and_line_and_the_rest_loads(store: str, tmp_path: Path) -> None:
+def test_bad_lines_are_reported_with_file_and_line_and_the_rest_loads(
+    store: str, tmp_path: Path
+) -> None:
     path = tmp_path / "mixed.ndjson"
     lines = [
         json.dumps({"resourceType": "Patient", "id": "ok1"}),
@@ -98,17 +102,29 @@ def test_bad_lines_are_reported_with_file_and_line_and_the_rest_loads(store: str
     path.write_text("\n".join(lines) + "\n")
     report = run_load(store, [path])
     assert table_counts(store) == {"Patient": 2}
-    assert [(e.entry, e.file) for e in report.errors] == [("line 2", str(path)), ("line 3", str(path))]
+    assert [(e.entry, e.file) for e in report.errors] == [
+        ("line 2", str(path)),
+        ("line 3", str(path)),
+    ]
     assert "Patient.gender" in report.errors[1].reason
 
 
-def test_transaction_bundle_with_a_bad_entry_is_reported_and_stores_nothing(store: str, tmp_path: Path) -> None:
+def test_transaction_bundle_with_a_bad_entry_is_reported_and_stores_nothing(
+    store: str, tmp_path: Path
+) -> None:
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:a", "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
-            {"resource": {"resourceType": "Observation", "status": "final"}, "request": {"method": "POST", "url": "Observation"}},
+            {
+                "fullUrl": "urn:uuid:a",
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {"resourceType": "Observation", "status": "final"},
+                "request": {"method": "POST", "url": "Observation"},
+            },
         ],
     }
     path = tmp_path / "bad-bundle.json"
@@ -119,12 +135,17 @@ def test_transaction_bundle_with_a_bad_entry_is_reported_and_stores_nothing(stor
     assert report.errors[0].entry == "entry 1"
 
 
-def test_collection_bundle_references_are_rewritten_to_stored_ids(store: str, tmp_path: Path) -> None:
+def test_collection_bundle_references_are_rewritten_to_stored_ids(
+    store: str, tmp_path: Path
+) -> None:
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [
-            {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111", "resource": {"resourceType": "Patient"}},
+            {
+                "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111",
+                "resource": {"resourceType": "Patient"},
+            },
             {
                 "fullUrl": "urn:uuid:22222222-2222-4222-8222-222222222222",
                 "resource": {
@@ -140,8 +161,12 @@ def test_collection_bundle_references_are_rewritten_to_stored_ids(store: str, tm
     path.write_text(json.dumps(bundle))
     assert run_load(store, [path]).errors == []
     with psycopg.connect(store) as conn:
-        (pid,) = conn.execute("SELECT id FROM resource WHERE res_type = 'Patient'").fetchone() or ("",)
-        (content,) = conn.execute("SELECT content FROM resource WHERE res_type = 'Observation'").fetchone() or ("",)
+        (pid,) = conn.execute("SELECT id FROM resource WHERE res_type = 'Patient'").fetchone() or (
+            "",
+        )
+        (content,) = conn.execute(
+            "SELECT content FROM resource WHERE res_type = 'Observation'"
+        ).fetchone() or ("",)
     assert json.loads(content)["subject"]["reference"] == f"Patient/{pid}"
 
 
@@ -183,6 +208,6 @@ def test_loading_the_shared_synthea_set_gives_exactly_its_counts(store: str) -> 
     assert sum(expected.values()) == 30397
     with psycopg.connect(store) as conn:
         dangling = conn.execute(
-            "SELECT count(*) FROM resource WHERE content LIKE '%\"reference\":\"urn:uuid:%'"
+            'SELECT count(*) FROM resource WHERE content LIKE \'%"reference":"urn:uuid:%\''
         ).fetchone()
     assert dangling == (0,)

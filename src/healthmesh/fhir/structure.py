@@ -67,6 +67,7 @@ class _Model:
         self.aliases: dict[str, str] = dict(raw["aliases"])
         self.types: dict[str, TypeDef] = {}
         self.elements: dict[str, ElementDef] = {}
+        self.by_type: dict[str, tuple[ElementDef, ...]] = {}
         children: dict[str, dict[str, ElementDef]] = {}
         for name, info in raw["types"].items():
             self.types[name] = TypeDef(
@@ -77,6 +78,7 @@ class _Model:
                 json_type=info.get("json"),
                 regex=info.get("regex"),
             )
+            own: list[ElementDef] = []
             for el in info.get("elements", ()):
                 path: str = el["p"]
                 parent, _, last = path.rpartition(".")
@@ -93,14 +95,16 @@ class _Model:
                     xml_attribute=bool(el.get("a")),
                 )
                 self.elements[path] = element
+                own.append(element)
                 children.setdefault(parent, {})[element.name] = element
+            self.by_type[name] = tuple(own)
         self.children: dict[str, Mapping[str, ElementDef]] = {
             k: MappingProxyType(v) for k, v in children.items()
         }
         self.resource_types = frozenset(
             n for n, t in self.types.items() if t.kind == "resource" and not t.abstract
         )
-        self.resolved: dict[str, str | None] = {}
+        self.resolved: dict[str, str] = {}
 
 
 @cache
@@ -190,7 +194,8 @@ def choice_key(name: str, type_code: str) -> str:
 def children(type_or_path: str) -> Mapping[str, ElementDef]:
     """The elements directly below a type or an element path, keyed by name.
 
-    Accepts a type name ("Patient", "HumanName", "string"), a backbone element path
+    Accepts a type name ("Patient", "HumanName"; a primitive such as "string" has id,
+    extension and value, the value typed with the primitive's own name), a backbone element path
     ("Patient.contact"), a content reference ("Questionnaire.item.item" gives the children of
     "Questionnaire.item") and paths that run through data types ("Patient.name" gives the
     children of HumanName; "Observation.valueQuantity" those of Quantity). Choice elements are
@@ -259,5 +264,5 @@ def has_inline_children(path: str) -> bool:
 
 def elements_of(type_name: str) -> tuple[ElementDef, ...]:
     """Every snapshot element of a resource or complex type, in definition order."""
-    prefix = type_name + "."
-    return tuple(e for p, e in _model().elements.items() if p.startswith(prefix))
+    m = _model()
+    return m.by_type.get(m.aliases.get(type_name, type_name), ())

@@ -106,7 +106,7 @@ def _json_kind(value: object) -> str:
 def _expected(type_code: str, json_type: str, value: object) -> tuple[str, str]:
     return (
         "structure",
-        f"A {type_code} must be a JSON {json_type}, found {_json_kind(value)}",
+        f"Expected a JSON {json_type} for a {type_code} value, found {_json_kind(value)}",
     )
 
 
@@ -352,7 +352,7 @@ def _validate(
         issues.append(
             Issue(
                 code="invalid",
-                diagnostics=f"Expected a {expected} resource, found {rt}",
+                diagnostics=f"Expected resourceType {expected!r}, found {rt!r}",
                 expression=where,
             )
         )
@@ -647,5 +647,5 @@ def _bad_object(value: object, table: _Table, where: _Loc, issues: list[Issue]) 
     elif value is None:
         diagnostics = "null is not allowed here"
     else:
-        diagnostics = f"A {table.label} must be a JSON object, found {_json_kind(value)}"
+        diagnostics = f"Expected a JSON object ({table.label}), found {_json_kind(value)}"
     issues.append(Issue(code="structure", diagnostics=diagnostics, expression=_render(where)))
