@@ -16,7 +16,11 @@ FUZZ = settings(
 )
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
     ),
@@ -162,7 +166,10 @@ def test_arbitrary_urls_never_cause_a_500(
         st.sampled_from(
             ["If-Match", "If-None-Exist", "Prefer", "Accept", "Content-Type", "Content-Length-X"]
         ),
-        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+        # h11 refuses to send values with surrounding white space: strip them client-side.
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30).map(
+            str.strip
+        ),
         max_size=4,
     )
 )
