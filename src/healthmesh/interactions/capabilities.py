@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from healthmesh import FHIR_VERSION, __version__
+from healthmesh.fhir.definitions import search_params_by_type
 from healthmesh.fhir.structure import resource_types
 
 _INTERACTIONS = [
@@ -19,7 +20,7 @@ _INTERACTIONS = [
     "create",
     "search-type",
 ]
-_SEARCH_PARAMS = [
+_COMMON = [
     {
         "name": "_id",
         "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
@@ -31,24 +32,33 @@ _SEARCH_PARAMS = [
         "type": "date",
     },
 ]
-_IDENTIFIER = {
-    "name": "identifier",
-    "type": "token",
-    "documentation": "system|value, |value, value, system|",
-}
+# Parameter types the search compiler answers today; composite and special (near) follow.
+SUPPORTED_TYPES = frozenset({"token", "string", "date", "number", "quantity", "uri", "reference"})
+
+
+def _search_params(resource_type: str) -> list[dict[str, Any]]:
+    table = search_params_by_type()
+    merged = {
+        **table.get("Resource", {}),
+        **table.get("DomainResource", {}),
+        **table.get(resource_type, {}),
+    }
+    params = list(_COMMON)
+    for code, definition in sorted(merged.items()):
+        if (
+            code in ("_id", "_lastUpdated")
+            or definition.type not in SUPPORTED_TYPES
+            or not definition.expression
+        ):
+            continue
+        params.append({"name": code, "definition": definition.url, "type": definition.type})
+    return params
 
 
 @cache
 def _resources() -> list[dict[str, Any]]:
-    from healthmesh.fhir.definitions import search_params_by_type
-
-    by_type = search_params_by_type()
     out = []
     for name in sorted(resource_types()):
-        params = list(_SEARCH_PARAMS)
-        identifier = by_type.get(name, {}).get("identifier")
-        if identifier is not None:
-            params.append({**_IDENTIFIER, "definition": identifier.url})
         out.append(
             {
                 "type": name,
@@ -60,7 +70,9 @@ def _resources() -> list[dict[str, Any]]:
                 "conditionalRead": "not-supported",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
-                "searchParam": params,
+                "searchParam": _search_params(name),
+                "searchInclude": ["*"],
+                "searchRevInclude": ["*"],
             }
         )
     return out

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from healthmesh.fhir.errors import InvalidRequest
-from healthmesh.store.criteria import compile_criteria
+from psycopg import sql
+
+from healthmesh.fhir.errors import InvalidRequest, NotSupported
+from healthmesh.fhir.search.query import RESULT_PARAMETERS, parse_query
 from healthmesh.store.repository import Session
+from healthmesh.store.search.compiler import Compiler
 
 
 def parse_criteria(query: str, *, where: str) -> list[tuple[str, str]]:
@@ -25,7 +28,16 @@ def parse_criteria(query: str, *, where: str) -> list[tuple[str, str]]:
 async def find_matches(
     session: Session, res_type: str, params: list[tuple[str, str]], *, limit: int = 2
 ) -> list[str]:
-    criteria = compile_criteria(params, strict=True)
-    normalised = "&".join(f"{k}={v}" for k, v in sorted(params))
+    criteria = [(k, v) for k, v in params if k.partition(":")[0] not in RESULT_PARAMETERS]
+    parsed = parse_query(res_type, criteria)
+    if parsed.unknown:
+        raise NotSupported(
+            f"Search parameter '{parsed.unknown[0]}' is not known for {res_type}",
+            expression=parsed.unknown[0],
+        )
+    if not parsed.clauses:
+        raise InvalidRequest("Conditional criteria must name at least one search parameter")
+    normalised = "&".join(f"{k}={v}" for k, v in sorted(criteria))
     await session.lock(f"conditional:{res_type}?{normalised}")
-    return await session.find_ids(res_type, criteria.condition, limit)
+    where = Compiler().where(parsed.clauses, sql.Identifier("r"))
+    return await session.find_ids(res_type, where, limit)

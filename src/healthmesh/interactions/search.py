@@ -1,9 +1,8 @@
-"""Type-level search (R4 search.html) over ``_id``, ``_lastUpdated`` and ``identifier``.
+"""Type-level search (R4 search.html): every parameter, modifier and chain the compiler knows.
 
-Results are ordered by id; paging is by offset. Unknown parameters are ignored and reported
-in an OperationOutcome entry under ``Prefer: handling=lenient`` (the default) and refused with
-400 under ``handling=strict`` (R4 search.html#errors). The search issue extends this to every
-parameter.
+Unknown parameters are ignored and reported in an OperationOutcome entry under
+``Prefer: handling=lenient`` (the default) and refused with 400 under ``handling=strict``
+(R4 search.html#errors). Results are ordered by ``_sort`` (then id) and paged by offset.
 """
 
 from __future__ import annotations
@@ -12,28 +11,70 @@ from typing import Any
 
 from psycopg import sql
 
-from healthmesh.fhir.errors import Issue, operation_outcome
+from healthmesh.fhir.errors import Issue, NotSupported, operation_outcome
+from healthmesh.fhir.search.query import parse_query
 from healthmesh.fhir.summary import check_summary
 from healthmesh.interactions.bundles import link, resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult
 from healthmesh.interactions.paging import page_params
-from healthmesh.store.criteria import compile_criteria
 from healthmesh.store.repository import Session
+from healthmesh.store.search.compiler import Compiler, parse_sort
+from healthmesh.store.search.includes import Include, include_query, parse_include
+
+MAX_INCLUDE_ROUNDS = 4  # :iterate depth bound
 
 
-def _strict(request: FhirRequest) -> bool:
+def strict_handling(request: FhirRequest) -> bool:
     prefer = request.headers.get("prefer", "")
     return "handling=strict" in prefer.replace(" ", "")
 
 
+def _includes(request: FhirRequest) -> list[Include]:
+    return [
+        parse_include(name, value)
+        for name, value in request.params
+        if name.split(":")[0] in ("_include", "_revinclude")
+    ]
+
+
+async def _included(
+    session: Session, includes: list[Include], matches: list[tuple[str, str]]
+) -> list[tuple[str, str, str]]:
+    seen = set(matches)
+    found: list[tuple[str, str, str]] = []
+    frontier = matches
+    for round_ in range(MAX_INCLUDE_ROUNDS):
+        active = [inc for inc in includes if round_ == 0 or inc.iterate]
+        if not active or not frontier:
+            break
+        new: list[tuple[str, str]] = []
+        for inc in active:
+            for res_type, id, content in await session.fetch(include_query(inc, frontier)):
+                if (res_type, id) not in seen:
+                    seen.add((res_type, id))
+                    new.append((res_type, id))
+                    found.append((res_type, id, content))
+        frontier = new
+    return found
+
+
 async def search(session: Session, request: FhirRequest, res_type: str) -> FhirResult:
-    criteria = compile_criteria(request.params, strict=_strict(request))
+    parsed = parse_query(res_type, request.params)
+    if parsed.unknown and strict_handling(request):
+        raise NotSupported(
+            f"Unknown search parameter '{parsed.unknown[0]}' for {res_type}",
+            expression=parsed.unknown[0],
+        )
     count, offset = page_params(request)
     summary = check_summary(request.param("_summary"))
     elements = request.param("_elements")
     total_mode = request.param("_total")
-    where = sql.SQL("r.res_type = {t} AND NOT r.deleted AND ({w})").format(
-        t=sql.Literal(res_type), w=criteria.condition
+    sort = parse_sort(request.param("_sort"))
+    includes = _includes(request)
+    compiler = Compiler(request.base)
+    r = sql.Identifier("r")
+    where = sql.SQL("r.res_type = {t} AND NOT r.deleted AND {w}").format(
+        t=sql.Literal(res_type), w=compiler.where(parsed.clauses, r)
     )
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     total: int | None = None
@@ -46,30 +87,43 @@ async def search(session: Session, request: FhirRequest, res_type: str) -> FhirR
     if summary != "count" and count > 0:
         rows = await session.fetch(
             sql.SQL(
-                "SELECT r.id, r.content FROM resource r WHERE {w} ORDER BY r.id LIMIT {n} OFFSET {o}"
-            ).format(w=where, n=sql.Literal(count + 1), o=sql.Literal(offset))
+                "SELECT r.id, r.content FROM resource r WHERE {w} ORDER BY {o} LIMIT {n} OFFSET {off}"
+            ).format(
+                w=where,
+                o=compiler.order_by(res_type, sort, r),
+                n=sql.Literal(count + 1),
+                off=sql.Literal(offset),
+            )
         )
     has_next = len(rows) > count
-    if total is None and not has_next and summary != "count" and total_mode != "none":
-        total = offset + len(rows)  # the last page: the total is known for free
+    page = rows[:count]
+    if (
+        total is None
+        and not has_next
+        and summary != "count"
+        and total_mode != "none"
+        and (page or offset == 0)
+    ):
+        total = offset + len(page)  # the last page: the total is known for free
     if total is not None:
         bundle["total"] = total
-    shown = [*criteria.used]
-    for name in ("_summary", "_elements", "_total"):
-        if request.param(name) is not None:
-            shown.append((name, request.param(name) or ""))
+    kept = [(k, v) for k, v in request.params if k not in ("_count", "__offset")]
     paging = [("_count", str(count))]
-    links = [link("self", request.base, res_type, [*shown, *paging, ("__offset", str(offset))])]
+    links = [link("self", request.base, res_type, [*kept, *paging, ("__offset", str(offset))])]
     if has_next:
         links.append(
             link(
-                "next", request.base, res_type, [*shown, *paging, ("__offset", str(offset + count))]
+                "next", request.base, res_type, [*kept, *paging, ("__offset", str(offset + count))]
             )
         )
     if offset > 0:
-        prev = str(max(0, offset - count))
         links.append(
-            link("previous", request.base, res_type, [*shown, *paging, ("__offset", prev)])
+            link(
+                "previous",
+                request.base,
+                res_type,
+                [*kept, *paging, ("__offset", str(max(0, offset - count)))],
+            )
         )
     bundle["link"] = links
     entries: list[dict[str, Any]] = [
@@ -78,17 +132,28 @@ async def search(session: Session, request: FhirRequest, res_type: str) -> FhirR
             "resource": resource_view(content, summary=summary, elements=elements),
             "search": {"mode": "match"},
         }
-        for id, content in rows[:count]
+        for id, content in page
     ]
-    if criteria.ignored:
+    if includes and page:
+        for inc_type, inc_id, content in await _included(
+            session, includes, [(res_type, id) for id, _ in page]
+        ):
+            entries.append(
+                {
+                    "fullUrl": f"{request.base}/{inc_type}/{inc_id}",
+                    "resource": resource_view(content, summary=summary, elements=elements),
+                    "search": {"mode": "include"},
+                }
+            )
+    if parsed.unknown:
         issues = [
             Issue(
                 severity="warning",
                 code="not-supported",
-                diagnostics=f"Search parameter '{name}' is not supported and was ignored",
+                diagnostics=f"Search parameter '{name}' is not known for {res_type} and was ignored",
                 expression=name,
             )
-            for name in criteria.ignored
+            for name in parsed.unknown
         ]
         entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
     if entries:

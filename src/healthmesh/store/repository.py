@@ -7,7 +7,7 @@ layer never build SQL.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,11 +59,60 @@ _REPLACE = (
     " patient_id = %(pid)s, content_hash = %(hash)s, content = %(content)s"
     " WHERE res_type = %(t)s AND id = %(id)s"
 )
-_DELETE_TOKENS = "DELETE FROM search_token WHERE res_type = %s AND res_id = %s"
-_INSERT_CODE_ROW = (
-    "INSERT INTO search_token (res_type, res_id, param, system, code, patient_id)"
-    " VALUES (%s, %s, %s, %s, %s, %s)"
-)
+# Index tables: IndexRows attribute -> (table, value columns after res_type, res_id, param).
+INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "token": ("search_token", ("system", "code", "display")),
+    "string": ("search_string", ("norm", "exact")),
+    "date": ("search_date", ("low", "high")),
+    "number": ("search_number", ("value",)),
+    "quantity": (
+        "search_quantity",
+        ("value", "system", "code", "unit", "canonical_value", "canonical_code"),
+    ),
+    "uri": ("search_uri", ("uri",)),
+    "reference": ("search_reference", ("target_type", "target_id", "target_url")),
+}
+
+
+def _index_columns(columns: tuple[str, ...]) -> str:
+    return ", ".join(("res_type", "res_id", "param", *columns, "patient_id"))
+
+
+_INSERT_INDEX = {
+    kind: f"INSERT INTO {table} ({_index_columns(cols)})"  # noqa: S608 - names from INDEX_TABLES
+    f" VALUES ({', '.join(['%s'] * (len(cols) + 4))})"
+    for kind, (table, cols) in INDEX_TABLES.items()
+}
+# Table and column names below come from INDEX_TABLES, never from input.
+_COPY_INDEX = {
+    kind: f"COPY {table} ({_index_columns(cols)}) FROM STDIN"
+    for kind, (table, cols) in INDEX_TABLES.items()
+}
+
+
+def _delete_index_statement() -> str:
+    """One statement that clears a resource's rows from every index table."""
+    first, *rest = (table for table, _ in INDEX_TABLES.values())
+    where = "WHERE res_type = %(t)s AND res_id = %(id)s"
+    ctes = ", ".join(
+        f"d{i} AS (DELETE FROM {table} {where})"  # noqa: S608
+        for i, table in enumerate(rest)
+    )
+    return f"WITH {ctes} DELETE FROM {first} {where}"  # noqa: S608 - names from INDEX_TABLES
+
+
+_DELETE_INDEX = _delete_index_statement()
+
+
+def _index_rows_of(p: PreparedVersion, kind: str) -> list[tuple[Any, ...]]:
+    return [(p.res_type, p.id, *row, p.patient_id) for row in getattr(p.index, kind)]
+
+
+def _index_rows(p: PreparedVersion) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    for kind in INDEX_TABLES:
+        rows = _index_rows_of(p, kind)
+        if rows:
+            yield kind, rows
 
 
 class Session:
@@ -111,52 +160,56 @@ class Session:
 
     # --- writes --------------------------------------------------------------------------
     async def insert(self, p: PreparedVersion) -> None:
-        await self.conn.execute(
-            _INSERT,
-            (
-                p.res_type,
-                p.id,
-                p.version_id,
-                p.last_updated,
-                p.patient_id,
-                p.content_hash,
-                p.content,
-            ),
-        )
-        await self._write_tokens(p, replace=False)
+        async with self.conn.pipeline():
+            await self.conn.execute(
+                _INSERT,
+                (
+                    p.res_type,
+                    p.id,
+                    p.version_id,
+                    p.last_updated,
+                    p.patient_id,
+                    p.content_hash,
+                    p.content,
+                ),
+            )
+            await self._write_index(p)
 
     async def replace(self, p: PreparedVersion) -> None:
-        await self.conn.execute(
-            _REPLACE,
-            {
-                "t": p.res_type,
-                "id": p.id,
-                "v": p.version_id,
-                "at": p.last_updated,
-                "del": False,
-                "pid": p.patient_id,
-                "hash": p.content_hash,
-                "content": p.content,
-            },
-        )
-        await self._write_tokens(p, replace=True)
+        async with self.conn.pipeline():
+            await self.conn.execute(
+                _REPLACE,
+                {
+                    "t": p.res_type,
+                    "id": p.id,
+                    "v": p.version_id,
+                    "at": p.last_updated,
+                    "del": False,
+                    "pid": p.patient_id,
+                    "hash": p.content_hash,
+                    "content": p.content,
+                },
+            )
+            await self.conn.execute(_DELETE_INDEX, {"t": p.res_type, "id": p.id})
+            await self._write_index(p)
 
     async def tombstone(self, res_type: str, id: str, version_id: int, at: datetime) -> None:
         """Delete: the current version moves to history, a tombstone version takes its place."""
-        await self.conn.execute(
-            _REPLACE,
-            {
-                "t": res_type,
-                "id": id,
-                "v": version_id,
-                "at": at,
-                "del": True,
-                "pid": None,
-                "hash": None,
-                "content": None,
-            },
-        )
-        await self.conn.execute(_DELETE_TOKENS, (res_type, id))
+        async with self.conn.pipeline():
+            await self.conn.execute(
+                _REPLACE,
+                {
+                    "t": res_type,
+                    "id": id,
+                    "v": version_id,
+                    "at": at,
+                    "del": True,
+                    "pid": None,
+                    "hash": None,
+                    "content": None,
+                },
+            )
+            await self.conn.execute(_DELETE_INDEX, {"t": res_type, "id": id})
 
     async def insert_many(self, versions: Sequence[PreparedVersion]) -> None:
         """Insert new resources in bulk (COPY): the loader's and transactions' fast path."""
@@ -177,22 +230,17 @@ class Session:
                             p.content,
                         )
                     )
-            async with cur.copy(
-                "COPY search_token (res_type, res_id, param, system, code, patient_id) FROM STDIN"
-            ) as copy:
-                for p in versions:
-                    for param, system, code in p.tokens:
-                        await copy.write_row((p.res_type, p.id, param, system, code, p.patient_id))
+            for kind in INDEX_TABLES:
+                rows = [row for p in versions for row in _index_rows_of(p, kind)]
+                if rows:
+                    async with cur.copy(_COPY_INDEX[kind]) as copy:
+                        for row in rows:
+                            await copy.write_row(row)
 
-    async def _write_tokens(self, p: PreparedVersion, *, replace: bool) -> None:
-        if replace:
-            await self.conn.execute(_DELETE_TOKENS, (p.res_type, p.id))
-        if p.tokens:
-            async with self.conn.cursor() as cur:
-                await cur.executemany(
-                    _INSERT_CODE_ROW,
-                    [(p.res_type, p.id, param, s, c, p.patient_id) for param, s, c in p.tokens],
-                )
+    async def _write_index(self, p: PreparedVersion) -> None:
+        async with self.conn.cursor() as cur:
+            for kind, rows in _index_rows(p):
+                await cur.executemany(_INSERT_INDEX[kind], rows)
 
     # --- finding -------------------------------------------------------------------------
     async def find_ids(self, res_type: str, where: sql.Composable, limit: int) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from healthmesh.fhir.compartment import patient_key
-from healthmesh.store.indexer import TokenRow, token_rows
+from healthmesh.fhir.search.extract import IndexRows, extract
 
 
 def format_instant(moment: datetime) -> str:
@@ -50,7 +50,7 @@ class PreparedVersion:
     patient_id: str | None
     content_hash: bytes
     content: str
-    tokens: list[TokenRow]
+    index: IndexRows
 
 
 def prepare(
@@ -82,5 +82,5 @@ def prepare(
         patient_id=patient_key(resource),
         content_hash=digest if digest is not None else content_hash(resource),
         content=orjson.dumps(resource).decode(),
-        tokens=token_rows(resource),
+        index=extract(resource),
     )

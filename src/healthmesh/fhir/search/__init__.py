@@ -1,0 +1,1 @@
+"""Search parameters: which values a resource is found by (index extraction), per R4 search.html."""

@@ -1,0 +1,294 @@
+"""From a resource to its index rows: every search parameter of its type, evaluated at write time.
+
+Each parameter's FHIRPath expression selects typed elements; each element type maps to
+values of the parameter's search type as R4 search.html prescribes (e.g. a token from a
+CodeableConcept is each of its codings, from an Identifier its system|value). Rows here
+lack (res_type, res_id, patient_id), which the store adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from healthmesh.fhir import fhirpath
+from healthmesh.fhir.dates import parse_interval
+from healthmesh.fhir.fhirpath.ucum import UnitError, parse_unit
+from healthmesh.fhir.ids import parse_relative
+from healthmesh.fhir.search.normalize import normalize
+from healthmesh.fhir.search.registry import indexed_params
+
+TokenRow = tuple[str, str | None, str | None, str | None]  # param, system, code, display
+StringRow = tuple[str, str, str]  # param, norm, exact
+DateRow = tuple[str, datetime, datetime]  # param, low, high
+NumberRow = tuple[str, Decimal]
+QuantityRow = tuple[str, Decimal, str | None, str | None, str | None, Decimal | None, str | None]
+UriRow = tuple[str, str]
+ReferenceRow = tuple[str, str | None, str | None, str | None]  # param, type, id, url
+
+UCUM = "http://unitsofmeasure.org"
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+_QUANTITY_TYPES = frozenset(
+    {"Quantity", "Age", "Duration", "Distance", "Count", "SimpleQuantity", "MoneyQuantity"}
+)
+
+
+@dataclass(slots=True)
+class IndexRows:
+    token: list[TokenRow] = field(default_factory=list)
+    string: list[StringRow] = field(default_factory=list)
+    date: list[DateRow] = field(default_factory=list)
+    number: list[NumberRow] = field(default_factory=list)
+    quantity: list[QuantityRow] = field(default_factory=list)
+    uri: list[UriRow] = field(default_factory=list)
+    reference: list[ReferenceRow] = field(default_factory=list)
+
+    def total(self) -> int:
+        return sum(
+            len(rows)
+            for rows in (
+                self.token,
+                self.string,
+                self.date,
+                self.number,
+                self.quantity,
+                self.uri,
+                self.reference,
+            )
+        )
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# --- token ------------------------------------------------------------------------------
+
+
+def _tokens(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
+    value, kind = node.value, node.fhir_type
+    if isinstance(value, Mapping):
+        if kind == "CodeableConcept":
+            for coding in value.get("coding", ()):
+                if isinstance(coding, Mapping):
+                    _coding(param, coding, rows)
+            if _str(value.get("text")):
+                rows.token.append((param, None, None, value["text"]))
+        elif kind == "Coding":
+            _coding(param, value, rows)
+        elif kind == "Identifier":
+            _identifier(param, value, rows)
+        elif kind == "ContactPoint" and _str(value.get("value")):
+            rows.token.append((param, _str(value.get("system")), value["value"], None))
+        return
+    if isinstance(value, bool):
+        rows.token.append((param, None, "true" if value else "false", None))
+    elif isinstance(value, str | int) and str(value):
+        rows.token.append((param, None, str(value), None))
+
+
+def _coding(param: str, coding: Mapping[str, Any], rows: IndexRows) -> None:
+    system, code = _str(coding.get("system")), _str(coding.get("code"))
+    if system or code:
+        rows.token.append((param, system, code, _str(coding.get("display"))))
+
+
+def _identifier(param: str, ident: Mapping[str, Any], rows: IndexRows) -> None:
+    system, value = _str(ident.get("system")), _str(ident.get("value"))
+    kind = ident.get("type")
+    if system or value:
+        text = _str(kind.get("text")) if isinstance(kind, Mapping) else None
+        rows.token.append((param, system, value, text))
+    # :of-type (R4 search.html#modifiers): type system | type code | value, as its own rows.
+    if value and isinstance(kind, Mapping):
+        for coding in kind.get("coding", ()):
+            if isinstance(coding, Mapping) and _str(coding.get("code")):
+                rows.token.append(
+                    (
+                        f"{param}:of-type",
+                        _str(coding.get("system")),
+                        f"{coding['code']}|{value}",
+                        None,
+                    )
+                )
+
+
+# --- string -----------------------------------------------------------------------------
+
+_NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
+_ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
+
+
+def _strings(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
+    value = node.value
+    if isinstance(value, Mapping):
+        parts = (
+            _NAME_PARTS
+            if node.fhir_type == "HumanName"
+            else _ADDRESS_PARTS
+            if node.fhir_type == "Address"
+            else ()
+        )
+        for part in parts:
+            item = value.get(part)
+            for raw in item if isinstance(item, list) else [item]:
+                if text := _str(raw):
+                    rows.string.append((param, normalize(text), text))
+    elif text := _str(value):
+        rows.string.append((param, normalize(text), text))
+
+
+# --- date -------------------------------------------------------------------------------
+
+
+def _interval(value: Any) -> tuple[datetime, datetime] | None:
+    if not isinstance(value, str):
+        return None
+    interval = parse_interval(value)
+    return (interval.low, interval.high) if interval else None
+
+
+def _dates(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
+    value = node.value
+    if isinstance(value, Mapping):
+        if node.fhir_type == "Period":
+            start, end = _interval(value.get("start")), _interval(value.get("end"))
+            if start or end:
+                rows.date.append(
+                    (param, start[0] if start else EARLIEST, end[1] if end else LATEST)
+                )
+        elif node.fhir_type == "Timing":
+            events = [i for i in (_interval(e) for e in value.get("event", ())) if i]
+            bounds = (
+                value.get("repeat", {}).get("boundsPeriod")
+                if isinstance(value.get("repeat"), Mapping)
+                else None
+            )
+            if isinstance(bounds, Mapping):
+                start, end = _interval(bounds.get("start")), _interval(bounds.get("end"))
+                if start or end:
+                    events.append((start[0] if start else EARLIEST, end[1] if end else LATEST))
+            if events:
+                rows.date.append((param, min(e[0] for e in events), max(e[1] for e in events)))
+        return
+    interval = _interval(value)
+    if interval:
+        rows.date.append((param, *interval))
+
+
+# --- number and quantity ----------------------------------------------------------------
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _numbers(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
+    number = _decimal(node.value)
+    if number is not None:
+        rows.number.append((param, number))
+
+
+def canonical(
+    value: Decimal, system: str | None, code: str | None
+) -> tuple[Decimal | None, str | None]:
+    """The value in UCUM base units and a key naming the dimension, where UCUM can say."""
+    if system != UCUM or code is None:
+        return None, None
+    try:
+        unit = parse_unit(code)
+    except (UnitError, ArithmeticError):
+        return None, None
+    if unit.special:
+        return None, None
+    return value * unit.factor, "ucum:" + ",".join(str(d) for d in unit.dims)
+
+
+def _quantities(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
+    value = node.value
+    if not isinstance(value, Mapping):
+        return
+    number = _decimal(value.get("value"))
+    if number is None:
+        return
+    if node.fhir_type == "Money":
+        rows.quantity.append(
+            (param, number, "urn:iso:std:iso:4217", _str(value.get("currency")), None, None, None)
+        )
+        return
+    if node.fhir_type not in _QUANTITY_TYPES and node.fhir_type is not None:
+        return
+    system, code, unit = _str(value.get("system")), _str(value.get("code")), _str(value.get("unit"))
+    rows.quantity.append((param, number, system, code, unit, *canonical(number, system, code)))
+
+
+# --- uri and reference ------------------------------------------------------------------
+
+
+def _uris(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
+    if _str(node.value):
+        rows.uri.append((param, node.value))
+
+
+def _references(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
+    value = node.value
+    if isinstance(value, Mapping):
+        literal = _str(value.get("reference"))
+        ident = value.get("identifier")
+        if isinstance(ident, Mapping):
+            _identifier(f"{param}:identifier", ident, rows)
+        if literal is None or literal.startswith("#"):
+            return
+    elif _str(value):  # canonical / uri references
+        literal = value
+    else:
+        return
+    target = parse_relative(literal.split("/_history/", 1)[0])
+    if target is not None:
+        rows.reference.append((param, target.resource_type, target.id, None))
+        return
+    tail = parse_relative("/".join(literal.split("/_history/", 1)[0].rsplit("/", 2)[-2:]))
+    if tail is not None and "://" in literal:
+        rows.reference.append((param, tail.resource_type, tail.id, literal))
+    else:
+        rows.reference.append((param, None, None, literal))
+
+
+_EXTRACTORS: dict[str, Callable[[str, fhirpath.Node, IndexRows], None]] = {
+    "token": _tokens,
+    "string": _strings,
+    "date": _dates,
+    "number": _numbers,
+    "quantity": _quantities,
+    "uri": _uris,
+    "reference": _references,
+}
+
+
+def _nodes(path: fhirpath.CompiledPath, resource: Mapping[str, Any]) -> Iterator[fhirpath.Node]:
+    try:
+        yield from path.evaluate_typed(resource)
+    except fhirpath.FhirPathError:
+        # A definition's expression that this resource's shape cannot evaluate (e.g. a
+        # type-mismatched comparison) indexes nothing rather than failing the write.
+        return
+
+
+def extract(resource: Mapping[str, Any]) -> IndexRows:
+    """Every index row of ``resource`` for the search parameters of its type."""
+    rows = IndexRows()
+    for param in indexed_params(str(resource.get("resourceType"))):
+        extractor = _EXTRACTORS[param.type]
+        for node in _nodes(param.path, resource):
+            extractor(param.code, node, rows)
+    return rows

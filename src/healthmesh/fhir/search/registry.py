@@ -1,0 +1,80 @@
+"""Per resource type, the search parameters to index and their compiled FHIRPath expressions.
+
+Definitions shared by many types (e.g. clinical ``patient``: ``AllergyIntolerance.patient |
+CarePlan.subject.where(resolve() is Patient) | …``) are pruned to the alternatives that start
+at the type being indexed, so a resource evaluates only what can apply to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from healthmesh.fhir import fhirpath
+from healthmesh.fhir.definitions import SearchParamDef, search_params_by_type
+
+# Parameters answered from the resource table's own columns, never from index rows.
+COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
+# Types the index stores (composite and special are handled apart).
+INDEXED_TYPES = frozenset({"token", "string", "date", "number", "quantity", "uri", "reference"})
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedParam:
+    code: str
+    type: str
+    path: fhirpath.CompiledPath
+    definition: SearchParamDef
+
+
+def split_union(expression: str) -> list[str]:
+    """Top-level ``|`` alternatives of an expression (not inside parentheses or strings)."""
+    parts, depth, quote, start = [], 0, False, 0
+    for i, ch in enumerate(expression):
+        if ch == "'" and (i == 0 or expression[i - 1] != "\\"):
+            quote = not quote
+        elif quote:
+            continue
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(expression[start:i].strip())
+            start = i + 1
+    parts.append(expression[start:].strip())
+    return parts
+
+
+def _for_type(expression: str, resource_type: str) -> str | None:
+    """The alternatives of ``expression`` that can apply to ``resource_type``."""
+    kept = []
+    for part in split_union(expression):
+        head = part.lstrip("(").split(".", 1)[0].split(" ", 1)[0]
+        if head[:1].isupper() and head not in (resource_type, "Resource", "DomainResource"):
+            continue  # an alternative rooted at another resource type
+        kept.append(part)
+    return " | ".join(kept) if kept else None
+
+
+@cache
+def indexed_params(resource_type: str) -> tuple[IndexedParam, ...]:
+    table = search_params_by_type()
+    merged = {
+        **table.get("Resource", {}),
+        **table.get("DomainResource", {}),
+        **table.get(resource_type, {}),
+    }
+    params = []
+    for code, definition in sorted(merged.items()):
+        if (
+            code in COLUMN_PARAMS
+            or definition.type not in INDEXED_TYPES
+            or not definition.expression
+        ):
+            continue
+        expression = _for_type(definition.expression, resource_type)
+        if expression is None:
+            continue
+        params.append(IndexedParam(code, definition.type, fhirpath.compile(expression), definition))
+    return tuple(params)

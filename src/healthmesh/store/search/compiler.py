@@ -1,0 +1,223 @@
+"""Clauses to one SQL condition on a resource row; sort keys; include queries.
+
+Each clause is ``EXISTS (SELECT 1 FROM <index table> i WHERE i.res_type = T AND i.res_id =
+r.id AND i.param = P AND <value match>)``; ``:not`` negates it, ``:missing`` drops the value
+match. A chain ``subject:Patient.name=x`` joins ``search_reference`` to the target's resource
+row and applies the chained clause there, to any depth; ``_has`` joins the other way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from psycopg import sql
+
+from healthmesh.fhir.errors import InvalidRequest, NotSupported
+from healthmesh.fhir.search.query import Clause, param_for
+from healthmesh.store.search import date, number, reference, string, token, uri
+from healthmesh.store.search.sqlbits import all_of, any_of, col
+
+TABLES = {
+    "token": "search_token",
+    "string": "search_string",
+    "date": "search_date",
+    "number": "search_number",
+    "quantity": "search_quantity",
+    "uri": "search_uri",
+    "reference": "search_reference",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    code: str
+    descending: bool
+
+
+class Compiler:
+    """Compiles clauses for one query; numbers its table aliases so nesting never collides."""
+
+    def __init__(self, base: str = ""):
+        self.base = base
+        self._aliases = 0
+
+    def alias(self, prefix: str) -> sql.Identifier:
+        self._aliases += 1
+        return sql.Identifier(f"{prefix}{self._aliases}")
+
+    def where(self, clauses: Sequence[Clause], r: sql.Identifier) -> sql.Composable:
+        return all_of([self.clause(c, r) for c in clauses])
+
+    # --- one clause ----------------------------------------------------------------------
+    def clause(self, c: Clause, r: sql.Identifier) -> sql.Composable:
+        if c.has is not None:
+            return self._has(c, r)
+        if c.param.code == "_id":
+            return self._id(c, r)
+        if c.param.code == "_lastUpdated":
+            if c.modifier == "missing":
+                return sql.SQL("false") if c.values == ("true",) else sql.SQL("true")
+            stamp = col(r, "last_updated")
+            # The stored instant has millisecond precision: it covers [t, t + 1 ms).
+            return date.condition(
+                c, stamp, sql.SQL("({} + interval '1 millisecond')").format(stamp)
+            )
+        if c.chain:
+            return self._chain(c, r)
+        kind = c.param.type
+        if kind not in TABLES:
+            raise NotSupported(
+                f"{kind} search parameters ({c.param.code}) are not supported yet",
+                expression=c.name,
+            )
+        table, index_param = TABLES[kind], c.param.code
+        if kind == "token":
+            index_param = token.index_param(c)
+        if kind == "reference" and c.modifier == "identifier":
+            table, index_param = "search_token", f"{c.param.code}:identifier"
+        if c.modifier in ("in", "not-in", "above", "below") and kind == "token":
+            raise NotSupported(
+                f"{c.name}: :{c.modifier} needs terminology support, not built yet",
+                expression=c.name,
+            )
+        i = self.alias("i")
+        scope = sql.SQL("{i}.res_type = {t} AND {i}.res_id = {r}.id AND {i}.param = {p}").format(
+            i=i, t=sql.Literal(c.resource_type), r=r, p=sql.Literal(index_param)
+        )
+        if c.modifier == "missing":
+            exists = sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {s})").format(
+                tb=sql.Identifier(table), i=i, s=scope
+            )
+            return sql.SQL("NOT {}").format(exists) if c.values == ("true",) else exists
+        match = self._match(c, kind, i)
+        exists = sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {s} AND {m})").format(
+            tb=sql.Identifier(table), i=i, s=scope, m=match
+        )
+        return sql.SQL("NOT {}").format(exists) if c.modifier == "not" else exists
+
+    def _match(self, c: Clause, kind: str, i: sql.Identifier) -> sql.Composable:
+        match kind:
+            case "token":
+                return token.condition(c, i)
+            case "string":
+                return string.condition(c, i)
+            case "date":
+                return date.condition(c, col(i, "low"), col(i, "high"))
+            case "number":
+                return number.number_search(c, i)
+            case "quantity":
+                return number.quantity_search(c, i)
+            case "uri":
+                return uri.condition(c, i)
+            case _:
+                if c.modifier == "identifier":
+                    return token.condition(replace(c, modifier=None), i)
+                return reference.condition(c, i, self.base)
+
+    def _id(self, c: Clause, r: sql.Identifier) -> sql.Composable:
+        if c.modifier == "missing":
+            return sql.SQL("false") if c.values == ("true",) else sql.SQL("true")
+        found = sql.SQL("{}.id = ANY({})").format(r, sql.Literal(list(c.values)))
+        return sql.SQL("NOT {}").format(found) if c.modifier == "not" else found
+
+    def _chain(self, c: Clause, r: sql.Identifier) -> sql.Composable:
+        i, t = self.alias("i"), self.alias("t")
+        per_type = [
+            sql.SQL(
+                "({i}.target_type = {tt} AND EXISTS (SELECT 1 FROM resource {t} WHERE {t}.res_type = {tt}"
+                " AND {t}.id = {i}.target_id AND NOT {t}.deleted AND {inner}))"
+            ).format(i=i, t=t, tt=sql.Literal(sub.resource_type), inner=self.clause(sub, t))
+            for sub in c.chain
+        ]
+        return sql.SQL(
+            "EXISTS (SELECT 1 FROM search_reference {i} WHERE {i}.res_type = {rt} AND {i}.res_id = {r}.id"
+            " AND {i}.param = {p} AND {m})"
+        ).format(
+            i=i,
+            rt=sql.Literal(c.resource_type),
+            r=r,
+            p=sql.Literal(c.param.code),
+            m=any_of(per_type),
+        )
+
+    def _has(self, c: Clause, r: sql.Identifier) -> sql.Composable:
+        assert c.has is not None
+        assert c.has_type is not None
+        assert c.has_reference is not None
+        i, t = self.alias("i"), self.alias("t")
+        return sql.SQL(
+            "EXISTS (SELECT 1 FROM search_reference {i} JOIN resource {t} ON {t}.res_type = {i}.res_type"
+            " AND {t}.id = {i}.res_id WHERE {i}.res_type = {ht} AND {i}.param = {p}"
+            " AND {i}.target_type = {rt} AND {i}.target_id = {r}.id AND NOT {t}.deleted AND {inner})"
+        ).format(
+            i=i,
+            t=t,
+            ht=sql.Literal(c.has_type),
+            p=sql.Literal(c.has_reference.code),
+            rt=sql.Literal(c.resource_type),
+            r=r,
+            inner=self.clause(c.has, t),
+        )
+
+    # --- sorting -------------------------------------------------------------------------
+    def order_by(
+        self, resource_type: str, keys: Sequence[SortKey], r: sql.Identifier
+    ) -> sql.Composable:
+        parts: list[sql.Composable] = []
+        for key in keys:
+            direction = sql.SQL("DESC NULLS LAST" if key.descending else "ASC NULLS LAST")
+            parts.append(
+                sql.SQL("{} {}").format(self._sort_value(resource_type, key, r), direction)
+            )
+        parts.append(sql.SQL("{}.id").format(r))
+        return sql.SQL(", ").join(parts)
+
+    def _sort_value(self, resource_type: str, key: SortKey, r: sql.Identifier) -> sql.Composable:
+        if key.code == "_id":
+            return sql.SQL("{}.id").format(r)
+        if key.code == "_lastUpdated":
+            return sql.SQL("{}.last_updated").format(r)
+        param = param_for(resource_type, key.code)
+        if param is None:
+            raise InvalidRequest(
+                f"_sort: {resource_type} has no search parameter '{key.code}'", expression="_sort"
+            )
+        column = {
+            "token": "code",
+            "string": "norm",
+            "date": "high" if key.descending else "low",
+            "number": "value",
+            "quantity": "value",
+            "uri": "uri",
+            "reference": "target_id",
+        }.get(param.type)
+        if column is None:
+            raise InvalidRequest(
+                f"_sort: {param.type} parameter {key.code} cannot be sorted on", expression="_sort"
+            )
+        aggregate = sql.SQL("max" if key.descending else "min")
+        i = self.alias("s")
+        return sql.SQL(
+            "(SELECT {agg}({i}.{c}) FROM {tb} {i} WHERE {i}.res_type = {t} AND {i}.res_id = {r}.id AND {i}.param = {p})"
+        ).format(
+            agg=aggregate,
+            i=i,
+            c=sql.Identifier(column),
+            tb=sql.Identifier(TABLES[param.type]),
+            t=sql.Literal(resource_type),
+            r=r,
+            p=sql.Literal(key.code),
+        )
+
+
+def parse_sort(value: str | None) -> list[SortKey]:
+    if not value:
+        return []
+    keys = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            raise InvalidRequest("_sort has an empty key", expression="_sort")
+        keys.append(SortKey(part.lstrip("-"), part.startswith("-")))
+    return keys

@@ -1,0 +1,44 @@
+"""Token search (R4 search.html#token): code, system|code, |code, system|; :text, :of-type."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from healthmesh.fhir.errors import InvalidRequest
+from healthmesh.fhir.search.normalize import normalize
+from healthmesh.fhir.search.query import Clause
+from healthmesh.fhir.search_values import parse_token
+from healthmesh.store.search.sqlbits import all_of, any_of, col, like_prefix
+
+
+def value_condition(clause: Clause, i: sql.Identifier, raw: str) -> sql.Composable:
+    if clause.modifier == "text":
+        return sql.SQL("{} LIKE {}").format(
+            col(i, "display"), sql.Literal(like_prefix(normalize(raw)))
+        )
+    if clause.modifier == "of-type":
+        parts = raw.split("|")
+        if len(parts) != 3 or not all(parts[1:]):
+            raise InvalidRequest(f"{clause.name} takes system|code|value", expression=clause.name)
+        system, code, value = parts
+        conds = [sql.SQL("{} = {}").format(col(i, "code"), sql.Literal(f"{code}|{value}"))]
+        if system:
+            conds.append(sql.SQL("{} = {}").format(col(i, "system"), sql.Literal(system)))
+        return all_of(conds)
+    token = parse_token(clause.name, raw)
+    conds = []
+    if token.code is not None:
+        conds.append(sql.SQL("{} = {}").format(col(i, "code"), sql.Literal(token.code)))
+    if token.system == "":
+        conds.append(sql.SQL("{} IS NULL").format(col(i, "system")))
+    elif token.system is not None:
+        conds.append(sql.SQL("{} = {}").format(col(i, "system"), sql.Literal(token.system)))
+    return all_of(conds)
+
+
+def condition(clause: Clause, i: sql.Identifier) -> sql.Composable:
+    return any_of([value_condition(clause, i, v) for v in clause.values])
+
+
+def index_param(clause: Clause) -> str:
+    return f"{clause.param.code}:of-type" if clause.modifier == "of-type" else clause.param.code
