@@ -55,8 +55,8 @@ def obs() -> IndexRows:
 
 def test_codeable_concept_gives_each_coding_and_its_text(obs: IndexRows) -> None:
     assert rows_of(obs.token, "code") == [
-        ("http://loinc.org", "8867-4", "Heart rate"),
-        (None, None, "Pulse"),
+        ("http://loinc.org", "8867-4", "heart rate"),
+        (None, None, "pulse"),
     ]
 
 

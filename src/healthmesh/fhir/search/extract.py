@@ -16,11 +16,13 @@ from typing import Any
 
 from healthmesh.fhir import fhirpath
 from healthmesh.fhir.dates import parse_interval
+from healthmesh.fhir.fhirpath.model import resource_node
 from healthmesh.fhir.fhirpath.ucum import UnitError, parse_unit
 from healthmesh.fhir.ids import parse_relative
 from healthmesh.fhir.search.normalize import normalize
 from healthmesh.fhir.search.registry import indexed_params
 
+# display: Coding.display / CodeableConcept.text / Identifier.type.text, normalised for :text
 TokenRow = tuple[str, str | None, str | None, str | None]  # param, system, code, display
 StringRow = tuple[str, str, str]  # param, norm, exact
 DateRow = tuple[str, datetime, datetime]  # param, low, high
@@ -76,8 +78,8 @@ def _tokens(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
             for coding in value.get("coding", ()):
                 if isinstance(coding, Mapping):
                     _coding(param, coding, rows)
-            if _str(value.get("text")):
-                rows.token.append((param, None, None, value["text"]))
+            if text := _str(value.get("text")):
+                rows.token.append((param, None, None, normalize(text)))
         elif kind == "Coding":
             _coding(param, value, rows)
         elif kind == "Identifier":
@@ -94,7 +96,8 @@ def _tokens(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
 def _coding(param: str, coding: Mapping[str, Any], rows: IndexRows) -> None:
     system, code = _str(coding.get("system")), _str(coding.get("code"))
     if system or code:
-        rows.token.append((param, system, code, _str(coding.get("display"))))
+        display = _str(coding.get("display"))
+        rows.token.append((param, system, code, normalize(display) if display else None))
 
 
 def _identifier(param: str, ident: Mapping[str, Any], rows: IndexRows) -> None:
@@ -102,7 +105,7 @@ def _identifier(param: str, ident: Mapping[str, Any], rows: IndexRows) -> None:
     kind = ident.get("type")
     if system or value:
         text = _str(kind.get("text")) if isinstance(kind, Mapping) else None
-        rows.token.append((param, system, value, text))
+        rows.token.append((param, system, value, normalize(text) if text else None))
     # :of-type (R4 search.html#modifiers): type system | type code | value, as its own rows.
     if value and isinstance(kind, Mapping):
         for coding in kind.get("coding", ()):
@@ -275,9 +278,11 @@ _EXTRACTORS: dict[str, Callable[[str, fhirpath.Node, IndexRows], None]] = {
 }
 
 
-def _nodes(path: fhirpath.CompiledPath, resource: Mapping[str, Any]) -> Iterator[fhirpath.Node]:
+def _nodes(path: fhirpath.CompiledPath, root: fhirpath.Node) -> Iterator[fhirpath.Node]:
     try:
-        yield from path.evaluate_typed(resource)
+        for item in path.run(root):
+            # Computed System values (rare in definitions) arrive bare: type them by value.
+            yield item if type(item) is fhirpath.Node else fhirpath.Node(item, None, None)
     except fhirpath.FhirPathError:
         # A definition's expression that this resource's shape cannot evaluate (e.g. a
         # type-mismatched comparison) indexes nothing rather than failing the write.
@@ -287,8 +292,9 @@ def _nodes(path: fhirpath.CompiledPath, resource: Mapping[str, Any]) -> Iterator
 def extract(resource: Mapping[str, Any]) -> IndexRows:
     """Every index row of ``resource`` for the search parameters of its type."""
     rows = IndexRows()
+    root = resource_node(resource)  # built once, shared by every expression
     for param in indexed_params(str(resource.get("resourceType"))):
         extractor = _EXTRACTORS[param.type]
-        for node in _nodes(param.path, resource):
+        for node in _nodes(param.path, root):
             extractor(param.code, node, rows)
     return rows

@@ -1,0 +1,341 @@
+"""Search by every parameter type, modifier and prefix, on resources made for each test (R4 search.html).
+
+Each test tags its resources with a fresh code so that other tests' data never matches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from support import create, observation, patient, unique
+
+
+def ids(
+    client: httpx.Client, path: str, params: list[tuple[str, str]] | dict[str, str]
+) -> set[str]:
+    response = client.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return {
+        e["resource"]["id"]
+        for e in response.json().get("entry", [])
+        if e["search"]["mode"] == "match"
+    }
+
+
+@pytest.fixture
+def tag() -> str:
+    return unique("tag")
+
+
+def tagged(resource: dict[str, Any], tag: str) -> dict[str, Any]:
+    return {**resource, "meta": {"tag": [{"system": "urn:test", "code": tag}]}}
+
+
+def test_token_forms_on_codeable_concepts(client: httpx.Client, tag: str) -> None:
+    p = create(client, patient())["id"]
+    a = create(
+        client,
+        tagged(
+            observation(
+                f"Patient/{p}",
+                code={
+                    "coding": [{"system": "http://loinc.org", "code": "8867-4"}],
+                    "text": "Heart rate",
+                },
+            ),
+            tag,
+        ),
+    )["id"]
+    b = create(
+        client, tagged(observation(f"Patient/{p}", code={"coding": [{"code": "local-1"}]}), tag)
+    )["id"]
+    t = ("_tag", f"urn:test|{tag}")
+    assert ids(client, "/Observation", [t, ("code", "http://loinc.org|8867-4")]) == {a}
+    assert ids(client, "/Observation", [t, ("code", "8867-4")]) == {a}
+    assert ids(client, "/Observation", [t, ("code", "|local-1")]) == {b}
+    assert ids(client, "/Observation", [t, ("code", "http://loinc.org|")]) == {a}
+    assert ids(client, "/Observation", [t, ("code", "8867-4,local-1")]) == {a, b}
+    assert ids(client, "/Observation", [t, ("code:not", "8867-4")]) == {b}
+    assert ids(client, "/Observation", [t, ("code:text", "heart")]) == {a}
+
+
+def test_token_on_boolean_and_code(client: httpx.Client) -> None:
+    family = unique("Fam")
+    active = create(client, patient(active=True, name=[{"family": family}]))["id"]
+    inactive = create(client, patient(active=False, name=[{"family": family}], gender="male"))["id"]
+    assert ids(client, "/Patient", {"family": family, "active": "true"}) == {active}
+    assert ids(client, "/Patient", {"family": family, "gender": "male"}) == {inactive}
+
+
+def test_string_starts_with_ignoring_case_and_accents_exact_and_contains(
+    client: httpx.Client,
+) -> None:
+    stem = unique("Zz").replace("-", "")
+    muller = create(client, patient(name=[{"family": f"{stem}Müller", "given": ["Jürgen"]}]))["id"]
+    create(client, patient(name=[{"family": f"{stem}Mueller"}]))
+    assert ids(client, "/Patient", {"family": f"{stem.lower()}MULLER"}) == {muller}
+    assert ids(client, "/Patient", {"family:exact": f"{stem}Müller"}) == {muller}
+    assert ids(client, "/Patient", {"family:exact": f"{stem}muller"}) == set()
+    assert ids(client, "/Patient", {"name:contains": "ller", "family": stem}) == {muller} | ids(
+        client, "/Patient", {"family": f"{stem}Mue"}
+    )
+    assert muller in ids(client, "/Patient", {"name": "jurg", "family": stem})
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("eq", {"in"}),
+        ("ne", {"before", "after"}),
+        ("gt", {"after"}),
+        ("lt", {"before"}),
+        ("ge", {"in", "after"}),
+        ("le", {"in", "before"}),
+        ("sa", {"after"}),
+        ("eb", {"before"}),
+    ],
+)
+def test_date_prefixes_against_a_day(client: httpx.Client, prefix: str, expected: set[str]) -> None:
+    family = unique("Date")
+    made = {
+        label: create(client, patient(name=[{"family": family}], birthDate=day))["id"]
+        for label, day in (("before", "2001-03-03"), ("in", "2001-03-04"), ("after", "2001-03-05"))
+    }
+    found = ids(client, "/Patient", {"family": family, "birthdate": f"{prefix}2001-03-04"})
+    assert found == {made[label] for label in expected}
+
+
+def test_date_precision_a_year_contains_its_days(client: httpx.Client) -> None:
+    family = unique("Year")
+    inside = create(client, patient(name=[{"family": family}], birthDate="1987-06-15"))["id"]
+    create(client, patient(name=[{"family": family}], birthDate="1988-01-01"))
+    assert ids(client, "/Patient", {"family": family, "birthdate": "1987"}) == {inside}
+    assert ids(client, "/Patient", {"family": family, "birthdate": "1987-06"}) == {inside}
+
+
+def test_period_dates_overlap_semantics(client: httpx.Client, tag: str) -> None:
+    p = create(client, patient())["id"]
+    enc = tagged(
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": {"reference": f"Patient/{p}"},
+            "period": {"start": "2020-01-10", "end": "2020-01-20"},
+        },
+        tag,
+    )
+    e = create(client, enc)["id"]
+    t = ("_tag", f"urn:test|{tag}")
+    assert ids(client, "/Encounter", [t, ("date", "2020-01")]) == {
+        e
+    }  # the month contains the period
+    assert (
+        ids(client, "/Encounter", [t, ("date", "2020-01-15")]) == set()
+    )  # a day inside does not contain it
+    assert ids(client, "/Encounter", [t, ("date", "gt2020-01-15")]) == {
+        e
+    }  # it extends beyond the day
+    assert ids(client, "/Encounter", [t, ("date", "lt2020-01-15")]) == {e}  # and starts before it
+    assert ids(client, "/Encounter", [t, ("date", "sa2020-01-09")]) == {e}
+    assert ids(client, "/Encounter", [t, ("date", "eb2020-01-21")]) == {e}
+
+
+def test_quantity_value_units_and_ucum_conversion(client: httpx.Client, tag: str) -> None:
+    p = create(client, patient())["id"]
+    ucum = "http://unitsofmeasure.org"
+    glucose = tagged(
+        observation(
+            f"Patient/{p}",
+            valueQuantity={"value": 100, "unit": "mg/dL", "system": ucum, "code": "mg/dL"},
+        ),
+        tag,
+    )
+    g = create(client, glucose)["id"]
+    t = ("_tag", f"urn:test|{tag}")
+    assert ids(client, "/Observation", [t, ("value-quantity", f"100|{ucum}|mg/dL")]) == {g}
+    assert ids(client, "/Observation", [t, ("value-quantity", f"1|{ucum}|g/L")]) == {
+        g
+    }  # same amount, other unit
+    assert ids(client, "/Observation", [t, ("value-quantity", "gt99||mg/dL")]) == {g}
+    assert ids(client, "/Observation", [t, ("value-quantity", "lt99")]) == set()
+    assert (
+        ids(client, "/Observation", [t, ("value-quantity", "100.4")]) == set()
+    )  # precision: [100.35, 100.45)
+    assert ids(client, "/Observation", [t, ("value-quantity", "1e2")]) == {
+        g
+    }  # precision: [50, 150)
+
+
+def test_number_precision_and_prefixes(client: httpx.Client, tag: str) -> None:
+    p = create(client, patient())["id"]
+    risk = tagged(
+        {
+            "resourceType": "RiskAssessment",
+            "status": "final",
+            "subject": {"reference": f"Patient/{p}"},
+            "prediction": [{"probabilityDecimal": 0.25}],
+        },
+        tag,
+    )
+    r = create(client, risk)["id"]
+    t = ("_tag", f"urn:test|{tag}")
+    assert ids(client, "/RiskAssessment", [t, ("probability", "0.25")]) == {r}
+    assert ids(client, "/RiskAssessment", [t, ("probability", "0.3")]) == {
+        r
+    }  # 0.3 covers [0.25, 0.35)
+    assert ids(client, "/RiskAssessment", [t, ("probability", "0.4")]) == set()
+    assert ids(client, "/RiskAssessment", [t, ("probability", "gt0.2")]) == {r}
+    assert ids(client, "/RiskAssessment", [t, ("probability", "le0.2")]) == set()
+
+
+def test_reference_forms_and_type_modifier(client: httpx.Client, tag: str) -> None:
+    p = create(client, patient())["id"]
+    o = create(client, tagged(observation(f"Patient/{p}"), tag))["id"]
+    t = ("_tag", f"urn:test|{tag}")
+    for value in (
+        p,
+        f"Patient/{p}",
+        f"{client.base_url}/Patient/{p}".replace("//Patient", "/Patient"),
+    ):
+        assert ids(client, "/Observation", [t, ("subject", value)]) == {o}, value
+    assert ids(client, "/Observation", [t, ("subject:Patient", p)]) == {o}
+    assert ids(client, "/Observation", [t, ("patient", p)]) == {o}
+    assert ids(client, "/Observation", [t, ("subject", "Group/" + p)]) == set()
+
+
+def test_missing_modifier(client: httpx.Client) -> None:
+    family = unique("Miss")
+    with_date = create(client, patient(name=[{"family": family}]))["id"]
+    without = create(client, {"resourceType": "Patient", "name": [{"family": family}]})["id"]
+    assert ids(client, "/Patient", {"family": family, "birthdate:missing": "true"}) == {without}
+    assert ids(client, "/Patient", {"family": family, "birthdate:missing": "false"}) == {with_date}
+
+
+def test_chains_one_and_two_levels(client: httpx.Client, tag: str) -> None:
+    doctor_name = unique("Doc")
+    doctor = create(client, {"resourceType": "Practitioner", "name": [{"family": doctor_name}]})[
+        "id"
+    ]
+    family = unique("Chain")
+    p = create(
+        client,
+        patient(
+            name=[{"family": family}], generalPractitioner=[{"reference": f"Practitioner/{doctor}"}]
+        ),
+    )["id"]
+    o = create(client, tagged(observation(f"Patient/{p}"), tag))["id"]
+    t = ("_tag", f"urn:test|{tag}")
+    assert ids(client, "/Observation", [t, ("subject:Patient.name", family)]) == {o}
+    assert ids(client, "/Observation", [t, ("subject.family", family)]) == {o}
+    assert ids(
+        client, "/Observation", [t, ("subject:Patient.general-practitioner.name", doctor_name)]
+    ) == {o}
+    assert ids(client, "/Observation", [t, ("subject:Patient.name", "nobody-like-this")]) == set()
+
+
+def test_reverse_chain_has(client: httpx.Client) -> None:
+    family = unique("Has")
+    code = unique("code")
+    p1 = create(client, patient(name=[{"family": family}]))["id"]
+    create(client, patient(name=[{"family": family}]))
+    create(
+        client, observation(f"Patient/{p1}", code={"coding": [{"system": "urn:c", "code": code}]})
+    )
+    assert ids(client, "/Patient", {"family": family, "_has:Observation:patient:code": code}) == {
+        p1
+    }
+    assert ids(
+        client, "/Patient", {"family": family, "_has:Observation:subject:code": "urn:c|" + code}
+    ) == {p1}
+
+
+def test_includes_and_revincludes(client: httpx.Client, tag: str) -> None:
+    p = create(client, patient())["id"]
+    o = create(client, tagged(observation(f"Patient/{p}"), tag))["id"]
+    bundle = client.get(
+        "/Observation", params=[("_tag", f"urn:test|{tag}"), ("_include", "Observation:subject")]
+    ).json()
+    modes = {
+        (e["resource"]["resourceType"], e["resource"]["id"]): e["search"]["mode"]
+        for e in bundle["entry"]
+    }
+    assert modes == {("Observation", o): "match", ("Patient", p): "include"}
+    assert bundle["total"] == 1  # includes do not count
+    back = client.get(
+        "/Patient", params=[("_id", p), ("_revinclude", "Observation:subject")]
+    ).json()
+    assert {(e["resource"]["resourceType"], e["search"]["mode"]) for e in back["entry"]} == {
+        ("Patient", "match"),
+        ("Observation", "include"),
+    }
+
+
+def test_sort_ascending_descending_and_by_two_keys(client: httpx.Client) -> None:
+    family = unique("Sort")
+    made = [
+        create(client, patient(name=[{"family": family, "given": [g]}], birthDate=d))["id"]
+        for g, d in (("b", "1990-01-01"), ("a", "1990-01-01"), ("c", "1980-01-01"))
+    ]
+
+    def order(sort: str) -> list[str]:
+        bundle = client.get("/Patient", params={"family": family, "_sort": sort}).json()
+        return [e["resource"]["id"] for e in bundle["entry"]]
+
+    assert order("birthdate,given") == [made[2], made[1], made[0]]
+    assert order("-birthdate,given") == [made[1], made[0], made[2]]
+
+
+def test_identifier_of_type(client: httpx.Client) -> None:
+    value = unique("mrn")
+    p = create(
+        client,
+        patient(
+            identifier=[
+                {
+                    "system": "urn:h",
+                    "value": value,
+                    "type": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                "code": "MR",
+                            }
+                        ]
+                    },
+                }
+            ]
+        ),
+    )["id"]
+    found = ids(
+        client,
+        "/Patient",
+        {"identifier:of-type": f"http://terminology.hl7.org/CodeSystem/v2-0203|MR|{value}"},
+    )
+    assert found == {p}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"birthdate": "xx2000"},
+        {"family:fuzzy": "x"},
+        {"general-practitioner.nothing": "1"},
+        {"_has:Observation:patient": "1"},
+        {"_has:Nope:patient:code": "1"},
+        {"_sort": "unknown-param"},
+        {"_include": "Observation"},
+        {"identifier:of-type": "just-a-value"},
+        {"gender:missing": "maybe"},
+        {"birthdate:contains": "2000"},
+    ],
+)
+def test_malformed_search_is_400_naming_the_parameter(
+    client: httpx.Client, params: dict[str, str]
+) -> None:
+    response = client.get("/Patient", params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"]
