@@ -12,10 +12,10 @@ import pytest
 
 from support import create, observation, patient, unique
 
+Params = list[tuple[str, str | int | float | bool | None]] | dict[str, str]
 
-def ids(
-    client: httpx.Client, path: str, params: list[tuple[str, str]] | dict[str, str]
-) -> set[str]:
+
+def ids(client: httpx.Client, path: str, params: Params) -> set[str]:
     response = client.get(path, params=params)
     assert response.status_code == 200, response.text
     return {
