@@ -1,24 +1,25 @@
 """``healthmesh load``: FHIR Bundles and NDJSON into the store, streaming and idempotent.
 
-- Bundles (transaction, batch, collection) run as one database transaction each, through the
-  same code as ``POST [base]`` — validation, reference rewriting, processing order.
-- NDJSON (``.ndjson``, ``.ndjson.gz``) is read line by line and written in chunks, so memory
-  does not grow with the input: a file of any size streams through a few MB.
-- Idempotent: a POST entry gets an id derived from its Bundle and fullUrl (uuid5) instead of
-  a random one, an NDJSON resource keeps its own id, and a write whose content equals the
-  stored version makes no new version. Loading the same input twice leaves the same data.
-- Two workers run side by side so that Python's parsing and validation of one chunk overlaps
-  PostgreSQL's writing of another.
+- Worker processes do the CPU work (load/prepare.py): parse, validate, rewrite references,
+  serialise, extract index rows. This process writes what they prepare, one database
+  transaction per Bundle or NDJSON chunk, with COPY. A bounded number of units is in flight,
+  so memory does not grow with the input.
+- Bundles (transaction, batch, collection) are all-or-nothing, like ``POST [base]``; one
+  whose processing needs the database (conditional creates or references, updates, deletes)
+  runs through the ordinary transaction code instead.
+- Idempotent: a POST entry gets an id derived from its Bundle and fullUrl (uuid5), an
+  NDJSON resource keeps its own id, and a write whose content equals the stored version makes
+  no new version. Loading the same input twice leaves the same data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import io
-import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+import multiprocessing
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,14 +28,24 @@ import orjson
 import psycopg
 
 from healthmesh.fhir.errors import FhirError, InvalidRequest
-from healthmesh.fhir.validation import check_resource
 from healthmesh.interactions.context import FhirRequest, FhirResult
-from healthmesh.interactions.transaction import Entry, parse_entries, run_transaction
-from healthmesh.store.repository import Repository
+from healthmesh.interactions.transaction import parse_entries, run_transaction
+from healthmesh.load.prepare import (
+    Prepared,
+    bundle_key,
+    first_error,
+    open_input,
+    prepare_bundle,
+    prepare_lines,
+    stable_id,
+)
+from healthmesh.store.repository import Repository, Session, StoredVersion
+from healthmesh.store.rows import PreparedVersion, now, prepare
 
-NAMESPACE = uuid.UUID("6f1c2a52-7d1e-4a0b-9a41-3e5f0c6d8b10")  # HealthMesh loader ids
 CHUNK = 1000  # NDJSON resources per database transaction
 SUFFIXES = (".json", ".ndjson", ".ndjson.gz", ".json.gz")
+
+__all__ = ["LoadError", "LoadReport", "Loader", "find_inputs", "stable_id"]
 
 
 class Progress(Protocol):
@@ -88,21 +99,49 @@ def find_inputs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _open(path: Path) -> io.BufferedIOBase:
-    if path.name.endswith(".gz"):
-        return gzip.GzipFile(path, "rb")
-    return path.open("rb")
+async def write_versions(session: Session, versions: list[PreparedVersion]) -> list[FhirResult]:
+    """Upsert prepared versions: new ids by COPY, changed ones as new versions, same ones skipped."""
+    existing = await session.current_many([(v.res_type, v.id) for v in versions])
+    fresh: list[PreparedVersion] = []
+    results: list[FhirResult] = []
+    for v in versions:
+        current = existing.get((v.res_type, v.id))
+        if current is None:
+            fresh.append(v)
+            continue
+        if not current.deleted and current.content_hash == v.content_hash:
+            results.append(FhirResult(status=200, version=current, unchanged=True))
+            continue
+        # Rare: a changed resource. Its content carries versionId 1; stamp the real one.
+        again = prepare(
+            orjson.loads(v.content), version_id=current.version_id + 1, last_updated=v.last_updated
+        )
+        await session.replace(again)
+        results.append(FhirResult(status=201 if current.deleted else 200, version=_stored(again)))
+    await session.insert_many(fresh)
+    results.extend(FhirResult(status=201, version=_stored(v)) for v in fresh)
+    return results
 
 
-def stable_id(*parts: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+def _stored(v: PreparedVersion) -> StoredVersion:
+    return StoredVersion(
+        v.res_type, v.id, v.version_id, v.last_updated, False, None, v.content_hash
+    )
 
 
-def _first_error(error: FhirError) -> str:
-    issue = error.issues[0] if error.issues else None
-    if issue is None:
-        return str(error)
-    return f"{issue.expression}: {issue.diagnostics}" if issue.expression else issue.diagnostics
+def _entry_of(error: FhirError) -> str:
+    for issue in error.issues:
+        if issue.expression and issue.expression.startswith("Bundle.entry["):
+            return "entry " + issue.expression[len("Bundle.entry[") :].split("]", 1)[0]
+    return ""
+
+
+@dataclass(slots=True)
+class _Unit:
+    """One database transaction's worth of input, being prepared by a worker."""
+
+    path: Path
+    future: Awaitable[Prepared]
 
 
 class Loader:
@@ -113,58 +152,83 @@ class Loader:
         self.report = LoadReport()
 
     async def load(self, files: list[Path], *, workers: int = 2) -> LoadReport:
-        queue: asyncio.Queue[Path] = asyncio.Queue()
-        for f in files:
-            queue.put_nowait(f)
-        deferred: list[Path] = []
-
-        async def worker() -> None:
-            while not queue.empty():
-                path = queue.get_nowait()
-                if not await self.load_file(path, last_try=False):
-                    deferred.append(path)
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        # spawn, not fork: the children must not inherit this process's open connections.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
+            deferred = await self._pipeline(files, pool, in_flight=max(2, workers * 2))
         # A Bundle whose conditional references name resources from a later file gets one
         # more try once everything else is in.
         for path in deferred:
-            await self.load_file(path, last_try=True)
+            await self._fallback(path, last_try=True)
         return self.report
 
-    async def load_file(self, path: Path, *, last_try: bool) -> bool:
-        """Load one file; False when it should be retried after the others."""
-        try:
-            if ".ndjson" in path.name:
-                await self._load_ndjson(path)
-                return True
-            return await self._load_bundle(path, last_try=last_try)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            self.report.errors.append(LoadError(str(path), "", f"cannot read: {exc}"))
-            return True
-        except psycopg.errors.IntegrityError:
-            # Two workers wrote the same stable id at once: the retry sees the other's write.
-            if last_try:
-                raise
-            return False
+    async def _pipeline(self, files: list[Path], pool: Executor, *, in_flight: int) -> list[Path]:
+        loop = asyncio.get_running_loop()
+        pending: deque[_Unit] = deque()
+        deferred: list[Path] = []
 
-    async def _load_bundle(self, path: Path, *, last_try: bool) -> bool:
+        def submit(path: Path, fn: Callable[..., Prepared], *args: Any) -> None:
+            pending.append(_Unit(path, loop.run_in_executor(pool, fn, *args)))
+
+        async def drain(keep: int) -> None:
+            while len(pending) > keep:
+                unit = pending.popleft()
+                if not await self._write(unit):
+                    deferred.append(unit.path)
+
+        for path in files:
+            if ".ndjson" in path.name:
+                try:
+                    async for first, lines in _chunks(path):
+                        submit(path, prepare_lines, path.name, first, lines, now())
+                        await drain(in_flight)
+                except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                    self.report.errors.append(LoadError(str(path), "", f"cannot read: {exc}"))
+            else:
+                submit(path, prepare_bundle, path, now())
+            await drain(in_flight)
+        await drain(0)
+        return deferred
+
+    async def _write(self, unit: _Unit) -> bool:
+        """Write one prepared unit; False when it should be retried after the others."""
+        try:
+            prepared = await unit.future
+        except OSError as exc:
+            self.report.errors.append(LoadError(str(unit.path), "", f"cannot read: {exc}"))
+            return True
+        for problem in prepared.problems:
+            self.report.errors.append(LoadError(str(unit.path), problem.where, problem.reason))
+        if prepared.fallback:
+            return await self._fallback(unit.path, last_try=False)
+        if prepared.failed or not prepared.versions:
+            return True
+        try:
+            async with self.repository.session() as session:
+                results = await write_versions(session, prepared.versions)
+        except psycopg.errors.IntegrityError:
+            return False  # a concurrent writer made the same id: the retry sees its write
+        for result in results:
+            self.report.count(result)
+        if self.progress:
+            self.progress.advance(len(results), prepared.nbytes)
+        return True
+
+    async def _fallback(self, path: Path, *, last_try: bool) -> bool:
+        """A Bundle that needs the database while it is processed: the transaction code path."""
         raw = await asyncio.to_thread(path.read_bytes)
+        bundle = orjson.loads(raw)
         try:
-            bundle = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            self.report.errors.append(LoadError(str(path), "", f"not JSON: {exc}"))
-            return True
-        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-            self.report.errors.append(LoadError(str(path), "", "not a FHIR Bundle"))
-            return True
-        key = _bundle_key(bundle, path)
-        try:
-            entries = self._bundle_entries(bundle, key)
+            entries = parse_entries(_as_transaction(bundle), self.request.base)
+            key = bundle_key(bundle, path)
+            for e in entries:
+                if e.method == "POST" and not e.if_none_exist:
+                    e.assigned_id = stable_id(key, e.full_url or f"entry {e.index}")
             results = await run_transaction(self.repository, entries, self.request, upsert=True)
         except FhirError as error:
             if error.status == 412 and not last_try:
                 return False
-            self.report.errors.append(LoadError(str(path), _entry_of(error), _first_error(error)))
+            self.report.errors.append(LoadError(str(path), _entry_of(error), first_error(error)))
             return True
         for result in results.values():
             self.report.count(result)
@@ -172,53 +236,16 @@ class Loader:
             self.progress.advance(len(results), len(raw))
         return True
 
-    def _bundle_entries(self, bundle: dict[str, Any], key: str) -> list[Entry]:
-        kind = bundle.get("type")
-        if kind == "collection":
-            bundle = _collection_as_transaction(bundle)
-        elif kind not in ("transaction", "batch"):
-            raise InvalidRequest(
-                f"Bundle.type {kind!r} cannot be loaded; use transaction, batch or collection",
-                expression="Bundle.type",
-            )
-        entries = parse_entries(bundle, self.request.base)
-        for e in entries:
-            if e.method == "POST" and not e.if_none_exist:
-                e.assigned_id = stable_id(key, e.full_url or f"entry {e.index}")
-        return entries
 
-    async def _load_ndjson(self, path: Path) -> None:
-        async for chunk, nbytes in _ndjson_chunks(path, self.report):
-            try:
-                results = await run_transaction(self.repository, chunk, self.request, upsert=True)
-            except FhirError as error:
-                where = _entry_of(error).replace("entry", "line")
-                self.report.errors.append(LoadError(str(path), where, _first_error(error)))
-                continue
-            for result in results.values():
-                self.report.count(result)
-            if self.progress:
-                self.progress.advance(len(results), nbytes)
-
-
-def _entry_of(error: FhirError) -> str:
-    for issue in error.issues:
-        if issue.expression and issue.expression.startswith("Bundle.entry["):
-            return "entry " + issue.expression[len("Bundle.entry[") :].split("]", 1)[0]
-    return ""
-
-
-def _bundle_key(bundle: dict[str, Any], path: Path) -> str:
-    identifier = bundle.get("identifier")
-    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
-        return f"{identifier.get('system', '')}|{identifier['value']}"
-    if isinstance(bundle.get("id"), str):
-        return f"Bundle/{bundle['id']}"
-    return path.name
-
-
-def _collection_as_transaction(bundle: dict[str, Any]) -> dict[str, Any]:
-    """A collection's entries become creates (stable ids) so references resolve as in a transaction."""
+def _as_transaction(bundle: dict[str, Any]) -> dict[str, Any]:
+    kind = bundle.get("type")
+    if kind in ("transaction", "batch"):
+        return bundle
+    if kind != "collection":
+        raise InvalidRequest(
+            f"Bundle.type {kind!r} cannot be loaded; use transaction, batch or collection",
+            expression="Bundle.type",
+        )
     entries = []
     for raw in bundle.get("entry", []):
         resource = raw.get("resource") if isinstance(raw, dict) else None
@@ -236,51 +263,17 @@ def _collection_as_transaction(bundle: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-async def _ndjson_chunks(path: Path, report: LoadReport) -> AsyncIterator[tuple[list[Entry], int]]:
-    chunk: list[Entry] = []
-    keys: set[tuple[str, str]] = set()
-    nbytes = 0
-    for number, line in _lines(path):
-        nbytes += len(line)
-        if not line.strip():
-            continue
-        try:
-            resource = orjson.loads(line)
-            check_resource(resource)
-        except orjson.JSONDecodeError as exc:
-            report.errors.append(LoadError(str(path), f"line {number}", f"not JSON: {exc}"))
-            continue
-        except FhirError as error:
-            report.errors.append(LoadError(str(path), f"line {number}", _first_error(error)))
-            continue
-        res_type = resource["resourceType"]
-        id = resource.get("id") or stable_id(str(path.name), str(number))
-        if (res_type, id) in keys:  # the same resource again: write what came before first
-            yield chunk, nbytes
-            chunk, keys, nbytes = [], set(), 0
-        keys.add((res_type, id))
-        chunk.append(
-            Entry(
-                index=number,
-                method="POST",
-                path=(res_type,),
-                params=[],
-                full_url=f"{res_type}/{id}",
-                resource=resource,
-                if_none_exist=None,
-                if_match=None,
-                assigned_id=id,
-                validated=True,
-            )
-        )
-        if len(chunk) >= CHUNK:
-            yield chunk, nbytes
-            chunk, keys, nbytes = [], set(), 0
-            await asyncio.sleep(0)  # let the other worker run
-    if chunk:
-        yield chunk, nbytes
-
-
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    with _open(path) as stream:
-        yield from enumerate(stream, start=1)
+async def _chunks(path: Path) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """(first line number, lines) of CHUNK lines at a time, read as it goes."""
+    stream = open_input(path)
+    try:
+        first, lines = 1, []
+        for number, line in enumerate(stream, start=1):
+            lines.append(line)
+            if len(lines) >= CHUNK:
+                yield first, lines
+                first, lines = number + 1, []
+        if lines:
+            yield first, lines
+    finally:
+        stream.close()
