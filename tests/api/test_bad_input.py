@@ -112,7 +112,13 @@ def test_metadata_lists_the_interactions_that_work(client: httpx.Client) -> None
     types = {p["name"]: p["type"] for p in observation["searchParam"]}
     assert types["code"] == "token"
     assert types["value-quantity"] == "quantity"
-    assert "code-value-quantity" not in types  # composite: not supported yet, so not listed
+    assert types["component-code-value-quantity"] == "composite"
+    assert "near" not in {
+        p["name"]
+        for r in statement["rest"][0]["resource"]
+        if r["type"] == "Location"
+        for p in r["searchParam"]
+    }
     assert {i["code"] for i in statement["rest"][0]["interaction"]} == {
         "transaction",
         "batch",

@@ -339,3 +339,37 @@ def test_malformed_search_is_400_naming_the_parameter(
     response = client.get("/Patient", params=params)
     assert response.status_code == 400, response.text
     assert response.json()["issue"][0]["expression"]
+
+
+def test_composite_components_must_match_on_the_same_element(
+    client: httpx.Client, tag: str
+) -> None:
+    p = create(client, patient())["id"]
+    ucum = "http://unitsofmeasure.org"
+
+    def component(code: str, value: int) -> dict[str, Any]:
+        return {
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "valueQuantity": {"value": value, "system": ucum, "code": "mm[Hg]"},
+        }
+
+    bp = observation(
+        f"Patient/{p}", code={"coding": [{"system": "http://loinc.org", "code": "85354-9"}]}
+    )
+    del bp["valueQuantity"]
+    bp["component"] = [component("8480-6", 150), component("8462-4", 80)]
+    o = create(client, tagged(bp, tag))["id"]
+    t = ("_tag", f"urn:test|{tag}")
+    systolic_high = "http://loinc.org|8480-6$gt140"
+    assert ids(client, "/Observation", [t, ("component-code-value-quantity", systolic_high)]) == {o}
+    # 150 belongs to the systolic component, not the diastolic one: no match across elements.
+    diastolic_high = "http://loinc.org|8462-4$gt140"
+    assert (
+        ids(client, "/Observation", [t, ("component-code-value-quantity", diastolic_high)]) == set()
+    )
+    either = f"{diastolic_high},{systolic_high}"
+    assert ids(client, "/Observation", [t, ("component-code-value-quantity", either)]) == {o}
+    ucum_value = f"http://loinc.org|8462-4$80|{ucum}|mm[Hg]"
+    assert ids(client, "/Observation", [t, ("component-code-value-quantity", ucum_value)]) == {o}
+    bad = client.get("/Observation", params={"component-code-value-quantity": "only-one-part"})
+    assert bad.status_code == 400

@@ -64,6 +64,11 @@ def search_params_by_type() -> Mapping[str, Mapping[str, SearchParamDef]]:
 
 
 @cache
+def search_param_by_url() -> Mapping[str, SearchParamDef]:
+    return {p.url: p for p in search_params()}
+
+
+@cache
 def patient_compartment() -> Mapping[str, tuple[str, ...]]:
     """Resource type -> the search parameters that put it in a Patient's compartment.
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from healthmesh import FHIR_VERSION, __version__
 from healthmesh.fhir.definitions import search_params_by_type
+from healthmesh.fhir.search.registry import component_types
 from healthmesh.fhir.structure import resource_types
 
 _INTERACTIONS = [
@@ -32,7 +33,7 @@ _COMMON = [
         "type": "date",
     },
 ]
-# Parameter types the search compiler answers today; composite and special (near) follow.
+# Parameter types the search compiler answers today (plus composites of these); special follows.
 SUPPORTED_TYPES = frozenset({"token", "string", "date", "number", "quantity", "uri", "reference"})
 
 
@@ -45,11 +46,10 @@ def _search_params(resource_type: str) -> list[dict[str, Any]]:
     }
     params = list(_COMMON)
     for code, definition in sorted(merged.items()):
-        if (
-            code in ("_id", "_lastUpdated")
-            or definition.type not in SUPPORTED_TYPES
-            or not definition.expression
-        ):
+        searchable = definition.type in SUPPORTED_TYPES or (
+            definition.type == "composite" and component_types(definition) is not None
+        )
+        if code in ("_id", "_lastUpdated") or not searchable or not definition.expression:
             continue
         params.append({"name": code, "definition": definition.url, "type": definition.type})
     return params

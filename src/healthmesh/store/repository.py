@@ -75,12 +75,12 @@ INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 def _index_columns(columns: tuple[str, ...]) -> str:
-    return ", ".join(("res_type", "res_id", "param", *columns, "patient_id"))
+    return ", ".join(("res_type", "res_id", "param", *columns, "patient_id", "elem"))
 
 
 _INSERT_INDEX = {
     kind: f"INSERT INTO {table} ({_index_columns(cols)})"  # noqa: S608 - names from INDEX_TABLES
-    f" VALUES ({', '.join(['%s'] * (len(cols) + 4))})"
+    f" VALUES ({', '.join(['%s'] * (len(cols) + 5))})"
     for kind, (table, cols) in INDEX_TABLES.items()
 }
 # Table and column names below come from INDEX_TABLES, never from input.
@@ -105,7 +105,13 @@ _DELETE_INDEX = _delete_index_statement()
 
 
 def _index_rows_of(p: PreparedVersion, kind: str) -> list[tuple[Any, ...]]:
-    return [(p.res_type, p.id, *row, p.patient_id) for row in getattr(p.index, kind)]
+    rows = [(p.res_type, p.id, *row, p.patient_id, None) for row in getattr(p.index, kind)]
+    rows.extend(
+        (p.res_type, p.id, *row, p.patient_id, elem)
+        for k, row, elem in p.index.composite
+        if k == kind
+    )
+    return rows
 
 
 def _index_rows(p: PreparedVersion) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:

@@ -20,7 +20,7 @@ from healthmesh.fhir.fhirpath.model import resource_node
 from healthmesh.fhir.fhirpath.ucum import UnitError, parse_unit
 from healthmesh.fhir.ids import parse_relative
 from healthmesh.fhir.search.normalize import normalize
-from healthmesh.fhir.search.registry import indexed_params
+from healthmesh.fhir.search.registry import IndexedParam, indexed_params
 
 # display: Coding.display / CodeableConcept.text / Identifier.type.text, normalised for :text
 TokenRow = tuple[str, str | None, str | None, str | None]  # param, system, code, display
@@ -48,6 +48,8 @@ class IndexRows:
     quantity: list[QuantityRow] = field(default_factory=list)
     uri: list[UriRow] = field(default_factory=list)
     reference: list[ReferenceRow] = field(default_factory=list)
+    # Composite components: (type, row, element number); the row's param is `<code>$<n>`.
+    composite: list[tuple[str, tuple[Any, ...], int]] = field(default_factory=list)
 
     def total(self) -> int:
         return sum(
@@ -294,7 +296,23 @@ def extract(resource: Mapping[str, Any]) -> IndexRows:
     rows = IndexRows()
     root = resource_node(resource)  # built once, shared by every expression
     for param in indexed_params(str(resource.get("resourceType"))):
+        if param.components:
+            _composite(param, root, rows)
+            continue
         extractor = _EXTRACTORS[param.type]
         for node in _nodes(param.path, root):
             extractor(param.code, node, rows)
     return rows
+
+
+def _composite(param: IndexedParam, root: fhirpath.Node, rows: IndexRows) -> None:
+    """Each element the composite selects, its components' rows tagged with its number."""
+    for elem, base in enumerate(_nodes(param.path, root)):
+        parts: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for n, (kind, path) in enumerate(param.components):
+            part = IndexRows()
+            for node in _nodes(path, base):
+                _EXTRACTORS[kind](f"{param.code}${n}", node, part)
+            parts.append((kind, getattr(part, kind)))
+        if all(found for _, found in parts):  # an element missing a component never matches
+            rows.composite.extend((kind, row, elem) for kind, found in parts for row in found)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from healthmesh.fhir import fhirpath
-from healthmesh.fhir.definitions import SearchParamDef, search_params_by_type
+from healthmesh.fhir.definitions import SearchParamDef, search_param_by_url, search_params_by_type
 
 # Parameters answered from the resource table's own columns, never from index rows.
 COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
@@ -25,6 +25,9 @@ class IndexedParam:
     type: str
     path: fhirpath.CompiledPath
     definition: SearchParamDef
+    # Composite parameters: each component's type and expression, relative to the element
+    # the composite's own expression selects.
+    components: tuple[tuple[str, fhirpath.CompiledPath], ...] = ()
 
 
 def split_union(expression: str) -> list[str]:
@@ -57,6 +60,26 @@ def _for_type(expression: str, resource_type: str) -> str | None:
     return " | ".join(kept) if kept else None
 
 
+def _components(definition: SearchParamDef) -> tuple[tuple[str, fhirpath.CompiledPath], ...]:
+    """A composite's components as (type, compiled expression); () if any is unusable."""
+    if definition.type != "composite" or not definition.components:
+        return ()
+    by_url = search_param_by_url()
+    out = []
+    for url, expression in definition.components:
+        component = by_url.get(url)
+        if component is None or component.type not in INDEXED_TYPES:
+            return ()
+        out.append((component.type, fhirpath.compile(expression)))
+    return tuple(out)
+
+
+def component_types(definition: SearchParamDef) -> tuple[str, ...] | None:
+    """The component types of a composite, or None when it cannot be searched."""
+    components = _components(definition)
+    return tuple(kind for kind, _ in components) if components else None
+
+
 @cache
 def indexed_params(resource_type: str) -> tuple[IndexedParam, ...]:
     table = search_params_by_type()
@@ -67,14 +90,14 @@ def indexed_params(resource_type: str) -> tuple[IndexedParam, ...]:
     }
     params = []
     for code, definition in sorted(merged.items()):
-        if (
-            code in COLUMN_PARAMS
-            or definition.type not in INDEXED_TYPES
-            or not definition.expression
-        ):
+        if code in COLUMN_PARAMS or not definition.expression:
+            continue
+        components = _components(definition)
+        if definition.type not in INDEXED_TYPES and not components:
             continue
         expression = _for_type(definition.expression, resource_type)
         if expression is None:
             continue
-        params.append(IndexedParam(code, definition.type, fhirpath.compile(expression), definition))
+        path = fhirpath.compile(expression)
+        params.append(IndexedParam(code, definition.type, path, definition, components))
     return tuple(params)

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from healthmesh.fhir.errors import InvalidRequest, NotSupported
 from healthmesh.fhir.search.query import Clause, param_for
+from healthmesh.fhir.search.registry import component_types
 from healthmesh.store.search import date, number, reference, string, token, uri
 from healthmesh.store.search.sqlbits import all_of, any_of, col
 
@@ -65,6 +66,8 @@ class Compiler:
             )
         if c.chain:
             return self._chain(c, r)
+        if c.param.type == "composite" and c.modifier != "missing":
+            return self._composite(c, r)
         kind = c.param.type
         if kind not in TABLES:
             raise NotSupported(
@@ -114,6 +117,48 @@ class Compiler:
                 if c.modifier == "identifier":
                     return token.condition(replace(c, modifier=None), i)
                 return reference.condition(c, i, self.base)
+
+    def _composite(self, c: Clause, r: sql.Identifier) -> sql.Composable:
+        """``code$value``: every component matches, on one and the same element (``elem``)."""
+        kinds = component_types(c.param)
+        if kinds is None:
+            raise NotSupported(
+                f"Composite parameter {c.param.code} cannot be searched here", expression=c.name
+            )
+        options = []
+        for raw in c.values:
+            parts = split_composite(raw)
+            if len(parts) != len(kinds):
+                raise InvalidRequest(
+                    f"{c.name} takes {len(kinds)} values joined by '$', got '{raw}'",
+                    expression=c.name,
+                )
+            options.append(self._components(c, r, list(zip(kinds, parts, strict=True))))
+        return any_of(options)
+
+    def _components(
+        self, c: Clause, r: sql.Identifier, parts: list[tuple[str, str]]
+    ) -> sql.Composable:
+        aliases = [self.alias("c") for _ in parts]
+        first = aliases[0]
+        conditions: list[sql.Composable] = []
+        for n, ((kind, raw), i) in enumerate(zip(parts, aliases, strict=True)):
+            component = replace(c, values=(raw,), modifier=None)
+            scope = sql.SQL(
+                "{i}.res_type = {t} AND {i}.res_id = {r}.id AND {i}.param = {p}"
+            ).format(i=i, t=sql.Literal(c.resource_type), r=r, p=sql.Literal(f"{c.param.code}${n}"))
+            if n > 0:
+                scope = sql.SQL("{} AND {}.elem = {}.elem").format(scope, i, first)
+            conditions.append(sql.SQL("{} AND {}").format(scope, self._match(component, kind, i)))
+        # Innermost first: each later component must exist for the element the first found.
+        inner: sql.Composable = sql.SQL("true")
+        for n in range(len(parts) - 1, 0, -1):
+            inner = sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {c} AND {rest})").format(
+                tb=sql.Identifier(TABLES[parts[n][0]]), i=aliases[n], c=conditions[n], rest=inner
+            )
+        return sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {c} AND {rest})").format(
+            tb=sql.Identifier(TABLES[parts[0][0]]), i=first, c=conditions[0], rest=inner
+        )
 
     def _id(self, c: Clause, r: sql.Identifier) -> sql.Composable:
         if c.modifier == "missing":
@@ -209,6 +254,24 @@ class Compiler:
             r=r,
             p=sql.Literal(key.code),
         )
+
+
+def split_composite(value: str) -> list[str]:
+    """``a$b`` -> [a, b]; ``\\$`` is a literal dollar (R4 search.html#escaping)."""
+    parts, current, escaped = [], [], False
+    for ch in value:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "$":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
 
 
 def parse_sort(value: str | None) -> list[SortKey]:
