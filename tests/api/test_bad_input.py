@@ -123,4 +123,5 @@ def test_metadata_lists_the_interactions_that_work(client: httpx.Client) -> None
         "transaction",
         "batch",
         "history-system",
+        "search-system",
     }

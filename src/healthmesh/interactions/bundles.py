@@ -31,7 +31,8 @@ def resource_view(content: str, *, summary: str | None, elements: str | None) ->
 
 def link(relation: str, base: str, path: str, params: Sequence[tuple[str, str]]) -> dict[str, str]:
     query = urlencode(list(params))
-    return {"relation": relation, "url": f"{base}/{path}" + (f"?{query}" if query else "")}
+    target = f"{base}/{path}" if path else base
+    return {"relation": relation, "url": target + (f"?{query}" if query else "")}
 
 
 def etag(version: StoredVersion) -> str:

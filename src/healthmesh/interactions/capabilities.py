@@ -59,8 +59,17 @@ def _search_params(resource_type: str) -> list[dict[str, Any]]:
 def _resources() -> list[dict[str, Any]]:
     out = []
     for name in sorted(resource_types()):
+        extra: dict[str, Any] = {}
+        if name == "Patient":
+            extra["operation"] = [
+                {
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }
+            ]
         out.append(
             {
+                **extra,
                 "type": name,
                 "interaction": [{"code": code} for code in _INTERACTIONS],
                 "versioning": "versioned-update",
@@ -98,7 +107,10 @@ def capability_statement(base: str) -> dict[str, Any]:
                     {"code": "transaction"},
                     {"code": "batch"},
                     {"code": "history-system"},
+                    {"code": "search-system"},
                 ],
+                "searchParam": _search_params("Resource"),
+                "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             }
         ],
     }

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+from psycopg import sql
+
 from healthmesh.fhir.errors import InvalidRequest, MethodNotAllowed, NotFound, NotSupported
-from healthmesh.interactions import create, delete, history, patch, read, search, update
+from healthmesh.fhir.structure import is_resource_type
+from healthmesh.interactions import create, delete, everything, history, patch, read, search, update
 from healthmesh.interactions.capabilities import capability_statement
-from healthmesh.interactions.context import FhirRequest, FhirResult, check_type
+from healthmesh.interactions.context import FhirRequest, FhirResult, check_id, check_type
 from healthmesh.store.repository import Session
+from healthmesh.store.search.compartment import member_condition
+from healthmesh.store.search.compiler import SYSTEM
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 
@@ -27,7 +32,9 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
     """Run one non-Bundle request. Batch/transaction Bundles are the caller's business."""
     path, method = request.path, request.method
     if not path:
-        raise NotSupported("Search across all types (GET [base]?_type=...) is not supported yet")
+        if method not in READ_METHODS:
+            raise _not_allowed(request)
+        return await search.search(session, request, SYSTEM)  # R4 http.html#search: [base]?
     head = path[0]
     if head == "metadata" and len(path) == 1:
         if method not in READ_METHODS:
@@ -37,6 +44,12 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
         if method not in READ_METHODS:
             raise _not_allowed(request)
         return await history.history(session, request)
+    if len(path) == 3 and path[2] == "$everything" and head == "Patient":
+        if method not in READ_METHODS:
+            raise _not_allowed(request)
+        return await everything.everything(session, request, path[1])
+    if len(path) == 3 and (is_resource_type(path[2]) or path[2] == "*") and method in READ_METHODS:
+        return await _compartment_search(session, request, head, path[1], path[2])
     if head.startswith("$") or any(p.startswith("$") for p in path):
         raise NotFound(
             f"Unknown operation '{next(p for p in path if p.startswith('$'))}'",
@@ -112,6 +125,20 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
             return await history.history(session, request, res_type, second)
         return await read.vread(session, res_type, second, path[3])
     raise NotFound(f"No FHIR interaction at /{'/'.join(path)}", code="not-found")
+
+
+async def _compartment_search(
+    session: Session, request: FhirRequest, compartment: str, owner: str, res_type: str
+) -> FhirResult:
+    """``Patient/123/Observation?...``: a search restricted to one patient's compartment."""
+    check_type(compartment)
+    check_id(owner)
+    if res_type == "*":
+        raise NotSupported("Compartment search across all types (/*) is not supported; name a type")
+    r = sql.Identifier("r")
+    scope = member_condition(compartment, owner, res_type, r)
+    link_path = f"{compartment}/{owner}/{res_type}"
+    return await search.search(session, request, res_type, scope=scope, link_path=link_path)
 
 
 def split_url(url: str) -> tuple[tuple[str, ...], list[tuple[str, str]]]:

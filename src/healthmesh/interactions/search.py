@@ -11,14 +11,15 @@ from typing import Any
 
 from psycopg import sql
 
-from healthmesh.fhir.errors import Issue, NotSupported, operation_outcome
+from healthmesh.fhir.errors import InvalidRequest, Issue, NotSupported, operation_outcome
 from healthmesh.fhir.search.query import parse_query
+from healthmesh.fhir.structure import is_resource_type
 from healthmesh.fhir.summary import check_summary
 from healthmesh.interactions.bundles import link, resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult
 from healthmesh.interactions.paging import page_params
 from healthmesh.store.repository import Session
-from healthmesh.store.search.compiler import Compiler, parse_sort
+from healthmesh.store.search.compiler import SYSTEM, Compiler, parse_sort
 from healthmesh.store.search.includes import Include, include_query, parse_include
 
 MAX_INCLUDE_ROUNDS = 4  # :iterate depth bound
@@ -58,7 +59,33 @@ async def _included(
     return found
 
 
-async def search(session: Session, request: FhirRequest, res_type: str) -> FhirResult:
+def _types(request: FhirRequest) -> list[str]:
+    """``_type=Patient,Observation`` for a search across types; all types when absent."""
+    raw = request.param("_type")
+    if raw is None:
+        return []
+    types = [t.strip() for t in raw.split(",") if t.strip()]
+    for t in types:
+        if not is_resource_type(t):
+            raise InvalidRequest(
+                f"_type names '{t}', which is not a resource type", expression="_type"
+            )
+    return types
+
+
+async def search(
+    session: Session,
+    request: FhirRequest,
+    res_type: str,
+    *,
+    scope: sql.Composable | None = None,
+    link_path: str | None = None,
+) -> FhirResult:
+    """Search ``res_type`` (``Resource``: every type, or those ``_type`` names).
+
+    ``scope`` is a further condition on ``r`` (a compartment), ``link_path`` the path the
+    paging links repeat.
+    """
     parsed = parse_query(res_type, request.params)
     if parsed.unknown and strict_handling(request):
         raise NotSupported(
@@ -73,8 +100,17 @@ async def search(session: Session, request: FhirRequest, res_type: str) -> FhirR
     includes = _includes(request)
     compiler = Compiler(request.base)
     r = sql.Identifier("r")
-    where = sql.SQL("r.res_type = {t} AND NOT r.deleted AND {w}").format(
-        t=sql.Literal(res_type), w=compiler.where(parsed.clauses, r)
+    if res_type == SYSTEM:
+        types = _types(request)
+        kind = (
+            sql.SQL("r.res_type = ANY({})").format(sql.Literal(types)) if types else sql.SQL("true")
+        )
+    else:
+        kind = sql.SQL("r.res_type = {}").format(sql.Literal(res_type))
+    where = sql.SQL("{k} AND NOT r.deleted AND {w} AND {s}").format(
+        k=kind,
+        w=compiler.where(parsed.clauses, r),
+        s=scope if scope is not None else sql.SQL("true"),
     )
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     total: int | None = None
@@ -87,7 +123,7 @@ async def search(session: Session, request: FhirRequest, res_type: str) -> FhirR
     if summary != "count" and count > 0:
         rows = await session.fetch(
             sql.SQL(
-                "SELECT r.id, r.content FROM resource r WHERE {w} ORDER BY {o} LIMIT {n} OFFSET {off}"
+                "SELECT r.res_type, r.id, r.content FROM resource r WHERE {w} ORDER BY {o} LIMIT {n} OFFSET {off}"
             ).format(
                 w=where,
                 o=compiler.order_by(res_type, sort, r),
@@ -107,36 +143,35 @@ async def search(session: Session, request: FhirRequest, res_type: str) -> FhirR
         total = offset + len(page)  # the last page: the total is known for free
     if total is not None:
         bundle["total"] = total
+    path = link_path if link_path is not None else ("" if res_type == SYSTEM else res_type)
     kept = [(k, v) for k, v in request.params if k not in ("_count", "__offset")]
     paging = [("_count", str(count))]
-    links = [link("self", request.base, res_type, [*kept, *paging, ("__offset", str(offset))])]
+    links = [link("self", request.base, path, [*kept, *paging, ("__offset", str(offset))])]
     if has_next:
         links.append(
-            link(
-                "next", request.base, res_type, [*kept, *paging, ("__offset", str(offset + count))]
-            )
+            link("next", request.base, path, [*kept, *paging, ("__offset", str(offset + count))])
         )
     if offset > 0:
         links.append(
             link(
                 "previous",
                 request.base,
-                res_type,
+                path,
                 [*kept, *paging, ("__offset", str(max(0, offset - count)))],
             )
         )
     bundle["link"] = links
     entries: list[dict[str, Any]] = [
         {
-            "fullUrl": f"{request.base}/{res_type}/{id}",
+            "fullUrl": f"{request.base}/{row_type}/{id}",
             "resource": resource_view(content, summary=summary, elements=elements),
             "search": {"mode": "match"},
         }
-        for id, content in page
+        for row_type, id, content in page
     ]
     if includes and page:
         for inc_type, inc_id, content in await _included(
-            session, includes, [(res_type, id) for id, _ in page]
+            session, includes, [(row_type, id) for row_type, id, _ in page]
         ):
             entries.append(
                 {

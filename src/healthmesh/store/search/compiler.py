@@ -19,6 +19,8 @@ from healthmesh.fhir.search.registry import component_types
 from healthmesh.store.search import date, number, reference, string, token, uri
 from healthmesh.store.search.sqlbits import all_of, any_of, col
 
+SYSTEM = "Resource"  # the resource_type of clauses in a search across all types
+
 TABLES = {
     "token": "search_token",
     "string": "search_string",
@@ -46,6 +48,13 @@ class Compiler:
     def alias(self, prefix: str) -> sql.Identifier:
         self._aliases += 1
         return sql.Identifier(f"{prefix}{self._aliases}")
+
+    @staticmethod
+    def type_of(resource_type: str, r: sql.Identifier) -> sql.Composable:
+        """The row's type: a literal for type-level search, the column for system-level."""
+        if resource_type == SYSTEM:
+            return sql.SQL("{}.res_type").format(r)
+        return sql.Literal(resource_type)
 
     def where(self, clauses: Sequence[Clause], r: sql.Identifier) -> sql.Composable:
         return all_of([self.clause(c, r) for c in clauses])
@@ -86,7 +95,7 @@ class Compiler:
             )
         i = self.alias("i")
         scope = sql.SQL("{i}.res_type = {t} AND {i}.res_id = {r}.id AND {i}.param = {p}").format(
-            i=i, t=sql.Literal(c.resource_type), r=r, p=sql.Literal(index_param)
+            i=i, t=self.type_of(c.resource_type, r), r=r, p=sql.Literal(index_param)
         )
         if c.modifier == "missing":
             exists = sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {s})").format(
@@ -146,7 +155,9 @@ class Compiler:
             component = replace(c, values=(raw,), modifier=None)
             scope = sql.SQL(
                 "{i}.res_type = {t} AND {i}.res_id = {r}.id AND {i}.param = {p}"
-            ).format(i=i, t=sql.Literal(c.resource_type), r=r, p=sql.Literal(f"{c.param.code}${n}"))
+            ).format(
+                i=i, t=self.type_of(c.resource_type, r), r=r, p=sql.Literal(f"{c.param.code}${n}")
+            )
             if n > 0:
                 scope = sql.SQL("{} AND {}.elem = {}.elem").format(scope, i, first)
             conditions.append(sql.SQL("{} AND {}").format(scope, self._match(component, kind, i)))
@@ -180,7 +191,7 @@ class Compiler:
             " AND {i}.param = {p} AND {m})"
         ).format(
             i=i,
-            rt=sql.Literal(c.resource_type),
+            rt=self.type_of(c.resource_type, r),
             r=r,
             p=sql.Literal(c.param.code),
             m=any_of(per_type),
@@ -200,7 +211,7 @@ class Compiler:
             t=t,
             ht=sql.Literal(c.has_type),
             p=sql.Literal(c.has_reference.code),
-            rt=sql.Literal(c.resource_type),
+            rt=self.type_of(c.resource_type, r),
             r=r,
             inner=self.clause(c.has, t),
         )
@@ -250,7 +261,7 @@ class Compiler:
             i=i,
             c=sql.Identifier(column),
             tb=sql.Identifier(TABLES[param.type]),
-            t=sql.Literal(resource_type),
+            t=self.type_of(resource_type, r),
             r=r,
             p=sql.Literal(key.code),
         )

@@ -1,0 +1,70 @@
+"""Patient/[id]/$everything (R4 patient-operation-everything.html): the patient's whole record.
+
+The patient, every resource in their compartment, and the resources those refer to that belong
+to no other patient; ``_since``, ``_type`` and ``_count`` with paging links.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from healthmesh.fhir.dates import parse_instant
+from healthmesh.fhir.errors import InvalidRequest, NotFound
+from healthmesh.interactions.bundles import link, resource_view
+from healthmesh.interactions.context import FhirRequest, FhirResult, check_id
+from healthmesh.interactions.paging import page_params
+from healthmesh.interactions.search import _types
+from healthmesh.store.repository import Session
+from healthmesh.store.search.compartment import everything_query
+
+
+async def everything(session: Session, request: FhirRequest, patient_id: str) -> FhirResult:
+    check_id(patient_id)
+    current = await session.current("Patient", patient_id)
+    if current is None or current.deleted:
+        raise NotFound(f"Patient/{patient_id} is not known")
+    count, offset = page_params(request, default=100)
+    since: sql.Composable | None = None
+    if (raw := request.param("_since")) is not None:
+        moment = parse_instant(raw)
+        if moment is None:
+            raise InvalidRequest(f"_since '{raw}' is not an instant", expression="_since")
+        since = sql.Literal(moment)
+    rows = await session.fetch(
+        everything_query(
+            patient_id, types=_types(request), since=since, limit=count + 1, offset=offset
+        )
+    )
+    path = f"Patient/{patient_id}/$everything"
+    kept = [(k, v) for k, v in request.params if k not in ("_count", "__offset")]
+    paging = [("_count", str(count))]
+    links = [link("self", request.base, path, [*kept, *paging, ("__offset", str(offset))])]
+    if len(rows) > count:
+        links.append(
+            link("next", request.base, path, [*kept, *paging, ("__offset", str(offset + count))])
+        )
+    if offset > 0:
+        links.append(
+            link(
+                "previous",
+                request.base,
+                path,
+                [*kept, *paging, ("__offset", str(max(0, offset - count)))],
+            )
+        )
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
+    if offset == 0 and len(rows) <= count:
+        bundle["total"] = len(rows)
+    entries = [
+        {
+            "fullUrl": f"{request.base}/{res_type}/{id}",
+            "resource": resource_view(content, summary=None, elements=None),
+            "search": {"mode": "match"},
+        }
+        for res_type, id, content in rows[:count]
+    ]
+    if entries:
+        bundle["entry"] = entries
+    return FhirResult(status=200, body=bundle)
