@@ -373,3 +373,55 @@ def test_composite_components_must_match_on_the_same_element(
     assert ids(client, "/Observation", [t, ("component-code-value-quantity", ucum_value)]) == {o}
     bad = client.get("/Observation", params={"component-code-value-quantity": "only-one-part"})
     assert bad.status_code == 400
+
+
+def test_near_finds_locations_within_the_distance(client: httpx.Client, tag: str) -> None:
+    def place(lat: float, lon: float) -> str:
+        body = tagged(
+            {
+                "resourceType": "Location",
+                "name": "x",
+                "position": {"latitude": lat, "longitude": lon},
+            },
+            tag,
+        )
+        return str(create(client, body)["id"])
+
+    boston = place(42.3601, -71.0589)
+    cambridge = place(42.3736, -71.1097)  # about 4.4 km from Boston
+    worcester = place(42.2626, -71.8023)  # about 62 km
+    t = ("_tag", f"urn:test|{tag}")
+    assert ids(client, "/Location", [t, ("near", "42.3601|-71.0589|10|km")]) == {boston, cambridge}
+    assert ids(client, "/Location", [t, ("near", "42.3601|-71.0589|1|km")]) == {boston}
+    assert ids(client, "/Location", [t, ("near", "42.3601|-71.0589|50|[mi_i]")]) == {
+        boston,
+        cambridge,
+        worcester,
+    }
+    assert client.get("/Location", params={"near": "95|0"}).status_code == 400
+
+
+def test_list_finds_the_resources_a_list_names(client: httpx.Client) -> None:
+    a, b, _ = (create(client, patient())["id"] for _ in range(3))
+    entries = [{"item": {"reference": f"Patient/{x}"}} for x in (a, b)]
+    listed = create(
+        client, {"resourceType": "List", "status": "current", "mode": "working", "entry": entries}
+    )["id"]
+    assert ids(client, "/Patient", {"_list": listed}) == {a, b}
+
+
+def test_content_and_text_search_words_in_the_resource_and_narrative(client: httpx.Client) -> None:
+    word = unique("zebra")
+    narrative = {
+        "status": "generated",
+        "div": f'<div xmlns="http://www.w3.org/1999/xhtml">Allergic to {word}</div>',
+    }
+    with_text = create(client, patient(text=narrative))["id"]
+    in_content = create(client, patient(name=[{"family": word}]))["id"]
+    assert ids(client, "/Patient", {"_text": word.upper()}) == {with_text}
+    assert ids(client, "/Patient", {"_content": word}) == {with_text, in_content}
+
+
+def test_defined_but_unindexable_parameter_is_refused_not_ignored(client: httpx.Client) -> None:
+    response = client.get("/Patient", params={"_query": "x"})
+    assert response.status_code == 400

@@ -33,7 +33,8 @@ _COMMON = [
         "type": "date",
     },
 ]
-# Parameter types the search compiler answers today (plus composites of these); special follows.
+_LIST = {"name": "_list", "definition": "http://hl7.org/fhir/search.html#list", "type": "special"}
+# Parameter types the search compiler answers (plus composites of these, and Location near).
 SUPPORTED_TYPES = frozenset({"token", "string", "date", "number", "quantity", "uri", "reference"})
 
 
@@ -44,12 +45,15 @@ def _search_params(resource_type: str) -> list[dict[str, Any]]:
         **table.get("DomainResource", {}),
         **table.get(resource_type, {}),
     }
-    params = list(_COMMON)
+    params = [*_COMMON, _LIST]
     for code, definition in sorted(merged.items()):
-        searchable = definition.type in SUPPORTED_TYPES or (
-            definition.type == "composite" and component_types(definition) is not None
+        searchable = (
+            definition.type in SUPPORTED_TYPES
+            or (definition.type == "composite" and component_types(definition) is not None)
+            or code == "near"
         )
-        if code in ("_id", "_lastUpdated") or not searchable or not definition.expression:
+        expressed = definition.expression is not None or code in ("_content", "_text")
+        if code in ("_id", "_lastUpdated") or not searchable or not expressed:
             continue
         params.append({"name": code, "definition": definition.url, "type": definition.type})
     return params

@@ -299,6 +299,10 @@ def extract(resource: Mapping[str, Any]) -> IndexRows:
         if param.components:
             _composite(param, root, rows)
             continue
+        if param.type == "special":
+            if param.code == "near":
+                _positions(param, root, rows)
+            continue
         extractor = _EXTRACTORS[param.type]
         for node in _nodes(param.path, root):
             extractor(param.code, node, rows)
@@ -316,3 +320,15 @@ def _composite(param: IndexedParam, root: fhirpath.Node, rows: IndexRows) -> Non
             parts.append((kind, getattr(part, kind)))
         if all(found for _, found in parts):  # an element missing a component never matches
             rows.composite.extend((kind, row, elem) for kind, found in parts for row in found)
+
+
+def _positions(param: IndexedParam, root: fhirpath.Node, rows: IndexRows) -> None:
+    """Location.position as ``near$0`` (latitude) and ``near$1`` (longitude) of one element."""
+    for elem, node in enumerate(_nodes(param.path, root)):
+        value = node.value
+        if not isinstance(value, Mapping):
+            continue
+        latitude, longitude = _decimal(value.get("latitude")), _decimal(value.get("longitude"))
+        if latitude is not None and longitude is not None:
+            rows.composite.append(("number", (f"{param.code}$0", latitude), elem))
+            rows.composite.append(("number", (f"{param.code}$1", longitude), elem))

@@ -54,6 +54,14 @@ COLUMN_PARAMS = {
         expression="Resource.meta.lastUpdated",
     ),
 }
+# _list has no R4 SearchParameter resource but is defined in search.html#list.
+COLUMN_PARAMS["_list"] = SearchParamDef(
+    url="http://hl7.org/fhir/search.html#list",
+    code="_list",
+    base=("Resource",),
+    type="special",
+    expression=None,
+)
 MODIFIERS: Mapping[str, frozenset[str]] = {
     "token": frozenset({"not", "text", "missing", "of-type", "in", "not-in", "above", "below"}),
     "string": frozenset({"exact", "contains", "missing"}),

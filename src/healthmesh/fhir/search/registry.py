@@ -93,7 +93,8 @@ def indexed_params(resource_type: str) -> tuple[IndexedParam, ...]:
         if code in COLUMN_PARAMS or not definition.expression:
             continue
         components = _components(definition)
-        if definition.type not in INDEXED_TYPES and not components:
+        special = definition.type == "special" and code == "near"
+        if definition.type not in INDEXED_TYPES and not components and not special:
             continue
         expression = _for_type(definition.expression, resource_type)
         if expression is None:

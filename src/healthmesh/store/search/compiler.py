@@ -16,8 +16,8 @@ from psycopg import sql
 from healthmesh.fhir.errors import InvalidRequest, NotSupported
 from healthmesh.fhir.search.query import Clause, param_for
 from healthmesh.fhir.search.registry import component_types
-from healthmesh.store.search import date, number, reference, string, token, uri
-from healthmesh.store.search.sqlbits import all_of, any_of, col
+from healthmesh.store.search import date, near, number, reference, string, token, uri
+from healthmesh.store.search.sqlbits import all_of, any_of, col, like_contains
 
 SYSTEM = "Resource"  # the resource_type of clauses in a search across all types
 
@@ -72,6 +72,12 @@ class Compiler:
             # The stored instant has millisecond precision: it covers [t, t + 1 ms).
             return date.condition(
                 c, stamp, sql.SQL("({} + interval '1 millisecond')").format(stamp)
+            )
+        if c.param.code in ("_content", "_text", "_list") or c.param.type == "special":
+            return self._special(c, r)
+        if c.param.expression is None:  # e.g. _query: defined, but nothing to index
+            raise NotSupported(
+                f"Search parameter {c.param.code} is not supported", expression=c.name
             )
         if c.chain:
             return self._chain(c, r)
@@ -170,6 +176,35 @@ class Compiler:
         return sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {c} AND {rest})").format(
             tb=sql.Identifier(TABLES[parts[0][0]]), i=first, c=conditions[0], rest=inner
         )
+
+    def _special(self, c: Clause, r: sql.Identifier) -> sql.Composable:
+        code = c.param.code
+        if code == "near":
+            return any_of(
+                [near.condition(c, raw, self.alias("c"), self.alias("c"), r) for raw in c.values]
+            )
+        if code == "_list":
+            # Resources that List/[id] names in its entries (R4 search.html#list).
+            i = self.alias("i")
+            return sql.SQL(
+                "EXISTS (SELECT 1 FROM search_reference {i} WHERE {i}.res_type = 'List' AND {i}.res_id = ANY({ids})"
+                " AND {i}.param = 'item' AND {i}.target_type = {t} AND {i}.target_id = {r}.id)"
+            ).format(i=i, ids=sql.Literal(list(c.values)), t=self.type_of(c.resource_type, r), r=r)
+        if code in ("_content", "_text"):
+            # Basic full text (R4 allows it): a case-insensitive substring of the whole resource
+            # (_content) or of its narrative (_text); each comma-separated value is an OR.
+            target = (
+                sql.SQL("{}.content").format(r)
+                if code == "_content"
+                else sql.SQL("({}.content::jsonb -> 'text' ->> 'div')").format(r)
+            )
+            return any_of(
+                [
+                    sql.SQL("{} ILIKE {}").format(target, sql.Literal(like_contains(v)))
+                    for v in c.values
+                ]
+            )
+        raise NotSupported(f"Search parameter {code} is not supported", expression=c.name)
 
     def _id(self, c: Clause, r: sql.Identifier) -> sql.Composable:
         if c.modifier == "missing":
