@@ -425,3 +425,40 @@ def test_content_and_text_search_words_in_the_resource_and_narrative(client: htt
 def test_defined_but_unindexable_parameter_is_refused_not_ignored(client: httpx.Client) -> None:
     response = client.get("/Patient", params={"_query": "x"})
     assert response.status_code == 400
+
+
+def test_in_and_not_in_use_a_stored_value_set(client: httpx.Client, tag: str) -> None:
+    url = f"http://example.org/fhir/ValueSet/{unique('vs')}"
+    valueset = {
+        "resourceType": "ValueSet",
+        "url": url,
+        "status": "active",
+        "compose": {
+            "include": [
+                {"system": "http://loinc.org", "concept": [{"code": "8867-4"}, {"code": "8480-6"}]}
+            ]
+        },
+    }
+    create(client, valueset)
+    p = create(client, patient())["id"]
+
+    def obs(code: str) -> str:
+        body = observation(
+            f"Patient/{p}", code={"coding": [{"system": "http://loinc.org", "code": code}]}
+        )
+        return str(create(client, tagged(body, tag))["id"])
+
+    pulse, systolic, weight = obs("8867-4"), obs("8480-6"), obs("29463-7")
+    t = ("_tag", f"urn:test|{tag}")
+    assert ids(client, "/Observation", [t, ("code:in", url)]) == {pulse, systolic}
+    assert ids(client, "/Observation", [t, ("code:not-in", url)]) == {weight}
+    unknown = client.get("/Observation", params={"code:in": "http://example.org/no-such-valueset"})
+    assert unknown.status_code == 400
+    whole_system = {
+        "resourceType": "ValueSet",
+        "url": url + "-all",
+        "status": "active",
+        "compose": {"include": [{"system": "http://loinc.org"}]},
+    }
+    create(client, whole_system)
+    assert client.get("/Observation", params={"code:in": url + "-all"}).status_code == 400

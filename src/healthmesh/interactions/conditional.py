@@ -14,6 +14,7 @@ from psycopg import sql
 
 from healthmesh.fhir.errors import InvalidRequest, NotSupported
 from healthmesh.fhir.search.query import RESULT_PARAMETERS, parse_query
+from healthmesh.interactions.valuesets import expand_value_sets
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compiler import Compiler
 
@@ -39,5 +40,6 @@ async def find_matches(
         raise InvalidRequest("Conditional criteria must name at least one search parameter")
     normalised = "&".join(f"{k}={v}" for k, v in sorted(criteria))
     await session.lock(f"conditional:{res_type}?{normalised}")
-    where = Compiler().where(parsed.clauses, sql.Identifier("r"))
+    clauses = await expand_value_sets(session, parsed.clauses)
+    where = Compiler().where(clauses, sql.Identifier("r"))
     return await session.find_ids(res_type, where, limit)

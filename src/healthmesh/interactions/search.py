@@ -18,6 +18,7 @@ from healthmesh.fhir.summary import check_summary
 from healthmesh.interactions.bundles import link, resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult
 from healthmesh.interactions.paging import page_params
+from healthmesh.interactions.valuesets import expand_value_sets
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compiler import SYSTEM, Compiler, parse_sort
 from healthmesh.store.search.includes import Include, include_query, parse_include
@@ -87,6 +88,7 @@ async def search(
     paging links repeat.
     """
     parsed = parse_query(res_type, request.params)
+    parsed.clauses = await expand_value_sets(session, parsed.clauses)
     if parsed.unknown and strict_handling(request):
         raise NotSupported(
             f"Unknown search parameter '{parsed.unknown[0]}' for {res_type}",

@@ -94,9 +94,9 @@ class Compiler:
             index_param = token.index_param(c)
         if kind == "reference" and c.modifier == "identifier":
             table, index_param = "search_token", f"{c.param.code}:identifier"
-        if c.modifier in ("in", "not-in", "above", "below") and kind == "token":
+        if c.modifier in ("above", "below") and kind == "token":
             raise NotSupported(
-                f"{c.name}: :{c.modifier} needs terminology support, not built yet",
+                f"{c.name}: :{c.modifier} needs code-system subsumption, not built yet",
                 expression=c.name,
             )
         i = self.alias("i")
@@ -112,7 +112,8 @@ class Compiler:
         exists = sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {s} AND {m})").format(
             tb=sql.Identifier(table), i=i, s=scope, m=match
         )
-        return sql.SQL("NOT {}").format(exists) if c.modifier == "not" else exists
+        # :in arrives with its ValueSet's codes as values (interactions/valuesets.py).
+        return sql.SQL("NOT {}").format(exists) if c.modifier in ("not", "not-in") else exists
 
     def _match(self, c: Clause, kind: str, i: sql.Identifier) -> sql.Composable:
         match kind:

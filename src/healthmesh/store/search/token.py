@@ -25,6 +25,9 @@ def value_condition(clause: Clause, i: sql.Identifier, raw: str) -> sql.Composab
         if system:
             conds.append(sql.SQL("{} = {}").format(col(i, "system"), sql.Literal(system)))
         return all_of(conds)
+    if clause.modifier in ("in", "not-in") and raw.startswith("|"):
+        # an expanded ValueSet code without a system: any system, as the ValueSet did not say
+        return sql.SQL("{} = {}").format(col(i, "code"), sql.Literal(raw[1:]))
     token = parse_token(clause.name, raw)
     conds = []
     if token.code is not None:
