@@ -122,3 +122,12 @@ def test_metadata_lists_the_interactions_that_work(client: httpx.Client) -> None
         "history-system",
         "search-system",
     }
+
+
+@pytest.mark.parametrize(
+    "url", ["/Patient?_id=%00", "/Patient?family=a%00b", "/Patient/a%00b", "/Patient?%00=1"]
+)
+def test_nul_in_url_is_400_not_a_database_error(client: httpx.Client, url: str) -> None:
+    response = client.get(url)
+    assert response.status_code in (400, 404)
+    assert response.json()["resourceType"] == "OperationOutcome"

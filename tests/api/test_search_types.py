@@ -462,3 +462,9 @@ def test_in_and_not_in_use_a_stored_value_set(client: httpx.Client, tag: str) ->
     }
     create(client, whole_system)
     assert client.get("/Observation", params={"code:in": url + "-all"}).status_code == 400
+
+
+@pytest.mark.parametrize("value", ["1e1000000", "gt-1e5000", "NaN", "Infinity"])
+def test_numbers_beyond_comparison_are_400(client: httpx.Client, value: str) -> None:
+    response = client.get("/RiskAssessment", params={"probability": value})
+    assert response.status_code == 400

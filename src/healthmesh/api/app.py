@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -66,6 +67,24 @@ def create_app(settings: Settings) -> Starlette:
             return render(fhir_request, result, media)
         except FhirError as error:
             return error_response(error, media)
+        except psycopg.errors.DataError as exc:
+            # A value PostgreSQL cannot take (out of range, malformed) that validation let by:
+            # the client's input, so a 400 — logged, since validation should have caught it.
+            log.warning(
+                "database refused a value on %s %s: %s",
+                request.method,
+                request.url.path,
+                exc.sqlstate,
+            )
+            outcome = operation_outcome(
+                [
+                    Issue(
+                        code="value",
+                        diagnostics="A value in the request is out of range or malformed",
+                    )
+                ]
+            )
+            return JSONResponse(outcome, status_code=400, media_type=media)
         except Exception:
             # A bug, not the client's fault: log it (no request data, which may hold PHI) and
             # answer with an OperationOutcome rather than a bare 500 page.

@@ -101,6 +101,14 @@ def to_fhir_request(
     request: Request, path: tuple[str, ...], body: Any, extra: list[tuple[str, str]], base: str
 ) -> FhirRequest:
     params = [*parse_qsl(request.url.query, keep_blank_values=True), *extra]
+    # PostgreSQL text cannot hold U+0000 and no FHIR value needs it: refuse it at the door.
+    for name, value in params:
+        if "\x00" in name or "\x00" in value:
+            raise InvalidRequest(
+                f"The parameter {name!r} contains a NUL character", expression=name
+            )
+    if any("\x00" in segment for segment in path):
+        raise InvalidRequest("The URL path contains a NUL character")
     headers = {name: request.headers[name] for name in _PASSED_HEADERS if name in request.headers}
     return FhirRequest(
         method=request.method, path=path, params=params, headers=headers, body=body, base=base

@@ -18,6 +18,9 @@ from healthmesh.fhir.search.query import Clause
 from healthmesh.fhir.search_values import PREFIXES
 from healthmesh.store.search.sqlbits import all_of, any_of, col
 
+# Far beyond any clinical value, and well inside PostgreSQL numeric's range.
+MAX_EXPONENT = 1000
+
 
 def parse_number(clause: Clause, raw: str) -> tuple[str, Decimal]:
     prefix, rest = "eq", raw
@@ -33,9 +36,10 @@ def parse_number(clause: Clause, raw: str) -> tuple[str, Decimal]:
         raise InvalidRequest(
             f"'{rest}' in {clause.name} is not a number", expression=clause.name
         ) from None
-    if not number.is_finite():
+    if not number.is_finite() or abs(number.adjusted()) > MAX_EXPONENT:
         raise InvalidRequest(
-            f"'{rest}' in {clause.name} is not a finite number", expression=clause.name
+            f"'{rest}' in {clause.name} is not a number this server can compare",
+            expression=clause.name,
         )
     return prefix, number
 
