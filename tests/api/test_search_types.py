@@ -468,3 +468,47 @@ def test_in_and_not_in_use_a_stored_value_set(client: httpx.Client, tag: str) ->
 def test_numbers_beyond_comparison_are_400(client: httpx.Client, value: str) -> None:
     response = client.get("/RiskAssessment", params={"probability": value})
     assert response.status_code == 400
+
+
+def test_paging_stays_correct_under_concurrent_writes(client: httpx.Client, tag: str) -> None:
+    def make() -> str:
+        return str(create(client, tagged(patient(), tag))["id"])
+
+    original = [make() for _ in range(9)]
+    page = client.get("/Patient", params={"_tag": f"urn:test|{tag}", "_count": 3}).json()
+    seen: list[str] = []
+    pages = []
+    while True:
+        batch = [e["resource"]["id"] for e in page.get("entry", [])]
+        seen += batch
+        pages.append((page, batch))
+        # Between pages: new resources (random ids land before and after the cursor), an
+        # update of one not yet seen, and the delete of one already seen.
+        make()
+        unseen = [i for i in original if i not in seen]
+        if unseen:
+            current = client.get(f"/Patient/{unseen[0]}").json()
+            client.put(
+                f"/Patient/{unseen[0]}",
+                json=dict(current, gender="male"),
+                headers={"Content-Type": "application/fhir+json"},
+            )
+        client.delete(f"/Patient/{batch[-1]}")
+        nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        if not nxt:
+            break
+        page = httpx.get(nxt[0]).json()
+    assert len(seen) == len(set(seen))  # no duplicates
+    assert set(original) <= set(seen)  # no misses
+    second, second_ids = pages[1]
+    previous = [link["url"] for link in second["link"] if link["relation"] == "previous"]
+    back = httpx.get(previous[0]).json()
+    # The page before the second: the three resources now just before its first one.
+    everything = client.get("/Patient", params={"_tag": f"urn:test|{tag}", "_count": 100}).json()
+    in_order = [e["resource"]["id"] for e in everything["entry"]]
+    expected = in_order[: in_order.index(second_ids[0])][-3:]  # the server's order, not Python's
+    assert [e["resource"]["id"] for e in back["entry"]] == expected
+
+
+def test_bad_paging_cursor_is_400(client: httpx.Client) -> None:
+    assert client.get("/Patient", params={"__after": "no-slash"}).status_code == 400

@@ -74,6 +74,111 @@ def _types(request: FhirRequest) -> list[str]:
     return types
 
 
+def _cursor(request: FhirRequest, name: str) -> tuple[str, str] | None:
+    raw = request.param(name)
+    if raw is None:
+        return None
+    res_type, _, id = raw.partition("/")
+    if not res_type or not id:
+        raise InvalidRequest(f"{name} is a paging cursor Type/id, not '{raw}'", expression=name)
+    return res_type, id
+
+
+async def _keyset_page(
+    session: Session,
+    request: FhirRequest,
+    where: sql.Composable,
+    count: int,
+    path: str,
+    kept: list[tuple[str, str]],
+) -> tuple[list[tuple[Any, ...]], bool, list[dict[str, str]]]:
+    """A page in (type, id) order after or before a cursor: ids never change, so writes
+    between pages cannot shift them — no resource is shown twice or skipped."""
+    after, before = _cursor(request, "__after"), _cursor(request, "__before")
+    condition, order = where, sql.SQL("r.res_type, r.id")
+    if after is not None:
+        condition = sql.SQL("{} AND (r.res_type, r.id) > ({}, {})").format(
+            condition, sql.Literal(after[0]), sql.Literal(after[1])
+        )
+    if before is not None:
+        condition = sql.SQL("{} AND (r.res_type, r.id) < ({}, {})").format(
+            condition, sql.Literal(before[0]), sql.Literal(before[1])
+        )
+        order = sql.SQL("r.res_type DESC, r.id DESC")
+    rows = []
+    if count > 0:
+        rows = await session.fetch(
+            sql.SQL(
+                "SELECT r.res_type, r.id, r.content FROM resource r WHERE {w} ORDER BY {o} LIMIT {n}"
+            ).format(w=condition, o=order, n=sql.Literal(count + 1))
+        )
+    more = len(rows) > count
+    page = rows[:count]
+    if before is not None:
+        page.reverse()
+    paging = [("_count", str(count))]
+    current = (
+        [("__after", "/".join(after))]
+        if after
+        else [("__before", "/".join(before))]
+        if before
+        else []
+    )
+    links = [link("self", request.base, path, [*kept, *paging, *current])]
+    has_next = more if before is None else bool(page)
+    if has_next and page:
+        links.append(
+            link(
+                "next",
+                request.base,
+                path,
+                [*kept, *paging, ("__after", f"{page[-1][0]}/{page[-1][1]}")],
+            )
+        )
+    has_previous = (after is not None) if before is None else more
+    if has_previous and page:
+        links.append(
+            link(
+                "previous",
+                request.base,
+                path,
+                [*kept, *paging, ("__before", f"{page[0][0]}/{page[0][1]}")],
+            )
+        )
+    return page, more if before is None else True, links
+
+
+async def _offset_page(
+    session: Session,
+    request: FhirRequest,
+    where: sql.Composable,
+    order: sql.Composable,
+    count: int,
+    offset: int,
+    path: str,
+    kept: list[tuple[str, str]],
+) -> tuple[list[tuple[Any, ...]], bool, list[dict[str, str]]]:
+    """A page of a _sort-ed search, by offset (sort values can change, ids cannot)."""
+    rows = []
+    if count > 0:
+        rows = await session.fetch(
+            sql.SQL(
+                "SELECT r.res_type, r.id, r.content FROM resource r WHERE {w} ORDER BY {o} LIMIT {n} OFFSET {off}"
+            ).format(w=where, o=order, n=sql.Literal(count + 1), off=sql.Literal(offset))
+        )
+    has_next = len(rows) > count
+    paging = [("_count", str(count))]
+    links = [link("self", request.base, path, [*kept, *paging, ("__offset", str(offset))])]
+    if has_next:
+        links.append(
+            link("next", request.base, path, [*kept, *paging, ("__offset", str(offset + count))])
+        )
+    if offset > 0:
+        previous = str(max(0, offset - count))
+        links.append(link("previous", request.base, path, [*kept, *paging, ("__offset", previous)]))
+    return rows[:count], has_next, links
+
+
 async def search(
     session: Session,
     request: FhirRequest,
@@ -121,47 +226,33 @@ async def search(
             sql.SQL("SELECT count(*) FROM resource r WHERE {w}").format(w=where)
         )
         total = int(rows[0][0])
-    rows = []
-    if summary != "count" and count > 0:
-        rows = await session.fetch(
-            sql.SQL(
-                "SELECT r.res_type, r.id, r.content FROM resource r WHERE {w} ORDER BY {o} LIMIT {n} OFFSET {off}"
-            ).format(
-                w=where,
-                o=compiler.order_by(res_type, sort, r),
-                n=sql.Literal(count + 1),
-                off=sql.Literal(offset),
-            )
+    path = link_path if link_path is not None else ("" if res_type == SYSTEM else res_type)
+    kept = [
+        (k, v) for k, v in request.params if k not in ("_count", "__offset", "__after", "__before")
+    ]
+    paging = [("_count", str(count))]
+    if summary == "count":
+        count = 0  # the total alone: no page to fetch
+    if sort:
+        page, has_next, links = await _offset_page(
+            session, request, where, compiler.order_by(res_type, sort, r), count, offset, path, kept
         )
-    has_next = len(rows) > count
-    page = rows[:count]
+        first_page = offset == 0
+    else:
+        page, has_next, links = await _keyset_page(session, request, where, count, path, kept)
+        first_page = request.param("__after") is None and request.param("__before") is None
     if (
         total is None
         and not has_next
+        and first_page
         and summary != "count"
         and total_mode != "none"
-        and (page or offset == 0)
     ):
-        total = offset + len(page)  # the last page: the total is known for free
+        total = len(page)  # everything fits on the first page: the total is known for free
     if total is not None:
         bundle["total"] = total
-    path = link_path if link_path is not None else ("" if res_type == SYSTEM else res_type)
-    kept = [(k, v) for k, v in request.params if k not in ("_count", "__offset")]
-    paging = [("_count", str(count))]
-    links = [link("self", request.base, path, [*kept, *paging, ("__offset", str(offset))])]
-    if has_next:
-        links.append(
-            link("next", request.base, path, [*kept, *paging, ("__offset", str(offset + count))])
-        )
-    if offset > 0:
-        links.append(
-            link(
-                "previous",
-                request.base,
-                path,
-                [*kept, *paging, ("__offset", str(max(0, offset - count)))],
-            )
-        )
+    if summary == "count":
+        links = [link("self", request.base, path, [*kept, *paging])]
     bundle["link"] = links
     entries: list[dict[str, Any]] = [
         {

@@ -33,7 +33,9 @@ RESULT_PARAMETERS = frozenset(
         "_contained",
         "_containedType",
         "_type",
-        "__offset",  # the server's own paging cursor, in next/previous links
+        "__offset",  # the server's own paging cursors, in next/previous links
+        "__after",
+        "__before",
         "__until",
     }
 )
