@@ -7,7 +7,7 @@ layer never build SQL.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -267,7 +267,15 @@ class Session:
 class Repository:
     """The database facade: a connection pool that hands out transactional sessions."""
 
-    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 16):
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 16,
+        configure: Callable[[AsyncConnection[TupleRow]], Awaitable[None]] | None = None,
+    ):
+        """``configure`` runs on each new connection (tests install a statement counter)."""
         self.url = url
         self.pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
             url,
@@ -276,6 +284,7 @@ class Repository:
             open=False,
             # Autocommit: a lone read is one round trip; writes open explicit transactions.
             kwargs={"autocommit": True},
+            configure=configure,
         )
 
     async def open(self) -> None:
