@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,9 @@ from healthmesh.api.render import error_response, render
 from healthmesh.config import Settings
 from healthmesh.fhir.errors import FhirError, Issue, operation_outcome
 from healthmesh.interactions import transaction
+from healthmesh.interactions.context import FhirRequest
 from healthmesh.interactions.dispatch import READ_METHODS, dispatch
+from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.store.migrate import migrate
 from healthmesh.store.repository import Repository
 
@@ -31,16 +34,44 @@ log = logging.getLogger(__name__)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+def _writes_search_parameters(request: FhirRequest) -> bool:
+    if request.method in READ_METHODS:
+        return False
+    if request.path[:1] == ("SearchParameter",):
+        return True
+    body = request.body
+    if not request.path and isinstance(body, dict):
+        entries = body.get("entry")
+        return isinstance(entries, list) and any(
+            isinstance(e, dict)
+            and (
+                (
+                    isinstance(e.get("resource"), dict)
+                    and e["resource"].get("resourceType") == "SearchParameter"
+                )
+                or str((e.get("request") or {}).get("url", "")).startswith("SearchParameter")
+            )
+            for e in entries
+        )
+    return False
+
+
 def create_app(settings: Settings) -> Starlette:
     repository = Repository(settings.database_url, max_size=settings.pool_size)
+
+    parameters = SearchParameterWatch(repository)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         migrate(settings.database_url)
         await repository.open()
+        await parameters.refresh(force=True)
+        watcher = asyncio.create_task(parameters.watch())
         try:
             yield
         finally:
+            watcher.cancel()
+            await parameters.close()
             await repository.close()
 
     def base_url(request: Request) -> str:
@@ -64,6 +95,8 @@ def create_app(settings: Settings) -> Starlette:
             else:
                 async with repository.session(write=request.method not in READ_METHODS) as session:
                     result = await dispatch(session, fhir_request)
+            if _writes_search_parameters(fhir_request):
+                await parameters.refresh(force=True)  # searchable from the very next request
             return render(fhir_request, result, media)
         except FhirError as error:
             return error_response(error, media)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -53,11 +53,41 @@ def search_params() -> tuple[SearchParamDef, ...]:
     )
 
 
+# SearchParameter resources stored on this server (active ones), set by the app at start and
+# whenever one is written; every cache derived from the registry is cleared when they change.
+_custom: tuple[SearchParamDef, ...] = ()
+_on_change: list[Callable[[], None]] = []
+
+
+def custom_params() -> tuple[SearchParamDef, ...]:
+    return _custom
+
+
+def set_custom_params(definitions: Iterable[SearchParamDef]) -> None:
+    global _custom
+    new = tuple(sorted(definitions, key=lambda d: d.url))
+    if new == _custom:
+        return
+    _custom = new
+    search_params_by_type.cache_clear()
+    search_param_by_url.cache_clear()
+    for clear in _on_change:
+        clear()
+
+
+def on_params_changed(clear: Callable[[], None]) -> None:
+    """Register a cache to clear when the custom parameters change."""
+    _on_change.append(clear)
+
+
 @cache
 def search_params_by_type() -> Mapping[str, Mapping[str, SearchParamDef]]:
-    """Parameters per resource type; R4's ``Resource`` and ``DomainResource`` ones apply to all."""
+    """Parameters per resource type; R4's ``Resource`` and ``DomainResource`` ones apply to all.
+
+    Built-in definitions come first: a custom parameter never shadows one.
+    """
     table: dict[str, dict[str, SearchParamDef]] = {}
-    for p in search_params():
+    for p in (*search_params(), *_custom):
         for base in p.base:
             table.setdefault(base, {}).setdefault(p.code, p)
     return table
@@ -65,7 +95,7 @@ def search_params_by_type() -> Mapping[str, Mapping[str, SearchParamDef]]:
 
 @cache
 def search_param_by_url() -> Mapping[str, SearchParamDef]:
-    return {p.url: p for p in search_params()}
+    return {p.url: p for p in (*search_params(), *_custom)}
 
 
 @cache

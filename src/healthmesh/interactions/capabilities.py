@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 from healthmesh import FHIR_VERSION, __version__
-from healthmesh.fhir.definitions import search_params_by_type
+from healthmesh.fhir.definitions import on_params_changed, search_params_by_type
 from healthmesh.fhir.search.registry import component_types
 from healthmesh.fhir.structure import resource_types
 
@@ -118,3 +118,6 @@ def capability_statement(base: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+on_params_changed(_resources.cache_clear)

@@ -8,7 +8,6 @@ import jsonpatch
 import orjson
 
 from healthmesh.fhir.errors import InvalidRequest, PreconditionFailed
-from healthmesh.fhir.validation import check_resource
 from healthmesh.interactions import write
 from healthmesh.interactions.conditional import find_matches
 from healthmesh.interactions.context import FhirResult, check_id
@@ -46,7 +45,7 @@ async def patch(
         )
     assert current.content is not None
     patched = _apply(orjson.loads(current.content), operations)
-    check_resource(patched, expected_type=res_type)
+    write.check_valid(patched, expected_type=res_type)
     if patched.get("id") != id:
         raise InvalidRequest(
             "A patch may not change the resource's id", expression=f"{res_type}.id"

@@ -31,8 +31,7 @@ from healthmesh.fhir.errors import (
 )
 from healthmesh.fhir.ids import new_id, parse_relative
 from healthmesh.fhir.references import iter_references, rewrite_references
-from healthmesh.fhir.validation import check_resource
-from healthmesh.interactions import create
+from healthmesh.interactions import create, write
 from healthmesh.interactions.conditional import find_matches
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_type
 from healthmesh.interactions.dispatch import dispatch, split_url
@@ -311,7 +310,7 @@ async def _write_plain(
     for e in entries:
         try:
             if not e.validated:
-                check_resource(e.resource, expected_type=e.path[0])
+                write.check_valid(e.resource, expected_type=e.path[0])
         except FhirError as error:
             raise _at_entry(error, e.index) from None
         e.resource["id"] = e.assigned_id

@@ -6,7 +6,6 @@ from typing import Any
 
 from healthmesh.fhir.errors import InvalidRequest, PreconditionFailed
 from healthmesh.fhir.ids import new_id
-from healthmesh.fhir.validation import check_resource
 from healthmesh.interactions import write
 from healthmesh.interactions.conditional import find_matches
 from healthmesh.interactions.context import FhirResult, check_id
@@ -38,7 +37,7 @@ async def conditional_update(
 ) -> FhirResult:
     if not params:
         raise InvalidRequest("A conditional update needs search criteria in the URL")
-    check_resource(resource, expected_type=res_type)
+    write.check_valid(resource, expected_type=res_type)
     matches = await find_matches(session, res_type, params)
     if len(matches) > 1:
         raise PreconditionFailed(

@@ -11,9 +11,18 @@ from typing import Any
 
 from healthmesh.fhir.errors import InvalidRequest, NotFound, PreconditionFailed
 from healthmesh.fhir.ids import new_id
+from healthmesh.fhir.search.custom import definition_from_resource, is_active
 from healthmesh.fhir.validation import check_resource
 from healthmesh.store.repository import Session, StoredVersion
 from healthmesh.store.rows import content_hash, now, prepare
+
+
+def check_valid(resource: Any, *, expected_type: str | None = None) -> dict[str, Any]:
+    """Structure (the R4 definitions) and this server's business rules for a resource."""
+    checked = check_resource(resource, expected_type=expected_type)
+    if checked.get("resourceType") == "SearchParameter" and is_active(checked):
+        definition_from_resource(checked)  # refuse a parameter that could never match
+    return checked
 
 
 def _stored(res_type: str, id: str, p: Any) -> StoredVersion:
@@ -29,7 +38,7 @@ async def create(
 
     ``id`` is the id a transaction assigned beforehand, so other entries could refer to it.
     """
-    check_resource(resource, expected_type=res_type)
+    check_valid(resource, expected_type=res_type)
     resource["id"] = id or new_id()
     prepared = prepare(resource, version_id=1, last_updated=now())
     await session.insert(prepared)
@@ -62,7 +71,7 @@ async def update(
 ) -> tuple[StoredVersion, bool]:
     """PUT: a new version of ``id``, or the resource created with that id. Returns (version, created)."""
     if not validated:
-        check_resource(resource, expected_type=res_type)
+        check_valid(resource, expected_type=res_type)
     body_id = resource.get("id")
     if body_id is None:
         raise InvalidRequest(

@@ -17,6 +17,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from healthmesh.fhir.search.extract import IndexRows
 from healthmesh.store.rows import PreparedVersion
 
 _COLUMNS = "res_type, id, version_id, last_updated, deleted, patient_id, content_hash, content"
@@ -243,6 +244,36 @@ class Session:
                         for row in rows:
                             await copy.write_row(row)
 
+    async def replace_param_index(
+        self, res_type: str, code: str, rows: Sequence[tuple[str, str | None, IndexRows]]
+    ) -> None:
+        """Rewrite one parameter's index rows for some resources (id, patient_id, rows): reindex."""
+        ids = [id for id, _, _ in rows]
+        # The parameter's own rows and its derived ones (code:of-type, code:identifier, code$n).
+        like = [code, f"{code}:%", f"{code}$%"]
+        async with self.conn.pipeline():
+            for table, _ in INDEX_TABLES.values():
+                await self.conn.execute(
+                    sql.SQL(
+                        "DELETE FROM {} WHERE res_type = %s AND res_id = ANY(%s) AND (param = %s OR param LIKE %s OR param LIKE %s)"
+                    ).format(sql.Identifier(table)),
+                    (res_type, ids, *like),
+                )
+            async with self.conn.cursor() as cur:
+                for kind in INDEX_TABLES:
+                    batch = []
+                    for id, patient_id, index in rows:
+                        batch += [
+                            (res_type, id, *row, patient_id, None) for row in getattr(index, kind)
+                        ]
+                        batch += [
+                            (res_type, id, *row, patient_id, elem)
+                            for k, row, elem in index.composite
+                            if k == kind
+                        ]
+                    if batch:
+                        await cur.executemany(_INSERT_INDEX[kind], batch)
+
     async def _write_index(self, p: PreparedVersion) -> None:
         async with self.conn.cursor() as cur:
             for kind, rows in _index_rows(p):
@@ -258,7 +289,7 @@ class Session:
         cur = await self.conn.execute(query)
         return [row[0] for row in await cur.fetchall()]
 
-    async def fetch(self, query: sql.Composed) -> list[tuple[Any, ...]]:
+    async def fetch(self, query: sql.SQL | sql.Composed) -> list[tuple[Any, ...]]:
         cur = await self.conn.execute(query)
         rows: list[tuple[Any, ...]] = await cur.fetchall()
         return rows

@@ -332,3 +332,18 @@ def _positions(param: IndexedParam, root: fhirpath.Node, rows: IndexRows) -> Non
         if latitude is not None and longitude is not None:
             rows.composite.append(("number", (f"{param.code}$0", latitude), elem))
             rows.composite.append(("number", (f"{param.code}$1", longitude), elem))
+
+
+def extract_param(resource: Mapping[str, Any], code: str) -> IndexRows:
+    """The index rows of one search parameter only: what a reindex for it writes."""
+    rows = IndexRows()
+    root = resource_node(resource)
+    for param in indexed_params(str(resource.get("resourceType"))):
+        if param.code != code:
+            continue
+        if param.components:
+            _composite(param, root, rows)
+            continue
+        for node in _nodes(param.path, root):
+            _EXTRACTORS[param.type](param.code, node, rows)
+    return rows

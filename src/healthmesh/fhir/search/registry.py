@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from functools import cache
 
 from healthmesh.fhir import fhirpath
-from healthmesh.fhir.definitions import SearchParamDef, search_param_by_url, search_params_by_type
+from healthmesh.fhir.definitions import (
+    SearchParamDef,
+    on_params_changed,
+    search_param_by_url,
+    search_params_by_type,
+)
 
 # Parameters answered from the resource table's own columns, never from index rows.
 COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
@@ -102,3 +107,6 @@ def indexed_params(resource_type: str) -> tuple[IndexedParam, ...]:
         path = fhirpath.compile(expression)
         params.append(IndexedParam(code, definition.type, path, definition, components))
     return tuple(params)
+
+
+on_params_changed(indexed_params.cache_clear)
