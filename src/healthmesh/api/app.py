@@ -22,9 +22,10 @@ from healthmesh.api.parsing import (
 )
 from healthmesh.api.render import error_response, render
 from healthmesh.config import Settings
-from healthmesh.fhir.errors import FhirError, Issue, operation_outcome
+from healthmesh.fhir.errors import FhirError, Gone, Issue, NotFound, operation_outcome
 from healthmesh.interactions import transaction
-from healthmesh.interactions.context import FhirRequest
+from healthmesh.interactions.bundles import http_date
+from healthmesh.interactions.context import FhirRequest, check_id, check_type
 from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.store.migrate import migrate
@@ -79,11 +80,32 @@ def create_app(settings: Settings) -> Starlette:
             return settings.base_url
         return f"{request.url.scheme}://{request.url.netloc}/fhir"
 
+    async def read_by_id(res_type: str, id: str, media: str, base: str) -> Response:
+        """GET [type]/[id] with no parameters: the hot path, one primary-key lookup.
+
+        The same answers as the read interaction (404, 410, ETag, Last-Modified), without the
+        general request machinery a plain read does not need.
+        """
+        version = await repository.read_current(check_type(res_type), check_id(id))
+        if version is None:
+            raise NotFound(f"{res_type}/{id} is not known")
+        if version.deleted or version.content is None:
+            raise Gone(f"{res_type}/{id} was deleted (version {version.version_id})")
+        headers = {"ETag": f'W/"{version.version_id}"', "Last-Modified": http_date(version)}
+        return Response(version.content.encode(), 200, headers, media_type=media)
+
     async def fhir(request: Request) -> Response:
         media = "application/fhir+json"
         try:
             media = response_type(request)
             path = path_segments(request.path_params.get("path", ""))
+            if (
+                request.method == "GET"
+                and len(path) == 2
+                and not request.url.query
+                and path[1][:1] not in "$_"
+            ):
+                return await read_by_id(path[0], path[1], media, base_url(request))
             body: object = None
             extra: list[tuple[str, str]] = []
             if request.method in _BODY_METHODS:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC
-from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -39,8 +38,17 @@ def etag(version: StoredVersion) -> str:
     return f'W/"{version.version_id}"'
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(version: StoredVersion) -> str:
-    return format_datetime(version.last_updated.astimezone(UTC), usegmt=True)
+    """RFC 9110 IMF-fixdate, e.g. ``Mon, 23 Nov 2026 10:00:00 GMT`` (on every read: kept cheap)."""
+    t = version.last_updated.astimezone(UTC)
+    return (
+        f"{_DAYS[t.weekday()]}, {t.day:02d} {_MONTHS[t.month - 1]} {t.year:04d} "
+        f"{t.hour:02d}:{t.minute:02d}:{t.second:02d} GMT"
+    )
 
 
 def history_entry(base: str, v: StoredVersion) -> dict[str, Any]:

@@ -44,6 +44,7 @@ _SELECT_CURRENT = (
     "SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
     " FROM resource WHERE res_type = %s AND id = %s"
 )
+_READ = "SELECT version_id, last_updated, deleted, content FROM resource WHERE res_type = %s AND id = %s"
 _SELECT_VERSION = (
     "SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
     " FROM resource WHERE res_type = %(t)s AND id = %(id)s AND version_id = %(v)s"
@@ -339,8 +340,10 @@ class Repository:
                 yield Session(conn)
 
     async def read_current(self, res_type: str, id: str) -> StoredVersion | None:
-        """The hot read path: one primary-key lookup, no explicit transaction."""
+        """The hot read path: one primary-key lookup of what a read serves, no transaction."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_SELECT_CURRENT, (res_type, id))
+            cur = await conn.execute(_READ, (res_type, id))
             row = await cur.fetchone()
-        return _stored(row) if row else None
+        if row is None:
+            return None
+        return StoredVersion(res_type, id, row[0], row[1], row[2], row[3])
