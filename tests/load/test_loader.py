@@ -211,3 +211,17 @@ def test_loading_the_shared_synthea_set_gives_exactly_its_counts(store: str) -> 
             'SELECT count(*) FROM resource WHERE content LIKE \'%"reference":"urn:uuid:%\''
         ).fetchone()
     assert dangling == (0,)
+
+
+def test_a_load_leaves_fresh_planner_statistics(store: str) -> None:
+    run_load(store, [SAMPLE])
+    with psycopg.connect(store) as conn:
+        analyzed = conn.execute(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('resource', 'search_token', 'search_reference')"
+            " AND coalesce(last_analyze, last_autoanalyze) IS NOT NULL"
+        ).fetchone()
+        extended = conn.execute(
+            "SELECT count(*) FROM pg_statistic_ext WHERE stxname LIKE 'search_%_stats'"
+        ).fetchone()
+    assert analyzed == (3,)
+    assert extended == (7,)

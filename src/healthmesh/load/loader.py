@@ -160,6 +160,9 @@ class Loader:
         # more try once everything else is in.
         for path in deferred:
             await self._fallback(path, last_try=True)
+        if self.report.created or self.report.updated:
+            async with self.repository.session(write=False) as session:
+                await session.analyze()
         return self.report
 
     async def _pipeline(self, files: list[Path], pool: Executor, *, in_flight: int) -> list[Path]:
