@@ -295,9 +295,10 @@ def extract(resource: Mapping[str, Any]) -> IndexRows:
     """Every index row of ``resource`` for the search parameters of its type."""
     rows = IndexRows()
     root = resource_node(resource)  # built once, shared by every expression
+    memo: _Memo = {}
     for param in indexed_params(str(resource.get("resourceType"))):
         if param.components:
-            _composite(param, root, rows)
+            _composite(param, root, rows, memo)
             continue
         if param.type == "special":
             if param.code == "near":
@@ -309,17 +310,33 @@ def extract(resource: Mapping[str, Any]) -> IndexRows:
     return rows
 
 
-def _composite(param: IndexedParam, root: fhirpath.Node, rows: IndexRows) -> None:
-    """Each element the composite selects, its components' rows tagged with its number."""
-    for elem, base in enumerate(_nodes(param.path, root)):
+_Memo = dict[Any, list[fhirpath.Node]]
+
+
+def _composite(param: IndexedParam, root: fhirpath.Node, rows: IndexRows, memo: _Memo) -> None:
+    """Each element the composite selects, its components' rows tagged with its number.
+
+    Composites share base and component expressions (Observation's eight all evaluate
+    ``code``), so evaluations are remembered for the resource being indexed.
+    """
+    base_key = param.path.expression
+    if base_key not in memo:
+        memo[base_key] = list(_nodes(param.path, root))
+    for elem, base in enumerate(memo[base_key]):
         parts: list[tuple[str, list[tuple[Any, ...]]]] = []
         for n, (kind, path) in enumerate(param.components):
+            key = (base_key, elem, path.expression)
+            if key not in memo:
+                memo[key] = list(_nodes(path, base))
+            if not memo[key]:
+                break  # an element missing a component never matches
             part = IndexRows()
-            for node in _nodes(path, base):
+            for node in memo[key]:
                 _EXTRACTORS[kind](f"{param.code}${n}", node, part)
             parts.append((kind, getattr(part, kind)))
-        if all(found for _, found in parts):  # an element missing a component never matches
-            rows.composite.extend((kind, row, elem) for kind, found in parts for row in found)
+        else:
+            if all(found for _, found in parts):
+                rows.composite.extend((kind, row, elem) for kind, found in parts for row in found)
 
 
 def _positions(param: IndexedParam, root: fhirpath.Node, rows: IndexRows) -> None:
@@ -342,7 +359,7 @@ def extract_param(resource: Mapping[str, Any], code: str) -> IndexRows:
         if param.code != code:
             continue
         if param.components:
-            _composite(param, root, rows)
+            _composite(param, root, rows, {})
             continue
         for node in _nodes(param.path, root):
             _EXTRACTORS[param.type](param.code, node, rows)
