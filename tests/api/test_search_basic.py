@@ -121,3 +121,13 @@ def test_post_search_gives_the_same_results_as_get(client: httpx.Client) -> None
     by_get = client.get("/Patient", params={"_id": created["id"]}).json()
     by_post = client.post("/Patient/_search", data={"_id": created["id"]}).json()
     assert [e["resource"] for e in by_get["entry"]] == [e["resource"] for e in by_post["entry"]]
+
+
+def test_total_estimate_is_a_number_near_the_count(client: httpx.Client) -> None:
+    ids = [create(client, patient())["id"] for _ in range(3)]
+    bundle = client.get(
+        "/Patient", params={"_id": ",".join(ids), "_count": 1, "_total": "estimate"}
+    ).json()
+    assert isinstance(bundle["total"], int)
+    assert 0 <= bundle["total"] <= 100
+    assert client.get("/Patient", params={"_total": "roughly"}).status_code == 400
