@@ -662,11 +662,12 @@ class Oracle:
         if not filters:
             everything = frozenset(self._store.get(res_type, {}))
             return Expected(everything, everything)
-        # Selective parameters first; the others are then judged only on what is left.
-        filters.sort(key=lambda f: 0 if self._cheap(res_type, *f) else 1)
+        # Parameters judged on the whole type first (cached: references through an index,
+        # chains, _has); the others are then judged only on the resources still in.
+        filters.sort(key=lambda f: 0 if self._whole(res_type, *f) else 1)
         current: dict[str, Match] | None = None
         for name, value in filters:
-            if current is None or self._cheap(res_type, name, value):
+            if current is None or self._whole(res_type, name, value):
                 found = self.match_param(res_type, name, value)
             else:
                 found = self._match_param(res_type, name, value, current.keys())
@@ -684,15 +685,15 @@ class Oracle:
             frozenset(current),
         )
 
-    def _cheap(self, res_type: str, name: str, value: str) -> bool:
-        """Already known, or a reference looked up in an index."""
-        if (res_type, name, value) in self._matches:
+    def _whole(self, res_type: str, name: str, value: str) -> bool:
+        """Judged once for the whole type: already known, a reference looked up in an index,
+        or a chain or _has (computed from the other type's matches)."""
+        if (res_type, name, value) in self._matches or "." in name or name.startswith("_has:"):
             return True
         code, _, modifier = name.partition(":")
         param = self.param(res_type, code)
         return (
-            "." not in name
-            and param is not None
+            param is not None
             and param.type == "reference"
             and modifier not in ("identifier", "missing")
         )
@@ -815,7 +816,7 @@ class Oracle:
                 for v in values
                 if isinstance(v.value, Mapping) and isinstance(v.value.get("identifier"), Mapping)
             )
-        test = self._reference_test(modifier, text, param)
+        test, _ = self._reference_test(modifier, text, param)
         return lambda values: m_any(
             Match.YES if test(r) else Match.NO for v in values if (r := self._ref(v)) is not None
         )
@@ -829,18 +830,17 @@ class Oracle:
         index = self.referrers(res_type, param.code)
         out: dict[str, Match] = {}
         for alt in split_escaped(text, ","):
-            test = self._reference_test(modifier, alt, param)
-            wanted = unescape(alt)
-            key = wanted.rsplit("/", 1)[-1] if not wanted.startswith("http") else wanted
-            candidates = index.get(key, set()) | index.get(wanted, set())
-            for rid in candidates:
+            test, target = self._reference_test(modifier, alt, param)
+            key = target.id if target.id is not None else target.url
+            for rid in index.get(key or "", set()):
                 if any(test(r) for r in refs[rid]):
                     out[rid] = Match.YES
         return out
 
     def _reference_test(
         self, modifier: str, text: str, param: SearchParamDef
-    ) -> Callable[[Ref], bool]:
+    ) -> tuple[Callable[[Ref], bool], Ref]:
+        """A test for one reference value, and the target it names."""
         if modifier and not (modifier[0].isupper() and modifier.isalpha()):
             raise OracleError(f"modifier :{modifier} on a reference is not modelled")
         wanted = unescape(text)
@@ -851,7 +851,7 @@ class Oracle:
             raise OracleError(f"bad reference {wanted!r}")
         if modifier:
             if target.key is not None and target.res_type != modifier:
-                return lambda ref: False
+                return (lambda ref: False), target
             if target.url is not None and "/" not in wanted and ":" not in wanted:
                 target = Ref(modifier, wanted)
             elif target.key is None:
@@ -867,7 +867,7 @@ class Oracle:
             # A bare id: a reference to a resource of any of the allowed types with that id.
             return ref.id == final.url and (not types or ref.res_type in types)
 
-        return matches
+        return matches, final
 
     def _composite(
         self, res_type: str, param: SearchParamDef, text: str, within: Collection[str] | None

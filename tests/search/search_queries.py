@@ -342,18 +342,18 @@ class Generator:
             ("Patient", "language"),
             ("Organization", "type"),
         ):
-            drawn = self.draw(res_type, code, 2)
-            for i, (value, pid) in enumerate(drawn):
+            drawn = self.draw(res_type, code, 1)
+            for value, pid in drawn:
                 system, token, _ = self.one(_codings(value))
                 self.add(res_type, (code, token), near=pid)
                 self.add(res_type, (code, f"{system}|{token}"), near=pid)
-                if i == 0:
+                if self.rng.random() < 0.3:
                     self.add(res_type, (code, f"|{token}"), near=pid)  # only system-less codes
                     self.add(res_type, (code, f"{system}|"), near=pid)
                     other = SNOMED if system != SNOMED else LOINC
                     self.add(res_type, (code, f"{other}|{token}"), near=pid)
             codings = self.codings(res_type, code)
-            if len(codings) >= 2 and drawn:
+            if len(codings) >= 2 and drawn and self.rng.random() < 0.4:
                 (system, token, _), (_, second, _) = self.pick(codings, 2)
                 self.add(res_type, (code, f"{system}|{token},{second}"), near=drawn[0][1])
         self.add("Observation", ("code", "0000-0"))
@@ -382,19 +382,19 @@ class Generator:
         identifiers = [
             v.value for v in self.values("Patient", "identifier") if v.fhir_type == "Identifier"
         ]
-        for ident in self.pick(identifiers, 3):
+        for ident in self.pick(identifiers, 2):
             self.add("Patient", ("identifier", f"{ident['system']}|{ident['value']}"))
             self.add("Patient", ("identifier", str(ident["value"])))
         ident = self.one(identifiers)
         self.add("Patient", ("identifier", f"|{ident['value']}"))
         self.add("Patient", ("identifier", "http://hl7.org/fhir/sid/us-ssn|"))
         self.add("Patient", ("identifier", "http://hl7.org/fhir/sid/us-ssn|000-00-0000"))
-        for value, _ in self.draw("Practitioner", "identifier", 2):
+        for value, _ in self.draw("Practitioner", "identifier", 1):
             self.add(
                 "Practitioner", ("identifier", f"{value.value['system']}|{value.value['value']}")
             )
         phones = [v.value for v in self.values("Patient", "phone")]
-        for phone in self.pick(phones, 2):
+        for phone in self.pick(phones, 1):
             self.add("Patient", ("phone", phone["value"]))
             self.add("Patient", ("telecom", f"phone|{phone['value']}"))
         self.add("Patient", ("phone", re.sub(r"\D", "", self.one(phones)["value"])))
@@ -413,11 +413,11 @@ class Generator:
             "Patient", ("_security", "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R")
         )
         patients = self.ids("Patient")
-        for pid in self.pick(patients, 2):
+        for pid in self.pick(patients, 1):
             self.add("Patient", ("_id", pid))
         self.add("Patient", ("_id", ",".join(self.pick(patients, 3))))
         self.add("Patient", ("_id", "no-such-patient"))
-        for oid in self.pick(self.ids("Observation"), 2):
+        for oid in self.pick(self.ids("Observation"), 1):
             self.add("Observation", ("_id", oid))
         # AND of two token parameters, and the same parameter twice.
         for value, pid in self.draw("Observation", "code", 1):
@@ -432,7 +432,7 @@ class Generator:
         self.add("Patient", ("email:not", "nobody@example.org"))
         self.add("Observation", ("status:not", "final"))
         self.add("Encounter", ("class:not", "AMB"), scope="try")
-        for value, pid in self.draw("Observation", "category", 2):
+        for value, pid in self.draw("Observation", "category", 1):
             system, token, _ = _codings(value)[0]
             self.add("Observation", ("category:not", f"{system}|{token}"), near=pid)
         for res_type, code in (
@@ -440,7 +440,7 @@ class Generator:
             ("Condition", "code"),
             ("Encounter", "type"),
         ):
-            for value, pid in self.draw(res_type, code, 2):
+            for value, pid in self.draw(res_type, code, 1):
                 _, token, display = _codings(value)[0]
                 self.add(res_type, (f"{code}:not", token), near=pid)
                 text = value.value.get("text") or display
@@ -455,7 +455,7 @@ class Generator:
             for v in self.values("Patient", "identifier")
             if v.fhir_type == "Identifier" and "type" in v.value
         ]
-        for ident in self.pick(typed, 3):
+        for ident in self.pick(typed, 2):
             coding = ident["type"]["coding"][0]
             self.add(
                 "Patient",
@@ -481,31 +481,27 @@ class Generator:
             ("Patient", "name"),
             ("Patient", "address"),
             ("Patient", "address-city"),
-            ("Patient", "address-state"),
             ("Patient", "address-postalcode"),
             ("Practitioner", "name"),
-            ("Practitioner", "family"),
             ("Organization", "name"),
-            ("Organization", "address-city"),
             ("Observation", "value-string"),
         ):
             drawn = [
-                (p, pid) for v, pid in self.draw(res_type, code, 3) for p in string_parts(v)[:1]
+                (p, pid) for v, pid in self.draw(res_type, code, 2) for p in string_parts(v)[:1]
             ]
-            for word, pid in drawn[:2]:
-                cut = self.rng.randint(1, len(word))
-                self.add(res_type, (code, _vary_case(word[:cut], self.rng)), near=pid)
-            for word, pid in drawn[2:]:
+            for word, pid in drawn[:1]:
+                cut = word[: self.rng.randint(1, len(word))].strip()
+                if cut:
+                    self.add(res_type, (code, _vary_case(cut, self.rng)), near=pid)
+            for word, pid in drawn[1:]:
                 self.add(res_type, (f"{code}:exact", word), near=pid)
                 changed = word.lower() if word != word.lower() else word.upper()
                 self.add(res_type, (f"{code}:exact", changed), near=pid)
-                if len(word) > 3:
-                    start = self.rng.randint(1, len(word) - 2)
-                    self.add(
-                        res_type, (f"{code}:contains", word[start : start + 3].upper()), near=pid
-                    )
+                inner = word[self.rng.randint(1, max(1, len(word) - 3)) :][:3].strip()
+                if len(inner) >= 2:
+                    self.add(res_type, (f"{code}:contains", inner.upper()), near=pid)
         accented = [w for w in self.strings("Patient", "name") if w != _ascii(w)]
-        for word in self.pick(accented, 3):
+        for word in self.pick(accented, 2):
             self.add("Patient", ("name", _ascii(word)))  # accents are ignored
             self.add("Patient", ("name:exact", _ascii(word)))  # but not by :exact
             self.add("Patient", ("name", word.upper()))
@@ -523,7 +519,7 @@ class Generator:
     def date_queries(self) -> None:
         """All nine prefixes at several precisions on date, dateTime, instant and Period."""
         prefixes = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-        for res_type, code, precisions in (
+        targets = (
             ("Patient", "birthdate", (4, 7, 10)),
             ("Observation", "date", (4, 7, 10, 16, 25)),
             ("Encounter", "date", (4, 7, 10, 16, 25)),
@@ -536,15 +532,16 @@ class Generator:
             ("Patient", "death-date", (4, 10)),
             ("Claim", "created", (7, 10)),
             ("DiagnosticReport", "issued", (10, 25)),
-        ):
-            for prefix in prefixes:
+        )
+        for prefix in prefixes:
+            for res_type, code, precisions in self.pick(targets, 4):
                 for value, pid in self.draw(res_type, code, 1):
                     date = self.one(_date_strings(value))
                     cut = _date_at(date, self.one(precisions))
                     written = cut if prefix == "eq" and self.rng.random() < 0.5 else prefix + cut
                     self.add(res_type, (code, written), near=pid)
         # Zones, ranges as AND, alternatives as OR, nothing matching, open periods.
-        for value, pid in self.draw("Encounter", "date", 3):
+        for value, pid in self.draw("Encounter", "date", 2):
             start = value.value["start"]
             self.add("Encounter", ("date", f"ge{start[:19]}-05:00"), near=pid)
             self.add("Encounter", ("date", f"le{start}"), near=pid)
@@ -563,7 +560,7 @@ class Generator:
     def last_updated_queries(self) -> None:
         """_lastUpdated against the stored meta.lastUpdated."""
         patients = self.ids("Patient")
-        for pid in self.pick(patients, 2):
+        for pid in self.pick(patients, 1):
             stamp = f"{{lastUpdated:Patient/{pid}}}"
             day = f"{{lastUpdated:Patient/{pid}:10}}"
             self.add("Patient", ("_lastUpdated", stamp), scope="none")
@@ -586,7 +583,7 @@ class Generator:
 
     def quantity_queries(self) -> None:
         """``number|system|code``, ``number||code``, ``number``; prefixes; precision."""
-        for value, pid in self.draw("Observation", "value-quantity", 5):
+        for value, pid in self.draw("Observation", "value-quantity", 3):
             q = value.value
             rounded = _round(Decimal(repr(q["value"])), self.rng.choice((0, 1, 2)))
             self.add(
@@ -621,7 +618,7 @@ class Generator:
         self.add("Observation", ("value-quantity", f"lt50000|{UCUM}|g"))
         self.add("Observation", ("value-quantity", "5e1||kg"))
         for code in ("component-value-quantity", "combo-value-quantity"):
-            for prefix in ("gt", "lt", "ap"):
+            for prefix in self.pick(("gt", "lt", "ap"), 2):
                 for value, pid in self.draw("Observation", code, 1):
                     q = value.value
                     rounded = _round(Decimal(repr(q["value"])), 0)
@@ -634,7 +631,7 @@ class Generator:
     def reference_queries(self) -> None:
         """``id``, ``Type/id``, absolute URLs, ``:Type``, ``:identifier``, ``:missing``."""
         for res_type in ("Observation", "Condition", "Encounter", "Procedure"):
-            for pid in self.pick(self.patients(res_type), 2):
+            for pid in self.pick(self.patients(res_type), 1):
                 self.add(res_type, ("subject", f"Patient/{pid}"))
                 self.add(res_type, ("subject", pid))
                 self.add(res_type, ("subject:Patient", pid))
@@ -663,7 +660,7 @@ class Generator:
                 for r in rs
                 if r.res_type == ref_type and r.id in self.addressable
             )
-            for target, rid in self.pick(pairs, 2):
+            for target, rid in self.pick(pairs, 1):
                 near = self.patient_of(res_type, rid)
                 self.add(res_type, (code, f"{ref_type}/{target}"), scope="try", near=near)
                 self.add(res_type, (code, target), scope="try", near=near)
@@ -692,7 +689,7 @@ class Generator:
         """Both components must hold on the same element: Observation itself or a component."""
         observations = self.oracle.values("Observation", "value-quantity")
         rids = sorted(rid for rid, vs in observations.items() if vs)
-        for rid in self.pick(rids, 4):
+        for rid in self.pick(rids, 2):
             resource = self.oracle.resource("Observation", rid)
             assert resource is not None
             coding = resource["code"]["coding"][0]
@@ -715,7 +712,7 @@ class Generator:
             )
         with_components = self.oracle.values("Observation", "component-code")
         pids = [self.patient_of("Observation", rid) for rid, vs in with_components.items() if vs]
-        for pid in self.pick(sorted({p for p in pids if p}), 2):
+        for pid in self.pick(sorted({p for p in pids if p}), 1):
             self.add(
                 "Observation", ("component-code-value-quantity", f"{LOINC}|8480-6$gt130"), near=pid
             )
@@ -731,7 +728,7 @@ class Generator:
             self.add("Observation", ("combo-code-value-quantity", f"{LOINC}|8462-4$lt80"), near=pid)
             self.add("Observation", ("code-value-quantity", f"{LOINC}|8480-6$gt0"), near=pid)
         concepts = self.oracle.values("Observation", "value-concept")
-        for rid in self.pick(sorted(rid for rid, vs in concepts.items() if vs), 2):
+        for rid in self.pick(sorted(rid for rid, vs in concepts.items() if vs), 1):
             resource = self.oracle.resource("Observation", rid)
             assert resource is not None
             code = resource["code"]["coding"][0]
@@ -748,18 +745,22 @@ class Generator:
             self.add(
                 "Observation", ("code-value-concept", f"{code['code']}$no-such-code"), near=pid
             )
-        strings = self.oracle.values("Observation", "value-string")
-        for rid in self.pick(sorted(r for r, vs in strings.items() if vs), 2):
+        with_string = [
+            rid
+            for rid in self.oracle.ids("Observation")
+            if "valueString" in (self.oracle.resource("Observation", rid) or {})
+        ]
+        for rid in self.pick(with_string, 2):
             resource = self.oracle.resource("Observation", rid)
             assert resource is not None
             code = resource["code"]["coding"][0]
-            text = str(strings[rid][0].value)
+            text = str(resource["valueString"])
             pid = self.patient_of("Observation", rid)
             self.add("Observation", ("code-value-string", f"{code['code']}${text[:4]}"), near=pid)
 
     def chain_queries(self) -> None:
         """One and two levels, with and without a type, ending in every parameter type."""
-        for value, pid in self.draw("Patient", "family", 2):
+        for value, pid in self.draw("Patient", "family", 1):
             family = str(value.value)
             self.add(
                 "Observation",
@@ -770,7 +771,7 @@ class Generator:
             self.add("Condition", ("subject.name", family), near=pid)
             self.add("Encounter", ("patient.family:exact", family), near=pid)
         self.add("Observation", ("subject:Patient.name", "Zzyzx"), scope="try")
-        for value, pid in self.draw("Patient", "identifier", 6):
+        for value, pid in self.draw("Patient", "identifier", 3):
             if str(value.value.get("system", "")).endswith("us-ssn"):
                 ident = value.value
                 self.add(
@@ -785,18 +786,22 @@ class Generator:
         )
         self.add("Immunization", ("patient._id", self.one(self.patients("Immunization"))))
         refs = self.oracle.references("Encounter", "participant")
-        for rid in self.pick(sorted(refs), 2):
+        for rid in self.pick(sorted(refs), 1):
             practitioner = self.oracle.resource("Practitioner", str(refs[rid][0].id))
             if practitioner is None:
                 continue
             family = practitioner["name"][0]["family"]
-            self.add("Encounter", ("participant:Practitioner.family", family), scope="try")
-            self.add("Encounter", ("practitioner.name", family[:3]), scope="try")
+            near = self.patient_of("Encounter", rid)
+            self.add(
+                "Encounter", ("participant:Practitioner.family", family), scope="try", near=near
+            )
+            self.add("Encounter", ("practitioner.name", family[:3]), scope="try", near=near)
             # two levels: Procedure -> Encounter -> Practitioner
             self.add(
                 "Procedure",
                 ("encounter:Encounter.participant:Practitioner.family", family),
                 scope="try",
+                near=near,
             )
         refs = self.oracle.references("Encounter", "service-provider")
         for rid in self.pick(sorted(refs), 2):
@@ -814,7 +819,7 @@ class Generator:
         city = self.one(self.strings("Patient", "address-city"))
         self.add("DiagnosticReport", ("result.subject:Patient.address-city", city), scope="try")
         self.add("ExplanationOfBenefit", ("claim.patient.gender", "male"))
-        for value, pid in self.draw("Encounter", "class", 2):
+        for value, pid in self.draw("Encounter", "class", 1):
             self.add("Observation", ("encounter.class", str(value.value["code"])), near=pid)
         for value, pid in self.draw("Encounter", "reason-code", 1):
             token = _codings(value)[0][1]
@@ -825,11 +830,11 @@ class Generator:
 
     def reverse_chain_queries(self) -> None:
         """_has, nested _has, and _has ending in a chain or a modifier."""
-        for value, _ in self.draw("Observation", "code", 2):
+        for value, _ in self.draw("Observation", "code", 1):
             token = _codings(value)[0][1]
             self.add("Patient", ("_has:Observation:patient:code", token))
             self.add("Encounter", ("_has:Observation:encounter:code", token), scope="try")
-        for value, _ in self.draw("Condition", "code", 2):
+        for value, _ in self.draw("Condition", "code", 1):
             self.add("Patient", ("_has:Condition:subject:code", _codings(value)[0][1]))
         self.add("Patient", ("_has:Observation:patient:code", "0000-0"))
         self.add("Patient", ("_has:Encounter:patient:class", "EMER"))
@@ -869,7 +874,7 @@ class Generator:
             ("_include", "Observation:encounter"),
             ("_include", "Encounter:service-provider"),
         )
-        for eid in self.pick(self.ids("Encounter"), 2):
+        for eid in self.pick(self.ids("Encounter"), 1):
             self.add("Encounter", ("_id", eid), ("_revinclude", "Observation:encounter"))
             self.add(
                 "Encounter",
@@ -877,7 +882,7 @@ class Generator:
                 ("_revinclude", "Observation:encounter"),
                 ("_include", "Encounter:participant:Practitioner"),
             )
-        for pid in self.pick(self.ids("Patient"), 2):
+        for pid in self.pick(self.ids("Patient"), 1):
             self.add("Patient", ("_id", pid), ("_revinclude", "Provenance:target"))
             self.add(
                 "Patient",

@@ -208,15 +208,23 @@ def canonical(
     value: Decimal, system: str | None, code: str | None
 ) -> tuple[Decimal | None, str | None]:
     """The value in UCUM base units and a key naming the dimension, where UCUM can say."""
-    if system != UCUM or code is None:
+    unit = ucum_unit(system, code)
+    if unit is None:
         return None, None
+    return value * unit[0], unit[1]
+
+
+def ucum_unit(system: str | None, code: str | None) -> tuple[Decimal, str] | None:
+    """(factor to UCUM base units, dimension key) of a UCUM code; None when not convertible."""
+    if system != UCUM or code is None:
+        return None
     try:
         unit = parse_unit(code)
     except (UnitError, ArithmeticError):
-        return None, None
+        return None
     if unit.special:
-        return None, None
-    return value * unit.factor, "ucum:" + ",".join(str(d) for d in unit.dims)
+        return None
+    return unit.factor, "ucum:" + ",".join(str(d) for d in unit.dims)
 
 
 def _quantities(param: str, node: fhirpath.Node, rows: IndexRows) -> None:

@@ -35,6 +35,8 @@ def parse_include(name: str, value: str) -> Include:
         )
     source, param = parts[0], parts[1]
     target = parts[2] if len(parts) == 3 else None
+    if param == "*":  # every reference parameter of the source type
+        return Include(source, None, target, reverse, bool(modifier))
     definition = search_params_by_type().get(source, {}).get(param) or search_params_by_type().get(
         "Resource", {}
     ).get(param)

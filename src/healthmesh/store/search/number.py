@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from psycopg import sql
 
 from healthmesh.fhir.errors import InvalidRequest
-from healthmesh.fhir.search.extract import UCUM, canonical
+from healthmesh.fhir.search.extract import UCUM, ucum_unit
 from healthmesh.fhir.search.query import Clause
 from healthmesh.fhir.search_values import PREFIXES
 from healthmesh.store.search.sqlbits import all_of, any_of, col
@@ -50,27 +50,33 @@ def precision_range(number: Decimal) -> tuple[Decimal, Decimal]:
     return number - half, number + half
 
 
-def number_condition(value: sql.Composable, prefix: str, number: Decimal) -> sql.Composable:
-    n = sql.Literal(number)
+def number_condition(
+    value: sql.Composable, prefix: str, number: Decimal, scale: Decimal = Decimal(1)
+) -> sql.Composable:
+    """``value`` against the search number; ``scale`` converts the query's unit to the
+    column's (UCUM base units), applied after the precision range is taken in the query's own
+    units — 26.19 mL/min means [26.185, 26.195) mL/min, whatever its digits in m3/s."""
+
+    def lit(x: Decimal) -> sql.Composable:
+        return sql.Literal(x * scale)
+
     match prefix:
         case "eq" | "ne":
             lo, hi = precision_range(number)
-            inside = sql.SQL("({v} >= {lo} AND {v} < {hi})").format(
-                v=value, lo=sql.Literal(lo), hi=sql.Literal(hi)
-            )
+            inside = sql.SQL("({v} >= {lo} AND {v} < {hi})").format(v=value, lo=lit(lo), hi=lit(hi))
             return inside if prefix == "eq" else sql.SQL("NOT {}").format(inside)
         case "gt" | "sa":
-            return sql.SQL("{} > {}").format(value, n)
+            return sql.SQL("{} > {}").format(value, lit(number))
         case "lt" | "eb":
-            return sql.SQL("{} < {}").format(value, n)
+            return sql.SQL("{} < {}").format(value, lit(number))
         case "ge":
-            return sql.SQL("{} >= {}").format(value, n)
+            return sql.SQL("{} >= {}").format(value, lit(number))
         case "le":
-            return sql.SQL("{} <= {}").format(value, n)
+            return sql.SQL("{} <= {}").format(value, lit(number))
         case _:  # ap
             gap = abs(number) * Decimal("0.1")
             return sql.SQL("({v} >= {lo} AND {v} <= {hi})").format(
-                v=value, lo=sql.Literal(number - gap), hi=sql.Literal(number + gap)
+                v=value, lo=lit(number - gap), hi=lit(number + gap)
             )
 
 
@@ -84,10 +90,10 @@ def _quantity_value(clause: Clause, i: sql.Identifier, raw: str) -> sql.Composab
     number_part, _, unit_part = raw.partition("|")
     system, _, code = unit_part.partition("|") if "|" in unit_part else ("", "", unit_part)
     prefix, number = parse_number(clause, number_part)
-    if system == UCUM and code:
-        canon_value, canon_code = canonical(number, system, code)
-        if canon_value is not None and canon_code is not None:
-            scaled = number_condition(col(i, "canonical_value"), prefix, canon_value)
+    if system == UCUM and code and (unit := ucum_unit(system, code)) is not None:
+        factor, canon_code = unit
+        if factor > 0:
+            scaled = number_condition(col(i, "canonical_value"), prefix, number, factor)
             return all_of(
                 [
                     sql.SQL("{} = {}").format(col(i, "canonical_code"), sql.Literal(canon_code)),
