@@ -15,7 +15,7 @@ from healthmesh.fhir.errors import InvalidRequest, NotFound
 from healthmesh.interactions.bundles import link, resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_id
 from healthmesh.interactions.paging import page_params
-from healthmesh.interactions.search import _types
+from healthmesh.interactions.search import requested_types
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compartment import everything_query
 
@@ -34,7 +34,7 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
         since = sql.Literal(moment)
     rows = await session.fetch(
         everything_query(
-            patient_id, types=_types(request), since=since, limit=count + 1, offset=offset
+            patient_id, types=requested_types(request), since=since, limit=count + 1, offset=offset
         )
     )
     path = f"Patient/{patient_id}/$everything"

@@ -60,7 +60,7 @@ async def _included(
     return found
 
 
-def _types(request: FhirRequest) -> list[str]:
+def requested_types(request: FhirRequest) -> list[str]:
     """``_type=Patient,Observation`` for a search across types; all types when absent."""
     raw = request.param("_type")
     if raw is None:
@@ -208,7 +208,7 @@ async def search(
     compiler = Compiler(request.base)
     r = sql.Identifier("r")
     if res_type == SYSTEM:
-        types = _types(request)
+        types = requested_types(request)
         kind = (
             sql.SQL("r.res_type = ANY({})").format(sql.Literal(types)) if types else sql.SQL("true")
         )

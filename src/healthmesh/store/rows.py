@@ -74,13 +74,14 @@ def prepare(
     ordered.update((k, v) for k, v in resource.items() if k not in ordered)
     resource.clear()
     resource.update(ordered)
+    index = extract(resource)
     return PreparedVersion(
         res_type=resource["resourceType"],
         id=resource["id"],
         version_id=version_id,
         last_updated=last_updated,
-        patient_id=patient_key(resource),
+        patient_id=patient_key(resource, index.reference),
         content_hash=digest if digest is not None else content_hash(resource),
         content=orjson.dumps(resource).decode(),
-        index=extract(resource),
+        index=index,
     )
