@@ -28,22 +28,32 @@ class TokenValue:
     code: str | None  # None: any code
 
 
-def split_or(value: str) -> list[str]:
-    """Comma means OR; ``\\,`` is a literal comma (R4 search.html#escaping)."""
-    parts, current, escaped = [], [], False
-    for ch in value:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
+def split_escaped(value: str, separator: str) -> list[str]:
+    """Split on ``separator`` unless escaped as ``\\separator`` (R4 search.html#escaping).
+
+    Only the separator's own escape is undone, so ``\\$`` survives a split on commas for the
+    composite split on dollars that follows.
+    """
+    parts, current, i = [], [], 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and i + 1 < len(value) and value[i + 1] == separator:
+            current.append(separator)
+            i += 2
+            continue
+        if ch == separator:
             parts.append("".join(current))
             current = []
         else:
             current.append(ch)
+        i += 1
     parts.append("".join(current))
     return parts
+
+
+def split_or(value: str) -> list[str]:
+    """Comma means OR; ``\\,`` is a literal comma."""
+    return split_escaped(value, ",")
 
 
 def parse_date(param: str, value: str) -> DateValue:

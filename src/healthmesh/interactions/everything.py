@@ -12,9 +12,9 @@ from psycopg import sql
 
 from healthmesh.fhir.dates import parse_instant
 from healthmesh.fhir.errors import InvalidRequest, NotFound
-from healthmesh.interactions.bundles import link, resource_view
+from healthmesh.interactions.bundles import resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_id
-from healthmesh.interactions.paging import page_params
+from healthmesh.interactions.paging import offset_links, page_params
 from healthmesh.interactions.search import requested_types
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compartment import everything_query
@@ -38,22 +38,7 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
         )
     )
     path = f"Patient/{patient_id}/$everything"
-    kept = [(k, v) for k, v in request.params if k not in ("_count", "__offset")]
-    paging = [("_count", str(count))]
-    links = [link("self", request.base, path, [*kept, *paging, ("__offset", str(offset))])]
-    if len(rows) > count:
-        links.append(
-            link("next", request.base, path, [*kept, *paging, ("__offset", str(offset + count))])
-        )
-    if offset > 0:
-        links.append(
-            link(
-                "previous",
-                request.base,
-                path,
-                [*kept, *paging, ("__offset", str(max(0, offset - count)))],
-            )
-        )
+    links = offset_links(request, path, count=count, offset=offset, has_next=len(rows) > count)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
     if offset == 0 and len(rows) <= count:
         bundle["total"] = len(rows)

@@ -15,9 +15,9 @@ from psycopg import sql
 
 from healthmesh.fhir.dates import parse_instant, parse_interval
 from healthmesh.fhir.errors import InvalidRequest, NotFound
-from healthmesh.interactions.bundles import history_entry, link
+from healthmesh.interactions.bundles import history_entry
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_id
-from healthmesh.interactions.paging import page_params
+from healthmesh.interactions.paging import offset_links, page_params
 from healthmesh.store.repository import Session, StoredVersion
 from healthmesh.store.rows import format_instant, now
 
@@ -79,22 +79,10 @@ async def history(
         raise NotFound(f"{res_type}/{id} is not known")
     versions = [StoredVersion(*row) for row in rows[:count]]
     path = "/".join(p for p in (res_type, id, "_history") if p)
-    kept = [(k, v) for k, v in request.params if k not in ("_count", "__offset", "__until")]
-    paging = [("__until", format_instant(until)), ("_count", str(count))]
-    links = [link("self", request.base, path, [*kept, *paging, ("__offset", str(offset))])]
-    if len(rows) > count:
-        links.append(
-            link("next", request.base, path, [*kept, *paging, ("__offset", str(offset + count))])
-        )
-    if offset > 0:
-        links.append(
-            link(
-                "previous",
-                request.base,
-                path,
-                [*kept, *paging, ("__offset", str(max(0, offset - count)))],
-            )
-        )
+    fixed = [("__until", format_instant(until))]
+    links = offset_links(
+        request, path, count=count, offset=offset, has_next=len(rows) > count, fixed=fixed
+    )
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history"}
     if id is not None and offset == 0 and len(rows) <= count:
         bundle["total"] = len(versions)

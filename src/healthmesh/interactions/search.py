@@ -17,7 +17,7 @@ from healthmesh.fhir.structure import is_resource_type
 from healthmesh.fhir.summary import check_summary
 from healthmesh.interactions.bundles import link, resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult
-from healthmesh.interactions.paging import page_params
+from healthmesh.interactions.paging import offset_links, page_params
 from healthmesh.interactions.valuesets import expand_value_sets
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compiler import SYSTEM, Compiler, parse_sort
@@ -156,7 +156,6 @@ async def _offset_page(
     count: int,
     offset: int,
     path: str,
-    kept: list[tuple[str, str]],
 ) -> tuple[list[tuple[Any, ...]], bool, list[dict[str, str]]]:
     """A page of a _sort-ed search, by offset (sort values can change, ids cannot)."""
     rows = []
@@ -167,15 +166,7 @@ async def _offset_page(
             ).format(w=where, o=order, n=sql.Literal(count + 1), off=sql.Literal(offset))
         )
     has_next = len(rows) > count
-    paging = [("_count", str(count))]
-    links = [link("self", request.base, path, [*kept, *paging, ("__offset", str(offset))])]
-    if has_next:
-        links.append(
-            link("next", request.base, path, [*kept, *paging, ("__offset", str(offset + count))])
-        )
-    if offset > 0:
-        previous = str(max(0, offset - count))
-        links.append(link("previous", request.base, path, [*kept, *paging, ("__offset", previous)]))
+    links = offset_links(request, path, count=count, offset=offset, has_next=has_next)
     return rows[:count], has_next, links
 
 
@@ -245,7 +236,7 @@ async def search(
         count = 0  # the total alone: no page to fetch
     if sort:
         page, has_next, links = await _offset_page(
-            session, request, where, compiler.order_by(res_type, sort, r), count, offset, path, kept
+            session, request, where, compiler.order_by(res_type, sort, r), count, offset, path
         )
         first_page = offset == 0
     else:

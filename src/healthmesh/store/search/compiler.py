@@ -16,6 +16,7 @@ from psycopg import sql
 from healthmesh.fhir.errors import InvalidRequest, NotSupported
 from healthmesh.fhir.search.query import Clause, param_for
 from healthmesh.fhir.search.registry import component_types
+from healthmesh.fhir.search_values import split_escaped
 from healthmesh.store.search import date, near, number, reference, string, token, uri
 from healthmesh.store.search.sqlbits import all_of, any_of, col, like_contains
 
@@ -304,21 +305,8 @@ class Compiler:
 
 
 def split_composite(value: str) -> list[str]:
-    """``a$b`` -> [a, b]; ``\\$`` is a literal dollar (R4 search.html#escaping)."""
-    parts, current, escaped = [], [], False
-    for ch in value:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "$":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
+    """``a$b`` -> [a, b]; ``\\$`` is a literal dollar."""
+    return split_escaped(value, "$")
 
 
 def parse_sort(value: str | None) -> list[SortKey]:
