@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,6 +58,18 @@ def _writes_search_parameters(request: FhirRequest) -> bool:
     return False
 
 
+def tune_garbage_collector() -> None:
+    """Keep full collections off the request path.
+
+    Everything loaded at start-up (definitions, compiled FHIRPath, the registry) is long-lived:
+    freezing it takes it out of every later collection, and a higher first threshold makes
+    young collections rarer. Measured (docs/PERFORMANCE.md): read p99 from ~30 ms to ~8 ms.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
+
+
 def create_app(settings: Settings) -> Starlette:
     repository = Repository(settings.database_url, max_size=settings.pool_size)
 
@@ -68,6 +81,7 @@ def create_app(settings: Settings) -> Starlette:
         await repository.open()
         await parameters.refresh(force=True)
         watcher = asyncio.create_task(parameters.watch())
+        tune_garbage_collector()
         try:
             yield
         finally:
@@ -80,7 +94,7 @@ def create_app(settings: Settings) -> Starlette:
             return settings.base_url
         return f"{request.url.scheme}://{request.url.netloc}/fhir"
 
-    async def read_by_id(res_type: str, id: str, media: str, base: str) -> Response:
+    async def read_by_id(res_type: str, id: str, media: str) -> Response:
         """GET [type]/[id] with no parameters: the hot path, one primary-key lookup.
 
         The same answers as the read interaction (404, 410, ETag, Last-Modified), without the
@@ -105,7 +119,7 @@ def create_app(settings: Settings) -> Starlette:
                 and not request.url.query
                 and path[1][:1] not in "$_"
             ):
-                return await read_by_id(path[0], path[1], media, base_url(request))
+                return await read_by_id(path[0], path[1], media)
             body: object = None
             extra: list[tuple[str, str]] = []
             if request.method in _BODY_METHODS:
