@@ -33,7 +33,8 @@ def test_demo_starts_the_embedded_database_loads_the_sample_and_serves(tmp_path:
     port = free_port()
     data_dir = tmp_path / "hm"
     log = tmp_path / "demo.log"
-    env_free = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    # root's usual PATH: as root the embedded PostgreSQL creates its own user (useradd).
+    env_free = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path)}
     process = subprocess.Popen(
         [*HM, "demo", "--port", str(port), "--data-dir", str(data_dir)],
         stdout=log.open("wb"),
