@@ -22,13 +22,23 @@ from healthmesh.api.parsing import (
     to_fhir_request,
 )
 from healthmesh.api.render import error_response, render
+from healthmesh.auth.grant import InvalidToken, TokenVerifier
+from healthmesh.auth.policy import visibility_for
 from healthmesh.config import Settings
-from healthmesh.fhir.errors import FhirError, Gone, Issue, NotFound, operation_outcome
+from healthmesh.fhir.errors import (
+    FhirError,
+    Gone,
+    Issue,
+    NotFound,
+    Unauthorized,
+    operation_outcome,
+)
 from healthmesh.interactions import transaction
 from healthmesh.interactions.bundles import http_date
 from healthmesh.interactions.context import FhirRequest, check_id, check_type
 from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
+from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
 from healthmesh.store.repository import Repository
 
@@ -70,7 +80,24 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 100)
 
 
-def create_app(settings: Settings) -> Starlette:
+_PUBLIC_PATHS = frozenset({("metadata",)})  # the CapabilityStatement needs no token (SMART 2.2)
+
+
+def bearer_token(request: Request) -> str:
+    """The RFC 6750 §2.1 bearer credential of ``Authorization``; Unauthorized if absent."""
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if not header:
+        raise Unauthorized("This server needs an access token (Authorization: Bearer …)", error="")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthorized("The Authorization header must be 'Bearer <access token>'")
+    return credential.strip()
+
+
+def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> Starlette:
+    """The node's ASGI app. Unless ``settings.open``, every FHIR request but ``metadata``
+    needs a bearer token that ``verifier`` accepts; its grant becomes the request's
+    Visibility, compiled into every query (store/access.py)."""
     repository = Repository(settings.database_url, max_size=settings.pool_size)
 
     parameters = SearchParameterWatch(repository)
@@ -94,6 +121,20 @@ def create_app(settings: Settings) -> Starlette:
             return settings.base_url
         return f"{request.url.scheme}://{request.url.netloc}/fhir"
 
+    async def access(request: Request, path: tuple[str, ...], base: str) -> Visibility | None:
+        """What the caller may touch: None (everything) with --open or for public paths."""
+        if settings.open or path in _PUBLIC_PATHS:
+            return None
+        token = bearer_token(request)
+        if verifier is None:
+            raise Unauthorized("No token verifier is configured on this server")
+        try:
+            grant = await verifier.verify(token, audience=base)
+        except InvalidToken as refused:
+            # The reason is for the client; the token itself is never echoed or logged.
+            raise Unauthorized(f"The access token was refused: {refused.reason}") from None
+        return visibility_for(grant)
+
     async def read_by_id(res_type: str, id: str, media: str) -> Response:
         """GET [type]/[id] with no parameters: the hot path, one primary-key lookup.
 
@@ -113,8 +154,11 @@ def create_app(settings: Settings) -> Starlette:
         try:
             media = response_type(request)
             path = path_segments(request.path_params.get("path", ""))
+            base = base_url(request)
+            visibility = await access(request, path, base)
             if (
-                request.method == "GET"
+                visibility is None
+                and request.method == "GET"
                 and len(path) == 2
                 and not request.url.query
                 and path[1][:1] not in "$_"
@@ -125,11 +169,13 @@ def create_app(settings: Settings) -> Starlette:
             if request.method in _BODY_METHODS:
                 raw = await read_body(request, settings.max_body_bytes)
                 body, extra = parse_body(request, raw, is_search=path[-1:] == ("_search",))
-            fhir_request = to_fhir_request(request, path, body, extra, base_url(request))
+            fhir_request = to_fhir_request(request, path, body, extra, base, visibility)
             if not path and request.method == "POST":
                 result = await transaction.process(repository, fhir_request)
             else:
-                async with repository.session(write=request.method not in READ_METHODS) as session:
+                async with repository.session(
+                    write=request.method not in READ_METHODS, visibility=visibility
+                ) as session:
                     result = await dispatch(session, fhir_request)
             if _writes_search_parameters(fhir_request):
                 await parameters.refresh(force=True)  # searchable from the very next request

@@ -16,6 +16,7 @@ from healthmesh.fhir.errors import (
 )
 from healthmesh.fhir.jsonio import loads_resource
 from healthmesh.interactions.context import FhirRequest
+from healthmesh.store.access import Visibility
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
 XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir", "xml")
@@ -98,7 +99,12 @@ def path_segments(path: str) -> tuple[str, ...]:
 
 
 def to_fhir_request(
-    request: Request, path: tuple[str, ...], body: Any, extra: list[tuple[str, str]], base: str
+    request: Request,
+    path: tuple[str, ...],
+    body: Any,
+    extra: list[tuple[str, str]],
+    base: str,
+    visibility: Visibility | None = None,
 ) -> FhirRequest:
     params = [*parse_qsl(request.url.query, keep_blank_values=True), *extra]
     # PostgreSQL text cannot hold U+0000 and no FHIR value needs it: refuse it at the door.
@@ -111,5 +117,11 @@ def to_fhir_request(
         raise InvalidRequest("The URL path contains a NUL character")
     headers = {name: request.headers[name] for name in _PASSED_HEADERS if name in request.headers}
     return FhirRequest(
-        method=request.method, path=path, params=params, headers=headers, body=body, base=base
+        method=request.method,
+        path=path,
+        params=params,
+        headers=headers,
+        body=body,
+        base=base,
+        visibility=visibility,
     )

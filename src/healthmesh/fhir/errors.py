@@ -81,6 +81,29 @@ class NotFound(FhirError):
         super().__init__(*_one(404, code, diagnostics))
 
 
+class Unauthorized(FhirError):
+    """401: no valid bearer token (RFC 6750 §3); the header tells the client what went wrong."""
+
+    def __init__(self, diagnostics: str, *, error: str = "invalid_token", realm: str = "fhir"):
+        super().__init__(*_one(401, "login", diagnostics))
+        challenge = f'Bearer realm="{realm}"'
+        if error:
+            challenge += f', error="{error}"'
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(FhirError):
+    """403: the token is valid but its scopes do not allow this kind of access at all.
+
+    Used for a whole resource type or interaction; a single row the caller may not see is a
+    404 instead, so that its existence is not revealed.
+    """
+
+    def __init__(self, diagnostics: str, *, expression: str | None = None):
+        super().__init__(*_one(403, "forbidden", diagnostics, expression))
+        self.headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
+
+
 class Gone(FhirError):
     """410: the resource existed and was deleted (R4 http.html#read)."""
 

@@ -41,5 +41,11 @@ async def find_matches(
     normalised = "&".join(f"{k}={v}" for k, v in sorted(criteria))
     await session.lock(f"conditional:{res_type}?{normalised}")
     clauses = await expand_value_sets(session, parsed.clauses)
-    where = Compiler().where(clauses, sql.Identifier("r"))
+    # Only what the caller may search can match: a conditional write must not reveal, by
+    # creating or not, that someone else's resource meets the criteria.
+    compiler = Compiler(visibility=session.visibility)
+    r = sql.Identifier("r")
+    where = sql.SQL("{} AND {}").format(
+        compiler.where(clauses, r), compiler.visible("s", r, res_type)
+    )
     return await session.find_ids(res_type, where, limit)

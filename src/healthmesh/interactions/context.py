@@ -9,6 +9,7 @@ from typing import Any
 from healthmesh.fhir.errors import InvalidRequest, NotFound
 from healthmesh.fhir.ids import is_valid_id
 from healthmesh.fhir.structure import is_resource_type
+from healthmesh.store.access import Visibility
 from healthmesh.store.repository import StoredVersion
 
 
@@ -22,6 +23,8 @@ class FhirRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     body: Any = None  # parsed JSON (a resource, a Bundle, or a JSON Patch array)
     base: str = ""  # the service base URL, e.g. http://localhost:8080/fhir
+    # What the caller's token lets it touch (store/access.py); None: unrestricted (--open).
+    visibility: Visibility | None = None
 
     def param(self, name: str) -> str | None:
         for key, value in self.params:

@@ -6,7 +6,13 @@ from urllib.parse import parse_qsl
 
 from psycopg import sql
 
-from healthmesh.fhir.errors import InvalidRequest, MethodNotAllowed, NotFound, NotSupported
+from healthmesh.fhir.errors import (
+    Forbidden,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    NotSupported,
+)
 from healthmesh.fhir.structure import is_resource_type
 from healthmesh.interactions import create, delete, everything, history, patch, read, search, update
 from healthmesh.interactions.capabilities import capability_statement
@@ -22,6 +28,24 @@ def _resource_body(request: FhirRequest) -> dict[str, object]:
     if not isinstance(request.body, dict):
         raise InvalidRequest("This interaction needs a resource in the body")
     return request.body
+
+
+def _require(session: Session, res_type: str, *permissions: str) -> None:
+    """403 unless the token's scopes allow each of ``permissions`` on some ``res_type`` row.
+
+    Whether a particular row is allowed is the query's business (store/access.py); this only
+    refuses, plainly, what no row could satisfy.
+    """
+    visibility = session.visibility
+    if visibility is None:
+        return
+    for permission in permissions:
+        if not visibility.covers(res_type, permission):
+            verb = _VERBS[permission]
+            raise Forbidden(f"This token's scopes do not permit {verb} on {res_type}")
+
+
+_VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
 def _not_allowed(request: FhirRequest) -> MethodNotAllowed:
@@ -61,6 +85,9 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
             case "GET" | "HEAD":
                 return await search.search(session, request, res_type)
             case "POST":
+                _require(session, res_type, "c")
+                if request.headers.get("if-none-exist"):
+                    _require(session, res_type, "s")
                 return await create.create(
                     session,
                     res_type,
@@ -68,6 +95,7 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
                     if_none_exist=request.headers.get("if-none-exist"),
                 )
             case "PUT":
+                _require(session, res_type, "u", "s")
                 return await update.conditional_update(
                     session,
                     res_type,
@@ -76,8 +104,10 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
                     if_match=request.headers.get("if-match"),
                 )
             case "DELETE":
+                _require(session, res_type, "d", "s")
                 return await delete.conditional_delete(session, res_type, list(request.params))
             case "PATCH":
+                _require(session, res_type, "u", "s")
                 return await patch.conditional_patch(
                     session,
                     res_type,
@@ -98,8 +128,10 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
     if len(path) == 2:
         match method:
             case "GET" | "HEAD":
+                _require(session, res_type, "r")
                 return await read.read(session, res_type, second)
             case "PUT":
+                _require(session, res_type, "u")
                 return await update.update(
                     session,
                     res_type,
@@ -108,8 +140,10 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
                     if_match=request.headers.get("if-match"),
                 )
             case "DELETE":
+                _require(session, res_type, "d")
                 return await delete.delete(session, res_type, second)
             case "PATCH":
+                _require(session, res_type, "u")
                 return await patch.patch(
                     session,
                     res_type,
@@ -123,6 +157,7 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
             raise _not_allowed(request)
         if len(path) == 3:
             return await history.history(session, request, res_type, second)
+        _require(session, res_type, "r")
         return await read.vread(session, res_type, second, path[3])
     raise NotFound(f"No FHIR interaction at /{'/'.join(path)}", code="not-found")
 

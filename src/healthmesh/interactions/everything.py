@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import sql
 
 from healthmesh.fhir.dates import parse_instant
-from healthmesh.fhir.errors import InvalidRequest, NotFound
+from healthmesh.fhir.errors import Forbidden, InvalidRequest, NotFound
 from healthmesh.interactions.bundles import resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_id
 from healthmesh.interactions.paging import offset_links, page_params
@@ -22,7 +22,9 @@ from healthmesh.store.search.compartment import everything_query
 
 async def everything(session: Session, request: FhirRequest, patient_id: str) -> FhirResult:
     check_id(patient_id)
-    current = await session.current("Patient", patient_id)
+    if session.visibility is not None and not session.visibility.covers("Patient", "r"):
+        raise Forbidden("This token's scopes do not permit reading Patient records")
+    current = await session.readable("Patient", patient_id)
     if current is None or current.deleted:
         raise NotFound(f"Patient/{patient_id} is not known")
     count, offset = page_params(request, default=100)
@@ -34,7 +36,12 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
         since = sql.Literal(moment)
     rows = await session.fetch(
         everything_query(
-            patient_id, types=requested_types(request), since=since, limit=count + 1, offset=offset
+            patient_id,
+            types=requested_types(request),
+            since=since,
+            limit=count + 1,
+            offset=offset,
+            visible=session.visible("s", sql.Identifier("r"), None),
         )
     )
     path = f"Patient/{patient_id}/$everything"

@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import sql
 
 from healthmesh.fhir.dates import parse_instant, parse_interval
-from healthmesh.fhir.errors import InvalidRequest, NotFound
+from healthmesh.fhir.errors import Forbidden, InvalidRequest, NotFound
 from healthmesh.interactions.bundles import history_entry
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_id
 from healthmesh.interactions.paging import offset_links, page_params
@@ -67,7 +67,18 @@ async def history(
     until = parse_instant(until_raw) if until_raw else now()
     if until is None:
         raise InvalidRequest("__until is not an instant", expression="__until")
-    where = sql.SQL(" AND ").join(_conditions(request, res_type, id, until))
+    # Instance history is reading one resource; type and system history list many (search).
+    permission = "r" if id is not None else "s"
+    visibility = session.visibility
+    if (
+        visibility is not None
+        and res_type is not None
+        and not visibility.covers(res_type, permission)
+    ):
+        raise Forbidden(f"This token's scopes do not permit the history of {res_type}")
+    conditions = _conditions(request, res_type, id, until)
+    conditions.append(session.visible(permission, sql.Identifier("v"), res_type))
+    where = sql.SQL(" AND ").join(conditions)
     query = sql.SQL(
         "SELECT {c} FROM (SELECT {c} FROM resource v WHERE {w}"
         " UNION ALL SELECT {c} FROM resource_history v WHERE {w}) h"
@@ -75,7 +86,7 @@ async def history(
     ).format(c=_COLS, w=where, n=sql.Literal(count + 1), o=sql.Literal(offset))
     rows = await session.fetch(query)
     missing = id is not None and res_type is not None and not rows and offset == 0
-    if missing and await session.current(res_type or "", id or "") is None:
+    if missing and await session.readable(res_type or "", id or "") is None:
         raise NotFound(f"{res_type}/{id} is not known")
     versions = [StoredVersion(*row) for row in rows[:count]]
     path = "/".join(p for p in (res_type, id, "_history") if p)

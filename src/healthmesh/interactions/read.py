@@ -17,10 +17,10 @@ def _found(version: StoredVersion | None, what: str) -> FhirResult:
 
 async def read(session: Session, res_type: str, id: str) -> FhirResult:
     check_id(id)
-    return _found(await session.current(res_type, id), f"{res_type}/{id}")
+    return _found(await session.readable(res_type, id), f"{res_type}/{id}")
 
 
 async def vread(session: Session, res_type: str, id: str, vid: str) -> FhirResult:
     check_id(id)
-    version = await session.version(res_type, id, check_version(vid))
+    version = await session.readable_version(res_type, id, check_version(vid))
     return _found(version, f"{res_type}/{id}/_history/{vid}")

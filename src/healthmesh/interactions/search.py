@@ -11,7 +11,13 @@ from typing import Any
 
 from psycopg import sql
 
-from healthmesh.fhir.errors import InvalidRequest, Issue, NotSupported, operation_outcome
+from healthmesh.fhir.errors import (
+    Forbidden,
+    InvalidRequest,
+    Issue,
+    NotSupported,
+    operation_outcome,
+)
 from healthmesh.fhir.search.query import parse_query
 from healthmesh.fhir.structure import is_resource_type
 from healthmesh.fhir.summary import check_summary
@@ -40,7 +46,10 @@ def _includes(request: FhirRequest) -> list[Include]:
 
 
 async def _included(
-    session: Session, includes: list[Include], matches: list[tuple[str, str]]
+    session: Session,
+    includes: list[Include],
+    matches: list[tuple[str, str]],
+    visible: sql.Composable,
 ) -> list[tuple[str, str, str]]:
     seen = set(matches)
     found: list[tuple[str, str, str]] = []
@@ -51,13 +60,25 @@ async def _included(
             break
         new: list[tuple[str, str]] = []
         for inc in active:
-            for res_type, id, content in await session.fetch(include_query(inc, frontier)):
+            for res_type, id, content in await session.fetch(include_query(inc, frontier, visible)):
                 if (res_type, id) not in seen:
                     seen.add((res_type, id))
                     new.append((res_type, id))
                     found.append((res_type, id, content))
         frontier = new
     return found
+
+
+def check_search_allowed(session: Session, res_type: str) -> None:
+    """403 when the token's scopes allow searching no row of ``res_type`` at all."""
+    visibility = session.visibility
+    if visibility is None:
+        return
+    if res_type == SYSTEM:
+        if visibility.types_covered("s") == frozenset():
+            raise Forbidden("This token's scopes permit no search")
+    elif not visibility.covers(res_type, "s"):
+        raise Forbidden(f"This token's scopes do not permit searching {res_type}")
 
 
 def requested_types(request: FhirRequest) -> list[str]:
@@ -196,8 +217,9 @@ async def search(
     total_mode = request.param("_total")
     sort = parse_sort(request.param("_sort"))
     includes = _includes(request)
-    compiler = Compiler(request.base)
+    compiler = Compiler(request.base, visibility=session.visibility)
     r = sql.Identifier("r")
+    check_search_allowed(session, res_type)
     if res_type == SYSTEM:
         types = requested_types(request)
         kind = (
@@ -205,10 +227,11 @@ async def search(
         )
     else:
         kind = sql.SQL("r.res_type = {}").format(sql.Literal(res_type))
-    where = sql.SQL("{k} AND NOT r.deleted AND {w} AND {s}").format(
+    where = sql.SQL("{k} AND NOT r.deleted AND {w} AND {s} AND {v}").format(
         k=kind,
         w=compiler.where(parsed.clauses, r),
         s=scope if scope is not None else sql.SQL("true"),
+        v=compiler.visible("s", r, None if res_type == SYSTEM else res_type),
     )
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     total: int | None = None
@@ -264,8 +287,9 @@ async def search(
         for row_type, id, content in page
     ]
     if includes and page:
+        visible = compiler.visible("s", sql.Identifier("t"), None)
         for inc_type, inc_id, content in await _included(
-            session, includes, [(row_type, id) for row_type, id, _ in page]
+            session, includes, [(row_type, id) for row_type, id, _ in page], visible
         ):
             entries.append(
                 {

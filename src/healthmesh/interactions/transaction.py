@@ -349,6 +349,7 @@ def _sub_request(e: Entry, parent: FhirRequest) -> FhirRequest:
         headers=headers,
         body=e.resource,
         base=parent.base,
+        visibility=parent.visibility,
     )
 
 
@@ -357,7 +358,7 @@ async def run_transaction(
 ) -> dict[int, FhirResult]:
     """Run entries as one transaction; results by entry index. Raises on the first failure."""
     results: dict[int, FhirResult] = {}
-    async with repository.session() as session:
+    async with repository.session(visibility=request.visibility) as session:
         ids = _Identities(request.base)
         await _settle_identities(session, entries, ids)
         await _resolve_references(session, entries, ids)
@@ -420,7 +421,9 @@ async def batch(repository: Repository, request: FhirRequest) -> FhirResult:
     prefer = request.headers.get("prefer", "")
     for e in parse_entries(request.body, request.base):
         try:
-            async with repository.session(write=e.method not in ("GET", "HEAD")) as session:
+            async with repository.session(
+                write=e.method not in ("GET", "HEAD"), visibility=request.visibility
+            ) as session:
                 result = await dispatch(session, _sub_request(e, request))
             entries.append(_response(result, prefer, e.method))
         except FhirError as error:

@@ -17,8 +17,22 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from healthmesh.fhir.errors import Forbidden
 from healthmesh.fhir.search.extract import IndexRows
+from healthmesh.store.access import Visibility
 from healthmesh.store.rows import PreparedVersion
+from healthmesh.store.search.compiler import Compiler
+
+PERMISSION_ORDER = "cud"
+_VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+def _refusal(permission: str, res_type: str, id: str) -> str:
+    return (
+        f"This token does not permit {_VERBS.get(permission, permission)} of {res_type}/{id}"
+        " (its scopes or patient context do not cover it)"
+    )
+
 
 _COLUMNS = "res_type, id, version_id, last_updated, deleted, patient_id, content_hash, content"
 
@@ -124,10 +138,62 @@ def _index_rows(p: PreparedVersion) -> Iterator[tuple[str, list[tuple[Any, ...]]
 
 
 class Session:
-    """One connection in one transaction. Created by :meth:`Repository.session`."""
+    """One connection in one transaction. Created by :meth:`Repository.session`.
 
-    def __init__(self, conn: AsyncConnection[TupleRow]):
+    ``visibility`` (None: unrestricted) is what the caller may touch. Reads that serve
+    resources compile it into their SQL (:meth:`visible`); writes are checked against it
+    before (the version replaced or deleted) and after (the version written, at
+    :meth:`check_writes`, before commit), so a refused write leaves nothing behind.
+    """
+
+    def __init__(self, conn: AsyncConnection[TupleRow], visibility: Visibility | None = None):
         self.conn = conn
+        self.visibility = visibility
+        self._written: list[tuple[str, str, str]] = []  # (permission, type, id) to check
+
+    # --- access --------------------------------------------------------------------------
+    def visible(self, permission: str, r: sql.Identifier, res_type: str | None) -> sql.Composable:
+        """SQL: the caller may touch row ``r`` with ``permission``."""
+        if self.visibility is None:
+            return sql.SQL("true")
+        return Compiler(visibility=self.visibility).visible(permission, r, res_type)
+
+    async def _allowed(self, permission: str, keys: Sequence[tuple[str, str]]) -> bool:
+        """Every (type, id) of ``keys`` is a current row the caller may touch so."""
+        if self.visibility is None or not keys:
+            return True
+        r = sql.Identifier("r")
+        by_type: dict[str, list[str]] = {}
+        for res_type, id in keys:
+            by_type.setdefault(res_type, []).append(id)
+        for res_type, ids in by_type.items():
+            if not self.visibility.covers(res_type, permission):
+                return False
+            query = sql.SQL(
+                "SELECT count(*) FROM resource r WHERE r.res_type = {t} AND r.id = ANY({ids}) AND {v}"
+            ).format(
+                t=sql.Literal(res_type),
+                ids=sql.Literal(sorted(set(ids))),
+                v=self.visible(permission, r, res_type),
+            )
+            cur = await self.conn.execute(query)
+            row = await cur.fetchone()
+            if row is None or int(row[0]) != len(set(ids)):
+                return False
+        return True
+
+    async def _require(self, permission: str, res_type: str, id: str) -> None:
+        if not await self._allowed(permission, [(res_type, id)]):
+            raise Forbidden(_refusal(permission, res_type, id))
+
+    async def check_writes(self) -> None:
+        """Before commit: every version written is one the caller may have written."""
+        written, self._written = self._written, []
+        for permission in PERMISSION_ORDER:
+            keys = [(t, i) for p, t, i in written if p == permission]
+            if keys and not await self._allowed(permission, keys):
+                res_type, id = keys[0]
+                raise Forbidden(_refusal(permission, res_type, id))
 
     # --- reads ---------------------------------------------------------------------------
     async def current(
@@ -140,6 +206,45 @@ class Session:
 
     async def version(self, res_type: str, id: str, version_id: int) -> StoredVersion | None:
         cur = await self.conn.execute(_SELECT_VERSION, {"t": res_type, "id": id, "v": version_id})
+        row = await cur.fetchone()
+        return _stored(row) if row else None
+
+    async def readable(self, res_type: str, id: str) -> StoredVersion | None:
+        """The current version if the caller may read it; None also when it may not (404)."""
+        if self.visibility is None:
+            return await self.current(res_type, id)
+        r = sql.Identifier("r")
+        query = sql.SQL(
+            "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.deleted, r.content,"
+            " r.content_hash FROM resource r WHERE r.res_type = {t} AND r.id = {i} AND {v}"
+        ).format(t=sql.Literal(res_type), i=sql.Literal(id), v=self.visible("r", r, res_type))
+        cur = await self.conn.execute(query)
+        row = await cur.fetchone()
+        return _stored(row) if row else None
+
+    async def readable_version(
+        self, res_type: str, id: str, version_id: int
+    ) -> StoredVersion | None:
+        """One version (vread) if the caller may read it: the row's own compartment key, and
+        a granular scope's criteria as the resource's current index rows answer them."""
+        if self.visibility is None:
+            return await self.version(res_type, id, version_id)
+        r = sql.Identifier("r")
+        parts = [
+            sql.SQL(
+                "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.deleted, r.content,"
+                " r.content_hash FROM {tb} r WHERE r.res_type = {t} AND r.id = {i}"
+                " AND r.version_id = {n} AND {v}"
+            ).format(
+                tb=sql.Identifier(table),
+                t=sql.Literal(res_type),
+                i=sql.Literal(id),
+                n=sql.Literal(version_id),
+                v=self.visible("r", r, res_type),
+            )
+            for table in ("resource", "resource_history")
+        ]
+        cur = await self.conn.execute(sql.SQL(" UNION ALL ").join(parts))
         row = await cur.fetchone()
         return _stored(row) if row else None
 
@@ -168,6 +273,8 @@ class Session:
 
     # --- writes --------------------------------------------------------------------------
     async def insert(self, p: PreparedVersion) -> None:
+        if self.visibility is not None:
+            self._written.append(("c", p.res_type, p.id))
         async with self.conn.pipeline():
             await self.conn.execute(
                 _INSERT,
@@ -184,6 +291,9 @@ class Session:
             await self._write_index(p)
 
     async def replace(self, p: PreparedVersion) -> None:
+        if self.visibility is not None:
+            await self._require("u", p.res_type, p.id)  # the version being replaced
+            self._written.append(("u", p.res_type, p.id))  # and the one replacing it
         async with self.conn.pipeline():
             await self.conn.execute(
                 _REPLACE,
@@ -203,6 +313,8 @@ class Session:
 
     async def tombstone(self, res_type: str, id: str, version_id: int, at: datetime) -> None:
         """Delete: the current version moves to history, a tombstone version takes its place."""
+        if self.visibility is not None:
+            await self._require("d", res_type, id)
         async with self.conn.pipeline():
             await self.conn.execute(
                 _REPLACE,
@@ -223,6 +335,8 @@ class Session:
         """Insert new resources in bulk (COPY): the loader's and transactions' fast path."""
         if not versions:
             return
+        if self.visibility is not None:
+            self._written.extend(("c", p.res_type, p.id) for p in versions)
         async with self.conn.cursor() as cur:
             async with cur.copy(f"COPY resource ({_COLUMNS}) FROM STDIN") as copy:
                 for p in versions:
@@ -334,18 +448,24 @@ class Repository:
         await self.pool.close()
 
     @asynccontextmanager
-    async def session(self, *, write: bool = True) -> AsyncIterator[Session]:
+    async def session(
+        self, *, write: bool = True, visibility: Visibility | None = None
+    ) -> AsyncIterator[Session]:
         """A session whose writes commit together when the block ends, or not at all.
 
         ``write=False`` skips BEGIN/COMMIT: each statement then reads its own snapshot, which
-        is all a single read or search needs, at a third of the round trips.
+        is all a single read or search needs, at a third of the round trips. ``visibility``
+        restricts what the session may touch (store/access.py); a write it does not allow
+        raises Forbidden before commit, so the whole transaction rolls back.
         """
         async with self.pool.connection() as conn:
             if write:
                 async with conn.transaction():
-                    yield Session(conn)
+                    session = Session(conn, visibility)
+                    yield session
+                    await session.check_writes()
             else:
-                yield Session(conn)
+                yield Session(conn, visibility)
 
     async def read_current(self, res_type: str, id: str) -> StoredVersion | None:
         """The hot read path: one primary-key lookup of what a read serves, no transaction."""

@@ -43,7 +43,13 @@ def member_condition(
 
 
 def everything_query(
-    owner: str, *, types: list[str] | None, since: sql.Composable | None, limit: int, offset: int
+    owner: str,
+    *,
+    types: list[str] | None,
+    since: sql.Composable | None,
+    limit: int,
+    offset: int,
+    visible: sql.Composable | None = None,
 ) -> sql.Composed:
     """The patient, their compartment, and the non-patient resources those refer to.
 
@@ -58,6 +64,8 @@ def everything_query(
         conds.append(sql.SQL("r.res_type = ANY({})").format(sql.Literal(types)))
     if since is not None:
         conds.append(sql.SQL("r.last_updated >= {}").format(since))
+    if visible is not None:  # the caller's access condition on r (store/access.py)
+        conds.append(visible)
     return sql.SQL(
         "WITH members AS ("
         " SELECT 'Patient'::text AS res_type, {o}::text AS id"

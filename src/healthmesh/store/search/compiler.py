@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from psycopg import sql
 
@@ -18,7 +19,10 @@ from healthmesh.fhir.search.query import Clause, param_for
 from healthmesh.fhir.search.registry import component_types
 from healthmesh.fhir.search_values import split_escaped
 from healthmesh.store.search import date, near, number, reference, string, token, uri
-from healthmesh.store.search.sqlbits import all_of, any_of, col, like_contains
+from healthmesh.store.search.sqlbits import TRUE, all_of, any_of, col, like_contains
+
+if TYPE_CHECKING:
+    from healthmesh.store.access import Visibility
 
 SYSTEM = "Resource"  # the resource_type of clauses in a search across all types
 
@@ -40,11 +44,29 @@ class SortKey:
 
 
 class Compiler:
-    """Compiles clauses for one query; numbers its table aliases so nesting never collides."""
+    """Compiles clauses for one query; numbers its table aliases so nesting never collides.
 
-    def __init__(self, base: str = ""):
+    With a ``visibility`` every row a clause reaches besides the searched one — a chain's
+    target, a ``_has`` referrer — must itself be visible to the caller, so a search cannot
+    probe data its scopes withhold (store/access.py).
+    """
+
+    def __init__(self, base: str = "", *, visibility: Visibility | None = None):
         self.base = base
+        self.visibility = visibility
         self._aliases = 0
+
+    def visible(self, permission: str, r: sql.Identifier, res_type: str | None) -> sql.Composable:
+        """The caller may touch row ``r`` with ``permission`` (``true`` when unrestricted)."""
+        if self.visibility is None:
+            return TRUE
+        # A granular scope's own criteria are the grant's definition, not a probe: compile
+        # them unrestricted, with this compiler's alias numbering.
+        visibility, self.visibility = self.visibility, None
+        try:
+            return visibility.condition(permission, r, res_type=res_type, compiler=self)
+        finally:
+            self.visibility = visibility
 
     def alias(self, prefix: str) -> sql.Identifier:
         self._aliases += 1
@@ -219,8 +241,14 @@ class Compiler:
         per_type = [
             sql.SQL(
                 "({i}.target_type = {tt} AND EXISTS (SELECT 1 FROM resource {t} WHERE {t}.res_type = {tt}"
-                " AND {t}.id = {i}.target_id AND NOT {t}.deleted AND {inner}))"
-            ).format(i=i, t=t, tt=sql.Literal(sub.resource_type), inner=self.clause(sub, t))
+                " AND {t}.id = {i}.target_id AND NOT {t}.deleted AND {inner} AND {v}))"
+            ).format(
+                i=i,
+                t=t,
+                tt=sql.Literal(sub.resource_type),
+                inner=self.clause(sub, t),
+                v=self.visible("s", t, sub.resource_type),
+            )
             for sub in c.chain
         ]
         return sql.SQL(
@@ -242,8 +270,10 @@ class Compiler:
         return sql.SQL(
             "EXISTS (SELECT 1 FROM search_reference {i} JOIN resource {t} ON {t}.res_type = {i}.res_type"
             " AND {t}.id = {i}.res_id WHERE {i}.res_type = {ht} AND {i}.param = {p}"
-            " AND {i}.target_type = {rt} AND {i}.target_id = {r}.id AND NOT {t}.deleted AND {inner})"
+            " AND {i}.target_type = {rt} AND {i}.target_id = {r}.id AND NOT {t}.deleted AND {inner}"
+            " AND {v})"
         ).format(
+            v=self.visible("s", t, c.has_type),
             i=i,
             t=t,
             ht=sql.Literal(c.has_type),

@@ -49,8 +49,14 @@ def parse_include(name: str, value: str) -> Include:
     return Include(source, param, target, reverse, bool(modifier))
 
 
-def include_query(include: Include, keys: list[tuple[str, str]]) -> sql.Composed:
-    """Resources reached from (or, reversed, reaching) the resources ``keys``."""
+def include_query(
+    include: Include, keys: list[tuple[str, str]], visible: sql.Composable | None = None
+) -> sql.Composed:
+    """Resources reached from (or, reversed, reaching) the resources ``keys``.
+
+    ``visible`` is the caller's access condition on the included row ``t``: an include never
+    brings in what a search could not.
+    """
     types = [k[0] for k in keys]
     ids = [k[1] for k in keys]
     conds: list[sql.Composable] = []
@@ -70,4 +76,12 @@ def include_query(include: Include, keys: list[tuple[str, str]]) -> sql.Composed
     return sql.SQL(
         "SELECT DISTINCT t.res_type, t.id, t.content FROM search_reference i JOIN resource t ON {j}"
         " WHERE {k} IN (SELECT * FROM unnest({ts}::text[], {ids}::text[])) AND {w} AND NOT t.deleted"
-    ).format(j=join, k=keyed, ts=sql.Literal(types), ids=sql.Literal(ids), w=where)
+        " AND {v}"
+    ).format(
+        j=join,
+        k=keyed,
+        ts=sql.Literal(types),
+        ids=sql.Literal(ids),
+        w=where,
+        v=visible if visible is not None else sql.SQL("true"),
+    )

@@ -1,0 +1,63 @@
+"""From an access grant to the rows its holder may touch (store/access.py's Visibility).
+
+- ``patient/`` scopes reach the launch patient's compartment (rows whose compartment key is
+  that patient) and reference data no patient owns; without a patient in the grant they
+  reach nothing.
+- ``user/`` scopes reach what the user may see: a patient user (fhirUser ``Patient/x``) their
+  own compartment, as ``patient/`` would; any other user everything the scope names (this
+  node has no per-practitioner access lists; consent narrows it further).
+- ``system/`` scopes reach everything the scope names (backend services, trusted clients).
+- A granular scope's query narrows its rule to the resources matching that search.
+
+Rules of several scopes add up (a row is allowed if any rule allows it), as SMART says.
+"""
+
+from __future__ import annotations
+
+from healthmesh.auth.grant import AccessGrant
+from healthmesh.auth.scopes import ResourceScope, resource_scopes
+from healthmesh.fhir.errors import FhirError
+from healthmesh.fhir.search.query import UnknownParameter, parse_clause
+from healthmesh.store.access import PERMISSIONS, RowRule, Visibility
+
+SYSTEM_TYPE = "Resource"  # the search layer's name for "any type"
+
+
+def _patient_of(grant: AccessGrant, scope: ResourceScope) -> tuple[bool, str | None]:
+    """(usable, patient restriction) for one scope of this grant."""
+    if scope.context == "patient":
+        return grant.patient is not None, grant.patient
+    if scope.context == "user":
+        user = grant.fhir_user or ""
+        if user.startswith("Patient/"):
+            return True, user.removeprefix("Patient/")
+        return True, None
+    return True, None
+
+
+def _rule(grant: AccessGrant, scope: ResourceScope) -> RowRule | None:
+    usable, patient = _patient_of(grant, scope)
+    if not usable:
+        return None
+    res_type = None if scope.res_type == "*" else scope.res_type
+    clauses = []
+    for name, value in scope.query:
+        try:
+            clauses.append(parse_clause(res_type or SYSTEM_TYPE, name, value))
+        except (UnknownParameter, FhirError):
+            # A criterion this server cannot evaluate must not widen the scope: the scope
+            # grants nothing rather than more than it says.
+            return None
+    return RowRule(res_type=res_type, patient=patient, clauses=tuple(clauses))
+
+
+def visibility_for(grant: AccessGrant) -> Visibility:
+    """The rows ``grant`` lets its holder touch, per SMART permission letter."""
+    rules: dict[str, list[RowRule]] = {p: [] for p in PERMISSIONS}
+    for scope in resource_scopes(grant.scope):
+        rule = _rule(grant, scope)
+        if rule is None:
+            continue
+        for permission in scope.permissions:
+            rules[permission].append(rule)
+    return Visibility({p: tuple(r) for p, r in rules.items() if r})

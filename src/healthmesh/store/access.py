@@ -1,0 +1,122 @@
+"""Who may see which rows, as SQL: the one enforcement point for scopes (and, later, consent).
+
+A :class:`Visibility` lists, per permission (SMART v2 letters ``c r u d s``), the
+:class:`RowRule` s under which a row may be touched. It compiles to a condition on a resource
+row alias that every query returning or changing resources carries in its own WHERE clause —
+search, chains, ``_has``, includes, read, vread, history, ``$everything``, conditional
+matching and writes — so paging, totals and counts never see a row the caller may not
+(docs/security.md, "Enforcement").
+
+``None`` where a Visibility is expected means unrestricted: ``--open`` and internal jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING
+
+from psycopg import sql
+
+from healthmesh.fhir.definitions import patient_compartment
+from healthmesh.fhir.search.query import Clause
+from healthmesh.fhir.structure import resource_types
+from healthmesh.store.search.sqlbits import FALSE, TRUE, all_of, any_of
+
+if TYPE_CHECKING:
+    from healthmesh.store.search.compiler import Compiler
+
+PERMISSIONS = (
+    "cruds"  # SMART App Launch 2.2 scopes-and-launch-context: create read update delete search
+)
+
+
+@cache
+def compartment_types() -> frozenset[str]:
+    """Types whose rows can belong to a patient (R4 Patient CompartmentDefinition)."""
+    return frozenset(t for t, params in patient_compartment().items() if params)
+
+
+@cache
+def shared_types() -> tuple[str, ...]:
+    """Types no patient owns (Organization, Practitioner, Medication …): reference data."""
+    return tuple(sorted(set(resource_types()) - compartment_types()))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RowRule:
+    """One way a row may be touched.
+
+    ``res_type`` None: any type. ``patient``: only rows whose compartment key is this patient;
+    rows of types outside the Patient compartment (reference data) are exempt, since no
+    patient owns them. ``clauses``: a granular scope's search criteria
+    (``patient/Observation.rs?category=…|laboratory``), parsed for ``res_type``.
+    """
+
+    res_type: str | None = None
+    patient: str | None = None
+    clauses: tuple[Clause, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """The rules by permission letter; a permission without rules allows nothing."""
+
+    rules: Mapping[str, Sequence[RowRule]] = field(default_factory=dict)
+
+    def covers(self, res_type: str, permission: str) -> bool:
+        """Whether any rule could allow ``permission`` on some row of ``res_type``."""
+        return any(rule.res_type in (None, res_type) for rule in self.rules.get(permission, ()))
+
+    def types_covered(self, permission: str) -> frozenset[str] | None:
+        """The types some rule names; None when a rule covers every type."""
+        named: set[str] = set()
+        for rule in self.rules.get(permission, ()):
+            if rule.res_type is None:
+                return None
+            named.add(rule.res_type)
+        return frozenset(named)
+
+    def condition(
+        self,
+        permission: str,
+        r: sql.Identifier,
+        *,
+        res_type: str | None,
+        compiler: Compiler | None = None,
+    ) -> sql.Composable:
+        """The SQL condition that row ``r`` may be touched with ``permission``.
+
+        ``res_type`` is the row's type when the query fixes it (a type-level search, a read),
+        None when it comes from the row (system search, includes, history).
+        """
+        options: list[sql.Composable] = []
+        for rule in self.rules.get(permission, ()):
+            if res_type is not None and rule.res_type not in (None, res_type):
+                continue
+            row_type = res_type if res_type is not None else rule.res_type
+            parts: list[sql.Composable] = []
+            if res_type is None and rule.res_type is not None:
+                parts.append(sql.SQL("{}.res_type = {}").format(r, sql.Literal(rule.res_type)))
+            if rule.patient is not None:
+                parts.append(_owned_by(rule.patient, r, row_type))
+            if rule.clauses:
+                if compiler is None:
+                    from healthmesh.store.search.compiler import Compiler
+
+                    compiler = Compiler()
+                parts.append(compiler.where(rule.clauses, r))
+            options.append(all_of(parts))
+        if any(option is TRUE for option in options):
+            return TRUE
+        return any_of(options) if options else FALSE
+
+
+def _owned_by(patient: str, r: sql.Identifier, res_type: str | None) -> sql.Composable:
+    owner = sql.SQL("{}.patient_id = {}").format(r, sql.Literal(patient))
+    if res_type is None:  # the row's type decides: reference data is exempt
+        return sql.SQL("({} OR {}.res_type = ANY({}))").format(
+            owner, r, sql.Literal(list(shared_types()))
+        )
+    return owner if res_type in compartment_types() else TRUE
