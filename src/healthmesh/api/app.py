@@ -97,8 +97,9 @@ def bearer_token(request: Request) -> str:
 
 def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> Starlette:
     """The node's ASGI app. Unless ``settings.open``, every FHIR request but ``metadata``
-    needs a bearer token that ``verifier`` accepts; its grant becomes the request's
-    Visibility, compiled into every query (store/access.py)."""
+    needs a bearer token that ``verifier`` (default: this node's own authorization server)
+    accepts; its grant becomes the request's Visibility, compiled into every query
+    (store/access.py)."""
     repository = Repository(settings.database_url, max_size=settings.pool_size)
 
     parameters = SearchParameterWatch(repository)
@@ -127,10 +128,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         if settings.open or path in _PUBLIC_PATHS:
             return None
         token = bearer_token(request)
-        if verifier is None:
-            raise Unauthorized("No token verifier is configured on this server")
         try:
-            grant = await verifier.verify(token, audience=base)
+            grant = await token_verifier.verify(token, audience=base)
         except InvalidToken as refused:
             # The reason is for the client; the token itself is never echoed or logged.
             raise Unauthorized(f"The access token was refused: {refused.reason}") from None
@@ -226,7 +225,10 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         Route("/fhir/{path:path}", fhir, methods=methods),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    mount_auth(app, settings, repository)  # SMART authorization server: /fhir/auth, .well-known
+    auth = mount_auth(
+        app, settings, repository
+    )  # SMART authorization server: /fhir/auth, .well-known
+    token_verifier: TokenVerifier = verifier if verifier is not None else auth.verifier
     app.state.repository = repository
     app.state.settings = settings
     return app

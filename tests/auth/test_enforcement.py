@@ -1,0 +1,456 @@
+"""Scopes enforced inside the queries, through real HTTP with real tokens.
+
+Two patients, Ada and Bob, each with lab and vital-sign Observations and a Condition; an
+Organization no patient owns. Tokens are minted by the node's own authorization server
+(grant + signed JWT, exactly what the token endpoint hands out) and presented as bearer
+tokens to a server running without --open.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import pytest
+from auth_support import with_auth
+
+from healthmesh.auth.clients import Client
+from healthmesh.auth.server import AuthServer
+from healthmesh.config import Settings
+
+from conftest import ServerThread
+from support import FHIR_JSON
+
+LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+RUN = uuid.uuid4().hex[:8]  # ids unique to this module's run: the database is shared
+
+
+def _id(name: str) -> str:
+    return f"{name}-{RUN}"
+
+
+def _observation(oid: str, patient: str, category: str, code: str, value: float) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "identifier": [{"system": "urn:enforcement", "value": oid}],
+        "category": [{"coding": [{"system": CATEGORY, "code": category}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": "2026-01-02T10:00:00Z",
+        "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+    }
+
+
+def _records() -> list[dict[str, Any]]:
+    ada, bob = _id("ada"), _id("bob")
+    return [
+        {"resourceType": "Organization", "id": _id("org"), "name": f"Clinic {RUN}"},
+        {
+            "resourceType": "Patient",
+            "id": ada,
+            "name": [{"family": f"Lovelace{RUN}", "given": ["Ada"]}],
+            "managingOrganization": {"reference": f"Organization/{_id('org')}"},
+        },
+        {"resourceType": "Patient", "id": bob, "name": [{"family": f"Builder{RUN}"}]},
+        _observation(_id("ada-lab"), ada, "laboratory", "2345-7", 95),
+        _observation(_id("ada-vital"), ada, "vital-signs", "8867-4", 70),
+        _observation(_id("bob-lab"), bob, "laboratory", "2345-7", 180),
+        _observation(_id("bob-vital"), bob, "vital-signs", "8867-4", 88),
+        {
+            "resourceType": "Condition",
+            "id": _id("ada-cond"),
+            "subject": {"reference": f"Patient/{ada}"},
+            "code": {"text": "asthma"},
+        },
+        {
+            "resourceType": "Condition",
+            "id": _id("bob-cond"),
+            "subject": {"reference": f"Patient/{bob}"},
+            "code": {"text": "gout"},
+        },
+    ]
+
+
+class Node:
+    """The secured server and a way to mint tokens for it."""
+
+    def __init__(self, server: ServerThread, database_url: str) -> None:
+        self.server = server
+        self.database_url = database_url
+
+    def token(self, scope: str, *, patient: str | None = None, fhir_user: str | None = None) -> str:
+        async def mint(auth: AuthServer) -> str:
+            grant = await auth.grants.create(
+                client_id=f"enforcement-{RUN}",
+                kind="cli",
+                subject=fhir_user or f"test-{RUN}",
+                scope=scope,
+                lifetime=timedelta(hours=1),
+                patient=patient,
+                fhir_user=fhir_user,
+            )
+            issued = await auth.issuer.issue_access_token(
+                grant, issuer=self.server.base, lifetime=600
+            )
+            return issued.access_token
+
+        return with_auth(self.database_url, mint)
+
+    def client(self, scope: str | None = None, **context: str) -> httpx.Client:
+        headers = {"Accept": "application/fhir+json"}
+        if scope is not None:
+            headers["Authorization"] = f"Bearer {self.token(scope, **context)}"
+        return httpx.Client(base_url=self.server.base, timeout=30, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def node(database_url: str) -> Iterator[Node]:
+    async def register(auth: AuthServer) -> None:
+        await auth.clients.add(
+            Client(
+                client_id=f"enforcement-{RUN}",
+                name="Enforcement tests",
+                scope="*",
+                redirect_uris=("http://127.0.0.1/callback",),
+            )
+        )
+
+    with ServerThread(Settings(database_url=database_url, open=False)) as server:
+        with_auth(database_url, register)
+        running = Node(server, database_url)
+        with running.client("system/*.cruds") as admin:
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": r,
+                        "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+                    }
+                    for r in _records()
+                ],
+            }
+            response = admin.post("", json=bundle, headers=FHIR_JSON)
+            assert response.status_code == 200, response.text
+        yield running
+
+
+def ids(response: httpx.Response, mode: str = "match") -> set[str]:
+    assert response.status_code == 200, response.text
+    return {
+        e["resource"]["id"]
+        for e in response.json().get("entry", [])
+        if e.get("search", {}).get("mode", "match") == mode
+    }
+
+
+def mine(*names: str) -> set[str]:
+    return {_id(n) for n in names}
+
+
+# --- the door ------------------------------------------------------------------------------
+
+
+def test_a_request_without_a_token_is_401_with_a_bearer_challenge(node: Node) -> None:
+    with node.client() as anonymous:
+        response = anonymous.get(f"/Patient/{_id('ada')}")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer not-a-jwt", "Basic dXNlcjpwYXNz", "Bearer", "Bearer eyJhbGciOiJub25lIn0.e30."],
+)
+def test_a_malformed_or_foreign_credential_is_401_invalid_token(node: Node, header: str) -> None:
+    with httpx.Client(base_url=node.server.base, timeout=30) as c:
+        response = c.get("/Observation", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    credential = header.partition(" ")[2]
+    assert not credential or credential not in response.text  # never echoed
+
+
+def test_the_capability_statement_needs_no_token(node: Node) -> None:
+    with node.client() as anonymous:
+        response = anonymous.get("/metadata")
+    assert response.status_code == 200
+    assert response.json()["resourceType"] == "CapabilityStatement"
+
+
+def test_a_revoked_grant_is_refused_on_its_next_use(node: Node) -> None:
+    token = node.token("patient/*.rs", patient=_id("ada"))
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=node.server.base, timeout=30, headers=headers) as c:
+        assert c.get(f"/Patient/{_id('ada')}").status_code == 200
+        claims = orjson.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        with psycopg.connect(node.database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE auth_grant SET revoked_at = now() WHERE grant_id = %s",
+                (claims["grant_id"],),
+            )
+        assert c.get(f"/Patient/{_id('ada')}").status_code == 401
+
+
+# --- patient context: the compartment, nothing else ------------------------------------------
+
+
+def test_a_patient_token_searches_only_its_own_compartment(node: Node) -> None:
+    with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
+        found = ids(ada.get("/Observation", params={"_id": ",".join(mine("ada-lab", "bob-lab"))}))
+        assert found == mine("ada-lab")
+        everything = ids(ada.get("/Observation", params={"code": "http://loinc.org|2345-7"}))
+        assert _id("bob-lab") not in everything and _id("ada-lab") in everything
+
+
+def test_another_patients_resource_is_404_as_if_it_did_not_exist(node: Node) -> None:
+    with node.client("patient/*.rs", patient=_id("ada")) as ada:
+        theirs = ada.get(f"/Observation/{_id('bob-lab')}")
+        nowhere = ada.get(f"/Observation/{_id('never-was')}")
+        assert theirs.status_code == nowhere.status_code == 404
+        assert _id("bob") not in theirs.text
+        assert ada.get(f"/Observation/{_id('ada-lab')}").status_code == 200
+        assert ada.get(f"/Observation/{_id('bob-lab')}/_history/1").status_code == 404
+        assert ada.get(f"/Observation/{_id('ada-lab')}/_history/1").status_code == 200
+        assert ada.get(f"/Patient/{_id('bob')}").status_code == 404
+
+
+def test_a_type_outside_the_scopes_is_403(node: Node) -> None:
+    with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
+        search = ada.get("/Condition")
+        read = ada.get(f"/Condition/{_id('ada-cond')}")
+    assert search.status_code == read.status_code == 403
+    assert search.json()["issue"][0]["code"] == "forbidden"
+
+
+def test_counts_and_totals_never_include_withheld_rows(node: Node) -> None:
+    with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
+        params = {
+            "code": "http://loinc.org|2345-7,http://loinc.org|8867-4",
+            "_id": ",".join(mine("ada-lab", "ada-vital", "bob-lab", "bob-vital")),
+        }
+        count = ada.get("/Observation", params={**params, "_summary": "count"})
+        total = ada.get("/Observation", params={**params, "_total": "accurate", "_count": "1"})
+    assert count.json()["total"] == 2
+    assert total.json()["total"] == 2
+    assert len(total.json()["entry"]) == 1 and "next" in {
+        x["relation"] for x in total.json()["link"]
+    }
+
+
+def test_includes_bring_in_only_what_the_scopes_allow(node: Node) -> None:
+    params = {"_id": ",".join(mine("ada-lab")), "_include": "Observation:subject"}
+    with node.client("patient/Observation.rs", patient=_id("ada")) as observations_only:
+        assert ids(observations_only.get("/Observation", params=params), "include") == set()
+    with node.client("patient/Observation.rs patient/Patient.rs", patient=_id("ada")) as both:
+        assert ids(both.get("/Observation", params=params), "include") == mine("ada")
+
+
+def test_revinclude_never_reaches_another_patients_records(node: Node) -> None:
+    with node.client("system/Patient.rs patient/Observation.rs", patient=_id("ada")) as c:
+        response = c.get(
+            "/Patient",
+            params={"_id": ",".join(mine("ada", "bob")), "_revinclude": "Observation:subject"},
+        )
+    assert ids(response) == mine("ada", "bob")  # system/Patient.rs: both patients
+    assert ids(response, "include") == mine("ada-lab", "ada-vital")  # only Ada's observations
+
+
+def test_a_chain_cannot_probe_a_type_the_token_cannot_see(node: Node) -> None:
+    params = {"subject:Patient.family": f"Lovelace{RUN}"}
+    with node.client("patient/Observation.rs", patient=_id("ada")) as no_patients:
+        assert ids(no_patients.get("/Observation", params=params)) == set()
+    with node.client("patient/Observation.rs patient/Patient.rs", patient=_id("ada")) as c:
+        assert ids(c.get("/Observation", params=params)) == mine("ada-lab", "ada-vital")
+
+
+def test_has_only_counts_referring_rows_the_token_can_see(node: Node) -> None:
+    params = {"_has:Observation:subject:code": "http://loinc.org|2345-7"}
+    with node.client("system/Patient.rs", patient=_id("ada")) as patients_only:
+        assert ids(patients_only.get("/Patient", params=params)) & mine("ada", "bob") == set()
+    with node.client("system/Patient.rs patient/Observation.rs", patient=_id("ada")) as c:
+        assert ids(c.get("/Patient", params=params)) & mine("ada", "bob") == mine("ada")
+
+
+def test_history_lists_only_visible_versions(node: Node) -> None:
+    with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
+        type_history = ada.get("/Observation/_history", params={"_count": "500"})
+        bob_history = ada.get(f"/Observation/{_id('bob-lab')}/_history")
+        system_history = ada.get("/_history", params={"_count": "500"})
+    seen = {e["resource"]["id"] for e in type_history.json().get("entry", []) if "resource" in e}
+    assert _id("ada-lab") in seen and not seen & mine("bob-lab", "bob-vital")
+    assert bob_history.status_code == 404
+    everywhere = {
+        e["resource"]["id"] for e in system_history.json().get("entry", []) if "resource" in e
+    }
+    assert _id("ada-lab") in everywhere and not everywhere & mine("bob", "bob-lab", "ada-cond")
+
+
+def test_everything_is_the_own_record_and_404_for_another(node: Node) -> None:
+    with node.client("patient/*.rs", patient=_id("ada")) as ada:
+        own = ada.get(f"/Patient/{_id('ada')}/$everything")
+        other = ada.get(f"/Patient/{_id('bob')}/$everything")
+    assert mine("ada", "ada-lab", "ada-vital", "ada-cond", "org") <= ids(own)
+    assert not ids(own) & mine("bob", "bob-lab", "bob-cond")
+    assert other.status_code == 404
+
+
+def test_a_compartment_search_of_another_patient_is_empty(node: Node) -> None:
+    with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
+        assert ids(ada.get(f"/Patient/{_id('bob')}/Observation")) == set()
+        assert ids(ada.get(f"/Patient/{_id('ada')}/Observation")) == mine("ada-lab", "ada-vital")
+
+
+def test_system_search_across_types_keeps_to_the_scopes(node: Node) -> None:
+    with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
+        response = ada.get(
+            "",
+            params={
+                "_type": "Observation,Condition,Patient",
+                "_id": ",".join(mine("ada", "ada-lab", "ada-cond", "bob-lab")),
+            },
+        )
+    assert ids(response) == mine("ada-lab")
+
+
+def test_reference_data_no_patient_owns_is_readable_with_patient_scopes(node: Node) -> None:
+    with node.client("patient/*.rs", patient=_id("ada")) as ada:
+        assert ada.get(f"/Organization/{_id('org')}").status_code == 200
+
+
+def test_patient_scopes_without_a_patient_in_context_reach_nothing(node: Node) -> None:
+    with node.client("patient/Observation.rs") as nobody:
+        assert nobody.get(f"/Observation/{_id('ada-lab')}").status_code == 403
+
+
+# --- granular scopes ---------------------------------------------------------------------------
+
+
+def test_a_granular_scope_reaches_only_resources_matching_its_query(node: Node) -> None:
+    with node.client(f"patient/Observation.rs?category={LAB}", patient=_id("ada")) as labs:
+        assert ids(labs.get("/Observation")) == mine("ada-lab")
+        assert labs.get(f"/Observation/{_id('ada-vital')}").status_code == 404
+        assert labs.get(f"/Observation/{_id('ada-lab')}").status_code == 200
+
+
+def test_granular_scopes_add_up(node: Node) -> None:
+    vitals = f"{CATEGORY}|vital-signs"
+    scope = f"patient/Observation.rs?category={LAB} patient/Observation.rs?category={vitals}"
+    with node.client(scope, patient=_id("ada")) as both:
+        assert ids(both.get("/Observation")) == mine("ada-lab", "ada-vital")
+
+
+# --- v1 and user scopes ------------------------------------------------------------------------
+
+
+def test_v1_read_scopes_read_and_search_but_do_not_write(node: Node) -> None:
+    with node.client("patient/*.read", patient=_id("ada")) as v1:
+        assert ids(v1.get("/Condition")) == mine("ada-cond")
+        new = _observation(_id("v1-new"), _id("ada"), "laboratory", "2345-7", 1)
+        assert v1.put(f"/Observation/{new['id']}", json=new, headers=FHIR_JSON).status_code == 403
+
+
+def test_user_scopes_of_a_patient_user_keep_to_their_compartment(node: Node) -> None:
+    with node.client("user/Observation.rs", fhir_user=f"Patient/{_id('bob')}") as bob:
+        assert ids(bob.get("/Observation", params={"code": "http://loinc.org|2345-7"})) & mine(
+            "ada-lab", "bob-lab"
+        ) == mine("bob-lab")
+
+
+def test_system_scopes_see_every_patient(node: Node) -> None:
+    with node.client("system/Observation.rs") as backend:
+        found = ids(
+            backend.get("/Observation", params={"_id": ",".join(mine("ada-lab", "bob-lab"))})
+        )
+    assert found == mine("ada-lab", "bob-lab")
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+
+def _stored(node: Node, res_type: str, id: str) -> int:
+    with psycopg.connect(node.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM resource WHERE res_type = %s AND id = %s", (res_type, id)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_patient_may_write_into_their_own_compartment_only(node: Node) -> None:
+    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
+        own = _observation(_id("ada-new"), _id("ada"), "vital-signs", "8867-4", 60)
+        assert ada.put(f"/Observation/{own['id']}", json=own, headers=FHIR_JSON).status_code == 201
+        foreign = _observation(_id("ada-into-bob"), _id("bob"), "vital-signs", "8867-4", 61)
+        refused = ada.put(f"/Observation/{foreign['id']}", json=foreign, headers=FHIR_JSON)
+        assert refused.status_code == 403
+        posted = {k: v for k, v in foreign.items() if k != "id"}
+        created = ada.post("/Observation", json=posted, headers=FHIR_JSON)
+        assert created.status_code == 403
+    assert _stored(node, "Observation", _id("ada-new")) == 1
+    assert _stored(node, "Observation", _id("ada-into-bob")) == 0
+
+
+def test_another_patients_resource_cannot_be_updated_moved_or_deleted(node: Node) -> None:
+    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
+        hijack = _observation(_id("bob-vital"), _id("ada"), "vital-signs", "8867-4", 1)
+        moved = ada.put(f"/Observation/{_id('bob-vital')}", json=hijack, headers=FHIR_JSON)
+        deleted = ada.delete(f"/Observation/{_id('bob-vital')}")
+    assert moved.status_code == 403 and deleted.status_code == 403
+    with node.client("system/Observation.rs") as backend:
+        still = backend.get(f"/Observation/{_id('bob-vital')}").json()
+    assert still["subject"]["reference"] == f"Patient/{_id('bob')}"
+    assert still["meta"]["versionId"] == "1"
+
+
+def test_a_transaction_with_one_forbidden_entry_stores_nothing(node: Node) -> None:
+    ok = _observation(_id("tx-ok"), _id("ada"), "laboratory", "2345-7", 5)
+    bad = _observation(_id("tx-bad"), _id("bob"), "laboratory", "2345-7", 6)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {k: v for k, v in r.items() if k != "id"},
+                "request": {"method": "POST", "url": "Observation"},
+            }
+            for r in (ok, bad)
+        ],
+    }
+    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
+        response = ada.post("", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 403
+    with psycopg.connect(node.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM resource WHERE res_type = 'Observation' AND content LIKE %s",
+            (f"%urn:enforcement%tx-%{RUN}%",),
+        ).fetchone()
+    assert row is not None and row[0] == 0
+
+
+def test_conditional_create_does_not_reveal_another_patients_match(node: Node) -> None:
+    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
+        own = _observation(_id("cond-new"), _id("ada"), "laboratory", "2345-7", 7)
+        del own["id"]
+        response = ada.post(
+            "/Observation",
+            json=own,
+            headers={**FHIR_JSON, "If-None-Exist": f"identifier=urn:enforcement|{_id('bob-lab')}"},
+        )
+    assert response.status_code == 201  # Bob's match is invisible: a new resource for Ada
+
+
+def test_a_read_only_token_cannot_write(node: Node) -> None:
+    with node.client("system/*.rs") as reader:
+        org = {"resourceType": "Organization", "name": "Nope"}
+        assert reader.post("/Organization", json=org, headers=FHIR_JSON).status_code == 403
