@@ -454,3 +454,12 @@ def test_a_read_only_token_cannot_write(node: Node) -> None:
     with node.client("system/*.rs") as reader:
         org = {"resourceType": "Organization", "name": "Nope"}
         assert reader.post("/Organization", json=org, headers=FHIR_JSON).status_code == 403
+
+
+def test_the_capability_statement_of_a_secured_node_names_its_smart_endpoints(node: Node) -> None:
+    with node.client() as anonymous:
+        rest = anonymous.get("/metadata").json()["rest"][0]
+    assert rest["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = {e["url"]: e["valueUri"] for e in rest["security"]["extension"][0]["extension"]}
+    assert uris["token"] == f"{node.server.base}/auth/token"
+    assert uris["authorize"] == f"{node.server.base}/auth/authorize"

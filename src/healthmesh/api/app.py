@@ -169,7 +169,9 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             if request.method in _BODY_METHODS:
                 raw = await read_body(request, settings.max_body_bytes)
                 body, extra = parse_body(request, raw, is_search=path[-1:] == ("_search",))
-            fhir_request = to_fhir_request(request, path, body, extra, base, visibility)
+            fhir_request = to_fhir_request(
+                request, path, body, extra, base, visibility, secured=not settings.open
+            )
             if not path and request.method == "POST":
                 result = await transaction.process(repository, fhir_request)
             else:

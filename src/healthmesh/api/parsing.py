@@ -105,6 +105,8 @@ def to_fhir_request(
     extra: list[tuple[str, str]],
     base: str,
     visibility: Visibility | None = None,
+    *,
+    secured: bool = False,
 ) -> FhirRequest:
     params = [*parse_qsl(request.url.query, keep_blank_values=True), *extra]
     # PostgreSQL text cannot hold U+0000 and no FHIR value needs it: refuse it at the door.
@@ -124,4 +126,5 @@ def to_fhir_request(
         body=body,
         base=base,
         visibility=visibility,
+        secured=secured,
     )

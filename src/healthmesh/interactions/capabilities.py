@@ -91,7 +91,52 @@ def _resources() -> list[dict[str, Any]]:
     return out
 
 
-def capability_statement(base: str) -> dict[str, Any]:
+def _security(base: str) -> dict[str, Any]:
+    """rest.security for SMART App Launch 2.2 (conformance.html#using-capabilitystatement)."""
+    return {
+        "cors": True,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see .well-known/smart-configuration)",
+            }
+        ],
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "authorize", "valueUri": f"{base}/auth/authorize"},
+                    {"url": "token", "valueUri": f"{base}/auth/token"},
+                    {"url": "introspect", "valueUri": f"{base}/auth/introspect"},
+                    {"url": "revoke", "valueUri": f"{base}/auth/revoke"},
+                    {"url": "register", "valueUri": f"{base}/auth/register"},
+                ],
+            }
+        ],
+    }
+
+
+def capability_statement(base: str, *, secured: bool = False) -> dict[str, Any]:
+    """``secured``: every request needs a SMART token (the node runs without --open)."""
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "resource": _resources(),
+        "interaction": [
+            {"code": "transaction"},
+            {"code": "batch"},
+            {"code": "history-system"},
+            {"code": "search-system"},
+        ],
+        "searchParam": _search_params("Resource"),
+        "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
+    }
+    if secured:
+        rest["security"] = _security(base)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -103,20 +148,7 @@ def capability_statement(base: str) -> dict[str, Any]:
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "application/json"],
         "patchFormat": ["application/json-patch+json"],
-        "rest": [
-            {
-                "mode": "server",
-                "resource": _resources(),
-                "interaction": [
-                    {"code": "transaction"},
-                    {"code": "batch"},
-                    {"code": "history-system"},
-                    {"code": "search-system"},
-                ],
-                "searchParam": _search_params("Resource"),
-                "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
-            }
-        ],
+        "rest": [rest],
     }
 
 

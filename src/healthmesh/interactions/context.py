@@ -25,6 +25,7 @@ class FhirRequest:
     base: str = ""  # the service base URL, e.g. http://localhost:8080/fhir
     # What the caller's token lets it touch (store/access.py); None: unrestricted (--open).
     visibility: Visibility | None = None
+    secured: bool = False  # the node requires tokens (not --open): metadata says so
 
     def param(self, name: str) -> str | None:
         for key, value in self.params:

@@ -63,7 +63,9 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
     if head == "metadata" and len(path) == 1:
         if method not in READ_METHODS:
             raise _not_allowed(request)
-        return FhirResult(status=200, body=capability_statement(request.base))
+        return FhirResult(
+            status=200, body=capability_statement(request.base, secured=request.secured)
+        )
     if head == "_history" and len(path) == 1:
         if method not in READ_METHODS:
             raise _not_allowed(request)
