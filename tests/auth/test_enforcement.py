@@ -11,20 +11,15 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import orjson
 import psycopg
 import pytest
-from auth_support import with_auth
 
-from healthmesh.auth.clients import Client
-from healthmesh.auth.server import AuthServer
-from healthmesh.config import Settings
+from secured import SecuredNode, secured_node
 
-from conftest import ServerThread
 from support import FHIR_JSON
 
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
@@ -80,53 +75,9 @@ def _records() -> list[dict[str, Any]]:
     ]
 
 
-class Node:
-    """The secured server and a way to mint tokens for it."""
-
-    def __init__(self, server: ServerThread, database_url: str) -> None:
-        self.server = server
-        self.database_url = database_url
-
-    def token(self, scope: str, *, patient: str | None = None, fhir_user: str | None = None) -> str:
-        async def mint(auth: AuthServer) -> str:
-            grant = await auth.grants.create(
-                client_id=f"enforcement-{RUN}",
-                kind="cli",
-                subject=fhir_user or f"test-{RUN}",
-                scope=scope,
-                lifetime=timedelta(hours=1),
-                patient=patient,
-                fhir_user=fhir_user,
-            )
-            issued = await auth.issuer.issue_access_token(
-                grant, issuer=self.server.base, lifetime=600
-            )
-            return issued.access_token
-
-        return with_auth(self.database_url, mint)
-
-    def client(self, scope: str | None = None, **context: str) -> httpx.Client:
-        headers = {"Accept": "application/fhir+json"}
-        if scope is not None:
-            headers["Authorization"] = f"Bearer {self.token(scope, **context)}"
-        return httpx.Client(base_url=self.server.base, timeout=30, headers=headers)
-
-
 @pytest.fixture(scope="module")
-def node(database_url: str) -> Iterator[Node]:
-    async def register(auth: AuthServer) -> None:
-        await auth.clients.add(
-            Client(
-                client_id=f"enforcement-{RUN}",
-                name="Enforcement tests",
-                scope="*",
-                redirect_uris=("http://127.0.0.1/callback",),
-            )
-        )
-
-    with ServerThread(Settings(database_url=database_url, open=False)) as server:
-        with_auth(database_url, register)
-        running = Node(server, database_url)
+def node(database_url: str) -> Iterator[SecuredNode]:
+    with secured_node(database_url) as running:
         with running.client("system/*.cruds") as admin:
             bundle = {
                 "resourceType": "Bundle",
@@ -160,7 +111,7 @@ def mine(*names: str) -> set[str]:
 # --- the door ------------------------------------------------------------------------------
 
 
-def test_a_request_without_a_token_is_401_with_a_bearer_challenge(node: Node) -> None:
+def test_a_request_without_a_token_is_401_with_a_bearer_challenge(node: SecuredNode) -> None:
     with node.client() as anonymous:
         response = anonymous.get(f"/Patient/{_id('ada')}")
     assert response.status_code == 401
@@ -172,8 +123,10 @@ def test_a_request_without_a_token_is_401_with_a_bearer_challenge(node: Node) ->
     "header",
     ["Bearer not-a-jwt", "Basic dXNlcjpwYXNz", "Bearer", "Bearer eyJhbGciOiJub25lIn0.e30."],
 )
-def test_a_malformed_or_foreign_credential_is_401_invalid_token(node: Node, header: str) -> None:
-    with httpx.Client(base_url=node.server.base, timeout=30) as c:
+def test_a_malformed_or_foreign_credential_is_401_invalid_token(
+    node: SecuredNode, header: str
+) -> None:
+    with httpx.Client(base_url=node.base, timeout=30) as c:
         response = c.get("/Observation", headers={"Authorization": header})
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
@@ -181,17 +134,17 @@ def test_a_malformed_or_foreign_credential_is_401_invalid_token(node: Node, head
     assert not credential or credential not in response.text  # never echoed
 
 
-def test_the_capability_statement_needs_no_token(node: Node) -> None:
+def test_the_capability_statement_needs_no_token(node: SecuredNode) -> None:
     with node.client() as anonymous:
         response = anonymous.get("/metadata")
     assert response.status_code == 200
     assert response.json()["resourceType"] == "CapabilityStatement"
 
 
-def test_a_revoked_grant_is_refused_on_its_next_use(node: Node) -> None:
+def test_a_revoked_grant_is_refused_on_its_next_use(node: SecuredNode) -> None:
     token = node.token("patient/*.rs", patient=_id("ada"))
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=node.server.base, timeout=30, headers=headers) as c:
+    with httpx.Client(base_url=node.base, timeout=30, headers=headers) as c:
         assert c.get(f"/Patient/{_id('ada')}").status_code == 200
         claims = orjson.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
         with psycopg.connect(node.database_url, autocommit=True) as conn:
@@ -205,7 +158,7 @@ def test_a_revoked_grant_is_refused_on_its_next_use(node: Node) -> None:
 # --- patient context: the compartment, nothing else ------------------------------------------
 
 
-def test_a_patient_token_searches_only_its_own_compartment(node: Node) -> None:
+def test_a_patient_token_searches_only_its_own_compartment(node: SecuredNode) -> None:
     with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
         found = ids(ada.get("/Observation", params={"_id": ",".join(mine("ada-lab", "bob-lab"))}))
         assert found == mine("ada-lab")
@@ -213,7 +166,7 @@ def test_a_patient_token_searches_only_its_own_compartment(node: Node) -> None:
         assert _id("bob-lab") not in everything and _id("ada-lab") in everything
 
 
-def test_another_patients_resource_is_404_as_if_it_did_not_exist(node: Node) -> None:
+def test_another_patients_resource_is_404_as_if_it_did_not_exist(node: SecuredNode) -> None:
     with node.client("patient/*.rs", patient=_id("ada")) as ada:
         theirs = ada.get(f"/Observation/{_id('bob-lab')}")
         nowhere = ada.get(f"/Observation/{_id('never-was')}")
@@ -225,7 +178,7 @@ def test_another_patients_resource_is_404_as_if_it_did_not_exist(node: Node) -> 
         assert ada.get(f"/Patient/{_id('bob')}").status_code == 404
 
 
-def test_a_type_outside_the_scopes_is_403(node: Node) -> None:
+def test_a_type_outside_the_scopes_is_403(node: SecuredNode) -> None:
     with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
         search = ada.get("/Condition")
         read = ada.get(f"/Condition/{_id('ada-cond')}")
@@ -233,7 +186,7 @@ def test_a_type_outside_the_scopes_is_403(node: Node) -> None:
     assert search.json()["issue"][0]["code"] == "forbidden"
 
 
-def test_counts_and_totals_never_include_withheld_rows(node: Node) -> None:
+def test_counts_and_totals_never_include_withheld_rows(node: SecuredNode) -> None:
     with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
         params = {
             "code": "http://loinc.org|2345-7,http://loinc.org|8867-4",
@@ -248,7 +201,7 @@ def test_counts_and_totals_never_include_withheld_rows(node: Node) -> None:
     }
 
 
-def test_includes_bring_in_only_what_the_scopes_allow(node: Node) -> None:
+def test_includes_bring_in_only_what_the_scopes_allow(node: SecuredNode) -> None:
     params = {"_id": ",".join(mine("ada-lab")), "_include": "Observation:subject"}
     with node.client("patient/Observation.rs", patient=_id("ada")) as observations_only:
         assert ids(observations_only.get("/Observation", params=params), "include") == set()
@@ -256,7 +209,7 @@ def test_includes_bring_in_only_what_the_scopes_allow(node: Node) -> None:
         assert ids(both.get("/Observation", params=params), "include") == mine("ada")
 
 
-def test_revinclude_never_reaches_another_patients_records(node: Node) -> None:
+def test_revinclude_never_reaches_another_patients_records(node: SecuredNode) -> None:
     with node.client("system/Patient.rs patient/Observation.rs", patient=_id("ada")) as c:
         response = c.get(
             "/Patient",
@@ -266,7 +219,7 @@ def test_revinclude_never_reaches_another_patients_records(node: Node) -> None:
     assert ids(response, "include") == mine("ada-lab", "ada-vital")  # only Ada's observations
 
 
-def test_a_chain_cannot_probe_a_type_the_token_cannot_see(node: Node) -> None:
+def test_a_chain_cannot_probe_a_type_the_token_cannot_see(node: SecuredNode) -> None:
     params = {"subject:Patient.family": f"Lovelace{RUN}"}
     with node.client("patient/Observation.rs", patient=_id("ada")) as no_patients:
         assert ids(no_patients.get("/Observation", params=params)) == set()
@@ -274,7 +227,7 @@ def test_a_chain_cannot_probe_a_type_the_token_cannot_see(node: Node) -> None:
         assert ids(c.get("/Observation", params=params)) == mine("ada-lab", "ada-vital")
 
 
-def test_has_only_counts_referring_rows_the_token_can_see(node: Node) -> None:
+def test_has_only_counts_referring_rows_the_token_can_see(node: SecuredNode) -> None:
     params = {"_has:Observation:subject:code": "http://loinc.org|2345-7"}
     with node.client("system/Patient.rs", patient=_id("ada")) as patients_only:
         assert ids(patients_only.get("/Patient", params=params)) & mine("ada", "bob") == set()
@@ -282,7 +235,7 @@ def test_has_only_counts_referring_rows_the_token_can_see(node: Node) -> None:
         assert ids(c.get("/Patient", params=params)) & mine("ada", "bob") == mine("ada")
 
 
-def test_history_lists_only_visible_versions(node: Node) -> None:
+def test_history_lists_only_visible_versions(node: SecuredNode) -> None:
     with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
         type_history = ada.get("/Observation/_history", params={"_count": "500"})
         bob_history = ada.get(f"/Observation/{_id('bob-lab')}/_history")
@@ -296,7 +249,7 @@ def test_history_lists_only_visible_versions(node: Node) -> None:
     assert _id("ada-lab") in everywhere and not everywhere & mine("bob", "bob-lab", "ada-cond")
 
 
-def test_everything_is_the_own_record_and_404_for_another(node: Node) -> None:
+def test_everything_is_the_own_record_and_404_for_another(node: SecuredNode) -> None:
     with node.client("patient/*.rs", patient=_id("ada")) as ada:
         own = ada.get(f"/Patient/{_id('ada')}/$everything")
         other = ada.get(f"/Patient/{_id('bob')}/$everything")
@@ -305,13 +258,13 @@ def test_everything_is_the_own_record_and_404_for_another(node: Node) -> None:
     assert other.status_code == 404
 
 
-def test_a_compartment_search_of_another_patient_is_empty(node: Node) -> None:
+def test_a_compartment_search_of_another_patient_is_empty(node: SecuredNode) -> None:
     with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
         assert ids(ada.get(f"/Patient/{_id('bob')}/Observation")) == set()
         assert ids(ada.get(f"/Patient/{_id('ada')}/Observation")) == mine("ada-lab", "ada-vital")
 
 
-def test_system_search_across_types_keeps_to_the_scopes(node: Node) -> None:
+def test_system_search_across_types_keeps_to_the_scopes(node: SecuredNode) -> None:
     with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
         response = ada.get(
             "",
@@ -323,12 +276,12 @@ def test_system_search_across_types_keeps_to_the_scopes(node: Node) -> None:
     assert ids(response) == mine("ada-lab")
 
 
-def test_reference_data_no_patient_owns_is_readable_with_patient_scopes(node: Node) -> None:
+def test_reference_data_no_patient_owns_is_readable_with_patient_scopes(node: SecuredNode) -> None:
     with node.client("patient/*.rs", patient=_id("ada")) as ada:
         assert ada.get(f"/Organization/{_id('org')}").status_code == 200
 
 
-def test_patient_scopes_without_a_patient_in_context_reach_nothing(node: Node) -> None:
+def test_patient_scopes_without_a_patient_in_context_reach_nothing(node: SecuredNode) -> None:
     with node.client("patient/Observation.rs") as nobody:
         assert nobody.get(f"/Observation/{_id('ada-lab')}").status_code == 403
 
@@ -336,14 +289,14 @@ def test_patient_scopes_without_a_patient_in_context_reach_nothing(node: Node) -
 # --- granular scopes ---------------------------------------------------------------------------
 
 
-def test_a_granular_scope_reaches_only_resources_matching_its_query(node: Node) -> None:
+def test_a_granular_scope_reaches_only_resources_matching_its_query(node: SecuredNode) -> None:
     with node.client(f"patient/Observation.rs?category={LAB}", patient=_id("ada")) as labs:
         assert ids(labs.get("/Observation")) == mine("ada-lab")
         assert labs.get(f"/Observation/{_id('ada-vital')}").status_code == 404
         assert labs.get(f"/Observation/{_id('ada-lab')}").status_code == 200
 
 
-def test_granular_scopes_add_up(node: Node) -> None:
+def test_granular_scopes_add_up(node: SecuredNode) -> None:
     vitals = f"{CATEGORY}|vital-signs"
     scope = f"patient/Observation.rs?category={LAB} patient/Observation.rs?category={vitals}"
     with node.client(scope, patient=_id("ada")) as both:
@@ -353,21 +306,21 @@ def test_granular_scopes_add_up(node: Node) -> None:
 # --- v1 and user scopes ------------------------------------------------------------------------
 
 
-def test_v1_read_scopes_read_and_search_but_do_not_write(node: Node) -> None:
+def test_v1_read_scopes_read_and_search_but_do_not_write(node: SecuredNode) -> None:
     with node.client("patient/*.read", patient=_id("ada")) as v1:
         assert ids(v1.get("/Condition")) == mine("ada-cond")
         new = _observation(_id("v1-new"), _id("ada"), "laboratory", "2345-7", 1)
         assert v1.put(f"/Observation/{new['id']}", json=new, headers=FHIR_JSON).status_code == 403
 
 
-def test_user_scopes_of_a_patient_user_keep_to_their_compartment(node: Node) -> None:
+def test_user_scopes_of_a_patient_user_keep_to_their_compartment(node: SecuredNode) -> None:
     with node.client("user/Observation.rs", fhir_user=f"Patient/{_id('bob')}") as bob:
         assert ids(bob.get("/Observation", params={"code": "http://loinc.org|2345-7"})) & mine(
             "ada-lab", "bob-lab"
         ) == mine("bob-lab")
 
 
-def test_system_scopes_see_every_patient(node: Node) -> None:
+def test_system_scopes_see_every_patient(node: SecuredNode) -> None:
     with node.client("system/Observation.rs") as backend:
         found = ids(
             backend.get("/Observation", params={"_id": ",".join(mine("ada-lab", "bob-lab"))})
@@ -378,7 +331,7 @@ def test_system_scopes_see_every_patient(node: Node) -> None:
 # --- writes ------------------------------------------------------------------------------------
 
 
-def _stored(node: Node, res_type: str, id: str) -> int:
+def _stored(node: SecuredNode, res_type: str, id: str) -> int:
     with psycopg.connect(node.database_url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM resource WHERE res_type = %s AND id = %s", (res_type, id)
@@ -387,7 +340,7 @@ def _stored(node: Node, res_type: str, id: str) -> int:
     return int(row[0])
 
 
-def test_a_patient_may_write_into_their_own_compartment_only(node: Node) -> None:
+def test_a_patient_may_write_into_their_own_compartment_only(node: SecuredNode) -> None:
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
         own = _observation(_id("ada-new"), _id("ada"), "vital-signs", "8867-4", 60)
         assert ada.put(f"/Observation/{own['id']}", json=own, headers=FHIR_JSON).status_code == 201
@@ -401,7 +354,7 @@ def test_a_patient_may_write_into_their_own_compartment_only(node: Node) -> None
     assert _stored(node, "Observation", _id("ada-into-bob")) == 0
 
 
-def test_another_patients_resource_cannot_be_updated_moved_or_deleted(node: Node) -> None:
+def test_another_patients_resource_cannot_be_updated_moved_or_deleted(node: SecuredNode) -> None:
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
         hijack = _observation(_id("bob-vital"), _id("ada"), "vital-signs", "8867-4", 1)
         moved = ada.put(f"/Observation/{_id('bob-vital')}", json=hijack, headers=FHIR_JSON)
@@ -413,7 +366,7 @@ def test_another_patients_resource_cannot_be_updated_moved_or_deleted(node: Node
     assert still["meta"]["versionId"] == "1"
 
 
-def test_a_transaction_with_one_forbidden_entry_stores_nothing(node: Node) -> None:
+def test_a_transaction_with_one_forbidden_entry_stores_nothing(node: SecuredNode) -> None:
     ok = _observation(_id("tx-ok"), _id("ada"), "laboratory", "2345-7", 5)
     bad = _observation(_id("tx-bad"), _id("bob"), "laboratory", "2345-7", 6)
     bundle = {
@@ -438,7 +391,7 @@ def test_a_transaction_with_one_forbidden_entry_stores_nothing(node: Node) -> No
     assert row is not None and row[0] == 0
 
 
-def test_conditional_create_does_not_reveal_another_patients_match(node: Node) -> None:
+def test_conditional_create_does_not_reveal_another_patients_match(node: SecuredNode) -> None:
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
         own = _observation(_id("cond-new"), _id("ada"), "laboratory", "2345-7", 7)
         del own["id"]
@@ -450,16 +403,18 @@ def test_conditional_create_does_not_reveal_another_patients_match(node: Node) -
     assert response.status_code == 201  # Bob's match is invisible: a new resource for Ada
 
 
-def test_a_read_only_token_cannot_write(node: Node) -> None:
+def test_a_read_only_token_cannot_write(node: SecuredNode) -> None:
     with node.client("system/*.rs") as reader:
         org = {"resourceType": "Organization", "name": "Nope"}
         assert reader.post("/Organization", json=org, headers=FHIR_JSON).status_code == 403
 
 
-def test_the_capability_statement_of_a_secured_node_names_its_smart_endpoints(node: Node) -> None:
+def test_the_capability_statement_of_a_secured_node_names_its_smart_endpoints(
+    node: SecuredNode,
+) -> None:
     with node.client() as anonymous:
         rest = anonymous.get("/metadata").json()["rest"][0]
     assert rest["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
     uris = {e["url"]: e["valueUri"] for e in rest["security"]["extension"][0]["extension"]}
-    assert uris["token"] == f"{node.server.base}/auth/token"
-    assert uris["authorize"] == f"{node.server.base}/auth/authorize"
+    assert uris["token"] == f"{node.base}/auth/token"
+    assert uris["authorize"] == f"{node.base}/auth/authorize"

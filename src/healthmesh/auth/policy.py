@@ -18,7 +18,7 @@ from healthmesh.auth.grant import AccessGrant
 from healthmesh.auth.scopes import ResourceScope, resource_scopes
 from healthmesh.fhir.errors import FhirError
 from healthmesh.fhir.search.query import UnknownParameter, parse_clause
-from healthmesh.store.access import PERMISSIONS, RowRule, Visibility
+from healthmesh.store.access import PERMISSIONS, ConsentContext, RowRule, Visibility
 
 SYSTEM_TYPE = "Resource"  # the search layer's name for "any type"
 
@@ -51,8 +51,28 @@ def _rule(grant: AccessGrant, scope: ResourceScope) -> RowRule | None:
     return RowRule(res_type=res_type, patient=patient, clauses=tuple(clauses))
 
 
-def visibility_for(grant: AccessGrant) -> Visibility:
-    """The rows ``grant`` lets its holder touch, per SMART permission letter."""
+def consent_context(grant: AccessGrant, *, default_permit: bool = True) -> ConsentContext:
+    """Who this access is, for the patients' Consents: the app, its organization, the user."""
+    actors = [f"client:{grant.client_id}"]
+    if grant.organization:
+        actors.append(f"organization:{grant.organization}")
+    user = grant.fhir_user or ""
+    if user and not user.startswith("Patient/"):
+        actors.append(user)
+    patient = grant.patient
+    if patient is None and user.startswith("Patient/"):
+        patient = user.removeprefix("Patient/")
+    return ConsentContext(
+        actors=tuple(actors),
+        purpose=grant.purpose_of_use,
+        patient=patient,
+        default_permit=default_permit,
+    )
+
+
+def visibility_for(grant: AccessGrant, *, consent_default_permit: bool = True) -> Visibility:
+    """The rows ``grant`` lets its holder touch, per SMART permission letter, subject to the
+    patients' Consents (store/consent_sql.py)."""
     rules: dict[str, list[RowRule]] = {p: [] for p in PERMISSIONS}
     for scope in resource_scopes(grant.scope):
         rule = _rule(grant, scope)
@@ -60,4 +80,7 @@ def visibility_for(grant: AccessGrant) -> Visibility:
             continue
         for permission in scope.permissions:
             rules[permission].append(rule)
-    return Visibility({p: tuple(r) for p, r in rules.items() if r})
+    return Visibility(
+        {p: tuple(r) for p, r in rules.items() if r},
+        consent=consent_context(grant, default_permit=consent_default_permit),
+    )

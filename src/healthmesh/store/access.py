@@ -59,11 +59,34 @@ class RowRule:
     clauses: tuple[Clause, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentContext:
+    """Who asks and why, for the patients' Consents (fhir/consent.py, docs/privacy.md).
+
+    ``actors``: ``client:<id>``, ``organization:<id>``, ``Practitioner/<id>`` … of this access.
+    ``patient``: the patient on whose behalf the access is made (a patient-context token): on
+    that patient's own rows only Consent rules naming an actor of this access apply, and
+    neither the network default nor the sensitive-data default does — patients always see
+    their own data, through the app they chose, unless they have denied that app.
+    ``default_permit``: the deployment's participation default (True: opt-out model).
+    """
+
+    actors: tuple[str, ...]
+    purpose: str | None = None
+    patient: str | None = None
+    default_permit: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Visibility:
-    """The rules by permission letter; a permission without rules allows nothing."""
+    """The rules by permission letter; a permission without rules allows nothing.
+
+    ``consent``: when set, rows that belong to a patient are further subject to that patient's
+    Consents and the sensitive-data policy, for every permission (store/consent_sql.py).
+    """
 
     rules: Mapping[str, Sequence[RowRule]] = field(default_factory=dict)
+    consent: ConsentContext | None = None
 
     def covers(self, res_type: str, permission: str) -> bool:
         """Whether any rule could allow ``permission`` on some row of ``res_type``."""
@@ -108,9 +131,14 @@ class Visibility:
                     compiler = Compiler()
                 parts.append(compiler.where(rule.clauses, r))
             options.append(all_of(parts))
-        if any(option is TRUE for option in options):
-            return TRUE
-        return any_of(options) if options else FALSE
+        if not options:
+            return FALSE
+        allowed = TRUE if any(option is TRUE for option in options) else any_of(options)
+        if self.consent is None:
+            return allowed
+        from healthmesh.store.consent_sql import consent_condition
+
+        return all_of([allowed, consent_condition(self.consent, r)])
 
 
 def _owned_by(patient: str, r: sql.Identifier, res_type: str | None) -> sql.Composable:

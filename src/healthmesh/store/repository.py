@@ -17,6 +17,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from healthmesh.fhir.consent import DATA_CATEGORIES
 from healthmesh.fhir.errors import Forbidden
 from healthmesh.fhir.search.extract import IndexRows
 from healthmesh.store.access import Visibility
@@ -118,6 +119,50 @@ def _delete_index_statement() -> str:
 
 
 _DELETE_INDEX = _delete_index_statement()
+
+
+_DELETE_CONSENT = "DELETE FROM consent_rule WHERE consent_id = %s"
+_INSERT_CONSENT = (
+    "INSERT INTO consent_rule (consent_id, n, patient_id, effect, depth, actors, purposes, types,"
+    " cat_types, cat_codes, labels, period_start, period_end)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def _array(values: frozenset[str] | None) -> list[str] | None:
+    return None if values is None else sorted(values)
+
+
+def _consent_rows(p: PreparedVersion) -> list[tuple[Any, ...]]:
+    """``consent_rule`` rows of a Consent version (none unless active patient-privacy)."""
+    if not p.consent or p.patient_id is None:
+        return []
+    rows = []
+    for n, rule in enumerate(p.consent):
+        cat_types: list[str] | None = None
+        cat_codes: list[str] | None = None
+        if rule.categories is not None:
+            covered = [DATA_CATEGORIES[c] for c in sorted(rule.categories)]
+            cat_types = sorted({t for c in covered for t in c.types})
+            cat_codes = sorted({f"{t}|{code}" for c in covered for t, code in c.by_category})
+        rows.append(
+            (
+                p.id,
+                n,
+                p.patient_id,
+                rule.effect,
+                rule.depth,
+                _array(rule.actors),
+                _array(rule.purposes),
+                _array(rule.types),
+                cat_types,
+                cat_codes,
+                _array(rule.labels),
+                rule.start,
+                rule.end,
+            )
+        )
+    return rows
 
 
 def _index_rows_of(p: PreparedVersion, kind: str) -> list[tuple[Any, ...]]:
@@ -289,6 +334,17 @@ class Session:
                 ),
             )
             await self._write_index(p)
+            await self._write_consent(p)
+
+    async def _write_consent(self, p: PreparedVersion, *, replacing: bool = False) -> None:
+        if p.res_type != "Consent":
+            return
+        if replacing:
+            await self.conn.execute(_DELETE_CONSENT, (p.id,))
+        rows = _consent_rows(p)
+        if rows:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(_INSERT_CONSENT, rows)
 
     async def replace(self, p: PreparedVersion) -> None:
         if self.visibility is not None:
@@ -310,6 +366,7 @@ class Session:
             )
             await self.conn.execute(_DELETE_INDEX, {"t": p.res_type, "id": p.id})
             await self._write_index(p)
+            await self._write_consent(p, replacing=True)
 
     async def tombstone(self, res_type: str, id: str, version_id: int, at: datetime) -> None:
         """Delete: the current version moves to history, a tombstone version takes its place."""
@@ -330,6 +387,8 @@ class Session:
                 },
             )
             await self.conn.execute(_DELETE_INDEX, {"t": res_type, "id": id})
+            if res_type == "Consent":
+                await self.conn.execute(_DELETE_CONSENT, (id,))
 
     async def insert_many(self, versions: Sequence[PreparedVersion]) -> None:
         """Insert new resources in bulk (COPY): the loader's and transactions' fast path."""
@@ -358,6 +417,9 @@ class Session:
                     async with cur.copy(_COPY_INDEX[kind]) as copy:
                         for row in rows:
                             await copy.write_row(row)
+            consent = [row for p in versions for row in _consent_rows(p)]
+            if consent:
+                await cur.executemany(_INSERT_CONSENT, consent)
 
     async def replace_param_index(
         self, res_type: str, code: str, rows: Sequence[tuple[str, str | None, IndexRows]]

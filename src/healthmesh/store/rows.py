@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 
 from healthmesh.fhir.compartment import patient_key
+from healthmesh.fhir.consent import ConsentError, ConsentRule, consent_rules
+from healthmesh.fhir.errors import InvalidResource
 from healthmesh.fhir.search.extract import IndexRows, extract
 
 
@@ -51,6 +53,8 @@ class PreparedVersion:
     content_hash: bytes
     content: str
     index: IndexRows
+    # A patient-privacy Consent's provisions, flattened (fhir/consent.py); () otherwise.
+    consent: tuple[ConsentRule, ...] = ()
 
 
 def prepare(
@@ -75,6 +79,12 @@ def prepare(
     resource.clear()
     resource.update(ordered)
     index = extract(resource)
+    rules: tuple[ConsentRule, ...] = ()
+    if resource["resourceType"] == "Consent":
+        try:
+            rules = tuple(consent_rules(resource))
+        except ConsentError as refused:
+            raise InvalidResource(refused.issues) from None
     return PreparedVersion(
         res_type=resource["resourceType"],
         id=resource["id"],
@@ -84,4 +94,5 @@ def prepare(
         content_hash=digest if digest is not None else content_hash(resource),
         content=orjson.dumps(resource).decode(),
         index=index,
+        consent=rules,
     )
