@@ -18,6 +18,14 @@ class Settings:
     open: bool = False
     pool_size: int = 16
     auth: AuthSettings = field(default_factory=AuthSettings)
+    # Network participation when a patient has said nothing (docs/privacy.md): "opt-out"
+    # (records are shared, subject to each patient's Consents) or "opt-in" (shared only
+    # where a Consent permits). HEALTHMESH_CONSENT_DEFAULT.
+    consent_default: str = "opt-out"
+
+    def __post_init__(self) -> None:
+        if self.consent_default not in ("opt-out", "opt-in"):
+            raise ValueError("consent_default is 'opt-out' or 'opt-in'")
 
     @staticmethod
     def from_env(database_url: str, **overrides: object) -> Settings:
@@ -27,5 +35,7 @@ class Settings:
         if "HEALTHMESH_MAX_BODY_BYTES" in os.environ:
             values["max_body_bytes"] = int(os.environ["HEALTHMESH_MAX_BODY_BYTES"])
         values["auth"] = AuthSettings.from_env()
+        if "HEALTHMESH_CONSENT_DEFAULT" in os.environ:
+            values["consent_default"] = os.environ["HEALTHMESH_CONSENT_DEFAULT"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

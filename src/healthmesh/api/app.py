@@ -133,7 +133,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         except InvalidToken as refused:
             # The reason is for the client; the token itself is never echoed or logged.
             raise Unauthorized(f"The access token was refused: {refused.reason}") from None
-        return visibility_for(grant)
+        return visibility_for(grant, consent_default_permit=settings.consent_default == "opt-out")
 
     async def read_by_id(res_type: str, id: str, media: str) -> Response:
         """GET [type]/[id] with no parameters: the hot path, one primary-key lookup.

@@ -82,7 +82,7 @@ class Visibility:
     """The rules by permission letter; a permission without rules allows nothing.
 
     ``consent``: when set, rows that belong to a patient are further subject to that patient's
-    Consents and the sensitive-data policy, for every permission (store/consent_sql.py).
+    Consents and the sensitive-data policy for reading and searching (store/consent_sql.py).
     """
 
     rules: Mapping[str, Sequence[RowRule]] = field(default_factory=dict)
@@ -134,7 +134,8 @@ class Visibility:
         if not options:
             return FALSE
         allowed = TRUE if any(option is TRUE for option in options) else any_of(options)
-        if self.consent is None:
+        if self.consent is None or permission not in "rs":
+            # Consent governs disclosure (read, search); writes answer to the scopes alone.
             return allowed
         from healthmesh.store.consent_sql import consent_condition
 

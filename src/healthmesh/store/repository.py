@@ -205,27 +205,34 @@ class Session:
 
     async def _allowed(self, permission: str, keys: Sequence[tuple[str, str]]) -> bool:
         """Every (type, id) of ``keys`` is a current row the caller may touch so."""
+        return await self._refused(permission, keys) is None
+
+    async def _refused(
+        self, permission: str, keys: Sequence[tuple[str, str]]
+    ) -> tuple[str, str] | None:
+        """The first (type, id) of ``keys`` the caller may not touch so, or None."""
         if self.visibility is None or not keys:
-            return True
+            return None
         r = sql.Identifier("r")
         by_type: dict[str, list[str]] = {}
         for res_type, id in keys:
             by_type.setdefault(res_type, []).append(id)
         for res_type, ids in by_type.items():
             if not self.visibility.covers(res_type, permission):
-                return False
+                return res_type, ids[0]
             query = sql.SQL(
-                "SELECT count(*) FROM resource r WHERE r.res_type = {t} AND r.id = ANY({ids}) AND {v}"
+                "SELECT r.id FROM resource r WHERE r.res_type = {t} AND r.id = ANY({ids}) AND {v}"
             ).format(
                 t=sql.Literal(res_type),
                 ids=sql.Literal(sorted(set(ids))),
                 v=self.visible(permission, r, res_type),
             )
             cur = await self.conn.execute(query)
-            row = await cur.fetchone()
-            if row is None or int(row[0]) != len(set(ids)):
-                return False
-        return True
+            allowed = {row[0] for row in await cur.fetchall()}
+            for id in ids:
+                if id not in allowed:
+                    return res_type, id
+        return None
 
     async def _require(self, permission: str, res_type: str, id: str) -> None:
         if not await self._allowed(permission, [(res_type, id)]):
@@ -236,9 +243,9 @@ class Session:
         written, self._written = self._written, []
         for permission in PERMISSION_ORDER:
             keys = [(t, i) for p, t, i in written if p == permission]
-            if keys and not await self._allowed(permission, keys):
-                res_type, id = keys[0]
-                raise Forbidden(_refusal(permission, res_type, id))
+            refused = await self._refused(permission, keys)
+            if refused is not None:
+                raise Forbidden(_refusal(permission, *refused))
 
     # --- reads ---------------------------------------------------------------------------
     async def current(
