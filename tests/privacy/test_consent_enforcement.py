@@ -404,3 +404,25 @@ def test_opt_in_deployments_share_only_what_a_patient_permits(database_url: str)
                     assert seen(p) & ADA_ROWS == set()
             finally:
                 ada.delete(f"/Consent/{created.json()['id']}")
+
+
+def test_sensitive_content_is_labelled_at_write_time_and_withheld_by_default(
+    node: SecuredNode,
+) -> None:
+    alcoholism = {
+        "resourceType": "Condition",
+        "id": _id("ada-eth"),
+        "subject": {"reference": f"Patient/{_id('ada')}"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "7200002"}]},
+    }
+    with ada_app(node) as ada:
+        written = ada.put(f"/Condition/{_id('ada-eth')}", json=alcoholism, headers=FHIR_JSON)
+        assert written.status_code == 201, written.text
+        labels = {s["code"] for s in written.json()["meta"]["security"]}
+        assert {"ETH", "R"} <= labels
+        assert ada.get(f"/Condition/{_id('ada-eth')}").status_code == 200
+        labelled = ada.get("/Condition", params={"_security": "ETH", "_id": _id("ada-eth")})
+        assert len(labelled.json().get("entry", [])) == 1
+    with clinic(node) as c:
+        assert c.get(f"/Condition/{_id('ada-eth')}").status_code == 404
+        assert c.get(f"/Condition/{_id('ada-cond')}").status_code == 200

@@ -13,6 +13,7 @@ from healthmesh.fhir.compartment import patient_key
 from healthmesh.fhir.consent import ConsentError, ConsentRule, consent_rules
 from healthmesh.fhir.errors import InvalidResource
 from healthmesh.fhir.search.extract import IndexRows, extract
+from healthmesh.fhir.security_labels import apply_security_labels
 
 
 def format_instant(moment: datetime) -> str:
@@ -29,8 +30,11 @@ def now() -> datetime:
 def content_hash(resource: dict[str, Any]) -> bytes:
     """A hash of the content that ignores meta.versionId and meta.lastUpdated.
 
-    Two writes with the same hash are the same content: the second makes no new version.
+    Two writes with the same hash are the same content: the second makes no new version. The
+    resource is security-labelled first (in place; fhir/security_labels.py), so the hash is of
+    what will be stored, whichever path computes it.
     """
+    apply_security_labels(resource)
     meta = resource.get("meta")
     if isinstance(meta, dict) and ("versionId" in meta or "lastUpdated" in meta):
         trimmed = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
@@ -64,7 +68,8 @@ def prepare(
     last_updated: datetime,
     digest: bytes | None = None,
 ) -> PreparedVersion:
-    """Stamp meta onto ``resource`` (in place) and serialise it for storage."""
+    """Label, stamp meta onto ``resource`` (in place) and serialise it for storage."""
+    apply_security_labels(resource)
     meta = resource.get("meta")
     meta = dict(meta) if isinstance(meta, dict) else {}
     meta["versionId"] = str(version_id)
