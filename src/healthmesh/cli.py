@@ -220,6 +220,36 @@ def migrate_command(data_dir: DataDir = None, database_url: DatabaseUrl = None) 
     console.print(f"applied: {', '.join(applied) if applied else 'nothing (up to date)'}")
 
 
+@app.command()
+def relabel(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Apply the security-label rules to every stored resource (docs/privacy.md)."""
+    from rich.progress import Progress
+
+    from healthmesh.interactions.relabel import relabel as run_relabel
+    from healthmesh.store.migrate import migrate
+    from healthmesh.store.repository import Repository
+
+    url = resolve_url(database_url, data_dir)
+    migrate(url)
+
+    async def run() -> int:
+        repository = Repository(url, min_size=1, max_size=2)
+        await repository.open()
+        try:
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("labelling", total=None)
+
+                def step(seen: int, changed: int) -> None:
+                    bar.update(task, completed=seen, description=f"labelling ({changed:,} changed)")
+
+                return await run_relabel(repository, progress=step)
+        finally:
+            await repository.close()
+
+    changed = asyncio.run(run())
+    console.print(f"{changed:,} resources newly labelled")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

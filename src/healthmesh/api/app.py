@@ -39,6 +39,7 @@ from healthmesh.interactions.bundles import http_date
 from healthmesh.interactions.context import FhirRequest, check_id, check_type
 from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
+from healthmesh.interactions.relabel import needs_relabel, relabel
 from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
 from healthmesh.store.repository import Repository
@@ -110,11 +111,17 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         await repository.open()
         await parameters.refresh(force=True)
         watcher = asyncio.create_task(parameters.watch())
+        # A changed security-label rule table: label what was stored before (in the background).
+        labelling = (
+            asyncio.create_task(relabel(repository)) if await needs_relabel(repository) else None
+        )
         tune_garbage_collector()
         try:
             yield
         finally:
             watcher.cancel()
+            if labelling is not None:
+                labelling.cancel()
             await parameters.close()
             await repository.close()
 
