@@ -23,14 +23,22 @@ from healthmesh.store.access import ConsentContext
 from healthmesh.store.search.sqlbits import all_of
 
 
-def _applies(x: str, context: ConsentContext, r: sql.Identifier, *, own: bool) -> sql.Composable:
-    """Rule alias ``x`` applies to this access and to row ``r`` (``own``: the patient's own)."""
+def _applies(x: str, context: ConsentContext, r: sql.Identifier) -> sql.Composable:
+    """Rule alias ``x`` applies to this access and to row ``r``.
+
+    On the acting patient's own rows only rules that name an actor of the access apply;
+    elsewhere rules without actors (everyone) apply too.
+    """
     rule = sql.Identifier(x)
     actors = sql.Literal(list(context.actors))
+    if context.patient is None:
+        who = sql.SQL("({x}.actors IS NULL OR {x}.actors && {a}::text[])").format(x=rule, a=actors)
+    else:
+        who = sql.SQL(
+            "({x}.actors && {a}::text[] OR ({x}.actors IS NULL AND {r}.patient_id <> {p}))"
+        ).format(x=rule, a=actors, r=r, p=sql.Literal(context.patient))
     access = [
-        sql.SQL("{x}.actors && {a}::text[]").format(x=rule, a=actors)
-        if own
-        else sql.SQL("({x}.actors IS NULL OR {x}.actors && {a}::text[])").format(x=rule, a=actors),
+        who,
         sql.SQL("({x}.purposes IS NULL OR {p} = ANY({x}.purposes))").format(
             x=rule, p=sql.Literal(context.purpose)
         )
@@ -58,7 +66,7 @@ def _applies(x: str, context: ConsentContext, r: sql.Identifier, *, own: bool) -
 
 
 def _undenied_permit(
-    context: ConsentContext, r: sql.Identifier, *, labelled: bool, suffix: str, own: bool = False
+    context: ConsentContext, r: sql.Identifier, *, labelled: bool, suffix: str
 ) -> sql.Composable:
     """Some applicable permit (naming a label, if ``labelled``) outranks every applicable deny."""
     p, d = f"cp{suffix}", f"cd{suffix}"
@@ -73,50 +81,55 @@ def _undenied_permit(
         p=sql.Identifier(p),
         d=sql.Identifier(d),
         label=label,
-        ap=_applies(p, context, r, own=own),
-        ad=_applies(d, context, r, own=own),
+        ap=_applies(p, context, r),
+        ad=_applies(d, context, r),
     )
-
-
-def _unoverridden_deny(context: ConsentContext, r: sql.Identifier, *, own: bool) -> sql.Composable:
-    """Some applicable deny is not outranked by a deeper applicable permit."""
-    return sql.SQL(
-        "EXISTS (SELECT 1 FROM consent_rule cd WHERE cd.effect = 'deny' AND {ad}"
-        " AND NOT EXISTS (SELECT 1 FROM consent_rule cp WHERE cp.effect = 'permit'"
-        " AND cp.depth > cd.depth AND {ap}))"
-    ).format(ad=_applies("cd", context, r, own=own), ap=_applies("cp", context, r, own=own))
-
-
-def _sensitive(r: sql.Identifier) -> sql.Composable:
-    return sql.SQL(
-        "EXISTS (SELECT 1 FROM search_token cs WHERE cs.res_type = {r}.res_type"
-        " AND cs.res_id = {r}.id AND cs.param = '_security' AND cs.code = ANY({labels}))"
-    ).format(r=r, labels=sql.Literal(sorted(SENSITIVE_LABELS)))
-
-
-def _third_party(context: ConsentContext, r: sql.Identifier) -> sql.Composable:
-    """Someone else's record: the Consents, the participation default, the sensitive rule."""
-    if context.default_permit:
-        decided: sql.Composable = sql.SQL("NOT {}").format(
-            _unoverridden_deny(context, r, own=False)
-        )
-    else:  # opt-in: only what a permit allows
-        decided = _undenied_permit(context, r, labelled=False, suffix="")
-    sensitive = sql.SQL("(NOT {s} OR {p})").format(
-        s=_sensitive(r), p=_undenied_permit(context, r, labelled=True, suffix="s")
-    )
-    return all_of([decided, sensitive])
 
 
 def consent_condition(context: ConsentContext, r: sql.Identifier) -> sql.Composable:
-    """SQL: the patients' Consents let this access touch row ``r``."""
+    """SQL: the patients' Consents let this access touch row ``r``.
+
+    Written as a conjunction of NOT EXISTS, without a top-level OR, so that PostgreSQL can plan
+    each as an anti-join (a hash over consent_rule, which is small) instead of a probe per row.
+    Rows no patient owns never match a rule (``patient_id`` is NULL).
+    """
     if context.purpose in ALWAYS_DENIED_PURPOSES:
         return sql.SQL("{}.patient_id IS NULL").format(r)  # no patient data for marketing
-    others = _third_party(context, r)
-    if context.patient is None:
-        return sql.SQL("({r}.patient_id IS NULL OR {c})").format(r=r, c=others)
-    own = sql.SQL("NOT {}").format(_unoverridden_deny(context, r, own=True))
-    return sql.SQL(
-        "({r}.patient_id IS NULL OR ({r}.patient_id = {p} AND {own})"
-        " OR ({r}.patient_id <> {p} AND {others}))"
-    ).format(r=r, p=sql.Literal(context.patient), own=own, others=others)
+    own = sql.Literal(context.patient)
+    # 1. No applicable deny that a deeper applicable permit does not override.
+    denied = sql.SQL(
+        "NOT EXISTS (SELECT 1 FROM consent_rule cd WHERE cd.effect = 'deny' AND {ad}"
+        " AND NOT EXISTS (SELECT 1 FROM consent_rule cp WHERE cp.effect = 'permit'"
+        " AND cp.depth > cd.depth AND {ap}))"
+    ).format(ad=_applies("cd", context, r), ap=_applies("cp", context, r))
+    parts: list[sql.Composable] = [denied]
+    # 2. Opt-in deployments: someone else's row needs an applicable, undenied permit.
+    if not context.default_permit:
+        permit = _undenied_permit(context, r, labelled=False, suffix="")
+        if context.patient is None:
+            parts.append(sql.SQL("({r}.patient_id IS NULL OR {p})").format(r=r, p=permit))
+        else:
+            parts.append(
+                sql.SQL("({r}.patient_id IS NULL OR {r}.patient_id = {o} OR {p})").format(
+                    r=r, o=own, p=permit
+                )
+            )
+    # 3. Sensitive rows of someone else's record need a permit that names their label.
+    others = (
+        sql.SQL(" AND {r}.patient_id <> {o}").format(r=r, o=own)
+        if context.patient is not None
+        else sql.SQL("")
+    )
+    parts.append(
+        sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM search_token cs WHERE cs.res_type = {r}.res_type"
+            " AND cs.res_id = {r}.id AND cs.param = '_security' AND cs.code = ANY({labels})"
+            " AND {r}.patient_id IS NOT NULL{others} AND NOT {permit})"
+        ).format(
+            r=r,
+            labels=sql.Literal(sorted(SENSITIVE_LABELS)),
+            others=others,
+            permit=_undenied_permit(context, r, labelled=True, suffix="s"),
+        )
+    )
+    return all_of(parts)
