@@ -418,3 +418,24 @@ def test_the_capability_statement_of_a_secured_node_names_its_smart_endpoints(
     uris = {e["url"]: e["valueUri"] for e in rest["security"]["extension"][0]["extension"]}
     assert uris["token"] == f"{node.base}/auth/token"
     assert uris["authorize"] == f"{node.base}/auth/authorize"
+
+
+def test_browser_apps_may_call_from_any_origin_with_a_bearer_token(node: SecuredNode) -> None:
+    with httpx.Client(base_url=node.base, timeout=30) as c:
+        preflight = c.options(
+            "/Observation",
+            headers={
+                "Origin": "http://app.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        token = node.token("patient/Observation.rs", patient=_id("ada"))
+        actual = c.get(
+            "/Observation",
+            headers={"Origin": "http://app.example", "Authorization": f"Bearer {token}"},
+        )
+    assert preflight.status_code == 200
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert actual.status_code == 200
+    assert actual.headers["access-control-allow-origin"] == "*"

@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -82,6 +84,15 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 100)
 
 
+_CORS_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "If-Match",
+    "If-None-Exist",
+    "If-None-Match",
+    "Prefer",
+]
 _PUBLIC_PATHS = frozenset({("metadata",)})  # the CapabilityStatement needs no token (SMART 2.2)
 
 
@@ -233,10 +244,19 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         Route("/fhir", fhir, methods=methods),
         Route("/fhir/{path:path}", fhir, methods=methods),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    auth = mount_auth(
-        app, settings, repository
-    )  # SMART authorization server: /fhir/auth, .well-known
+    # CORS for browser apps (SMART client-js and the like): credentials are bearer tokens in a
+    # header, never cookies, so any origin may call; preflights are answered here.
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=methods,
+        allow_headers=_CORS_HEADERS,
+        expose_headers=["ETag", "Location", "Last-Modified", "Content-Location"],
+        max_age=600,
+    )
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[cors])
+    # The SMART authorization server: /fhir/auth/…, /fhir/.well-known/….
+    auth = mount_auth(app, settings, repository)
     token_verifier: TokenVerifier = verifier if verifier is not None else auth.verifier
     app.state.repository = repository
     app.state.settings = settings
