@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from healthmesh.auth.settings import AuthSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -15,6 +17,7 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     open: bool = False
     pool_size: int = 16
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @staticmethod
     def from_env(database_url: str, **overrides: object) -> Settings:
@@ -23,5 +26,6 @@ class Settings:
             values["base_url"] = os.environ["HEALTHMESH_BASE_URL"].rstrip("/")
         if "HEALTHMESH_MAX_BODY_BYTES" in os.environ:
             values["max_body_bytes"] = int(os.environ["HEALTHMESH_MAX_BODY_BYTES"])
+        values["auth"] = AuthSettings.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from healthmesh.api.auth_routes import mount_auth
 from healthmesh.api.parsing import (
     parse_body,
     path_segments,
@@ -179,6 +180,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/fhir/{path:path}", fhir, methods=methods),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    mount_auth(app, settings, repository)  # SMART authorization server: /fhir/auth, .well-known
     app.state.repository = repository
     app.state.settings = settings
     return app

@@ -1,0 +1,166 @@
+"""HTTP for the authorization server: discovery, JWKS, token, introspection, revocation.
+
+All under the FHIR base (``/fhir/.well-known/…``, ``/fhir/auth/…``) and none needs a bearer
+token. OAuth endpoints answer RFC 6749 §5.2 JSON errors, never an OperationOutcome; token
+responses carry ``Cache-Control: no-store`` and ``Pragma: no-cache`` (§5.1); CORS lets
+browser apps call them (no cookies are involved, so any origin may).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from healthmesh.auth.discovery import openid_configuration, smart_configuration
+from healthmesh.auth.errors import OAuthError
+from healthmesh.auth.server import AuthServer
+from healthmesh.config import Settings
+from healthmesh.store.repository import Repository
+
+log = logging.getLogger(__name__)
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_BYTES = 64 * 1024  # an assertion with a nested id_token is a few KiB
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status, {**CORS, **(headers or {})}, media_type="application/json"
+    )
+
+
+def oauth_error(error: OAuthError) -> Response:
+    headers = dict(NO_STORE)
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    return json_response(error.body(), error.status, headers)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The form parameters, each at most once (RFC 6749 §3.2: no repeated parameters)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != FORM_TYPE:
+        raise OAuthError("invalid_request", f"the body must be {FORM_TYPE}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise OAuthError("invalid_request", "the request body is too large")
+        chunks.append(chunk)
+    try:
+        pairs = parse_qsl(b"".join(chunks).decode(), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "the body is not valid form data") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise OAuthError("invalid_request", f"parameter {name!r} appears more than once")
+        form[name] = value
+    return form
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> AuthServer:
+    """Add the authorization server's routes and start-up to ``app``; return the server."""
+    auth = AuthServer(repository.pool, settings.auth)
+    app.state.auth = auth
+
+    def base_url(request: Request) -> str:
+        # The issuer is the FHIR base URL. Behind a proxy, set HEALTHMESH_BASE_URL: otherwise
+        # the Host header decides the audience that assertions must name.
+        if settings.base_url:
+            return settings.base_url
+        return f"{request.url.scheme}://{request.url.netloc}/fhir"
+
+    def remote(request: Request) -> str | None:
+        return request.client.host if request.client else None
+
+    def guarded(endpoint: Endpoint) -> Endpoint:
+        """OPTIONS preflight, RFC 6749 errors, and no 500 without a log line (and no body in it)."""
+
+        async def run(request: Request) -> Response:
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=CORS)
+            try:
+                return await endpoint(request)
+            except OAuthError as error:
+                return oauth_error(error)
+            except Exception:
+                log.exception("unexpected error on %s %s", request.method, request.url.path)
+                return oauth_error(
+                    OAuthError("server_error", "internal error; it has been logged", status=500)
+                )
+
+        return run
+
+    async def token(request: Request) -> Response:
+        form = await read_form(request)
+        await auth.rate_limiter.hit(client_id=_client_hint(form), address=remote(request))
+        base = base_url(request)
+        body = await auth.token_endpoint.handle(
+            form, issuer=base, token_url=f"{base}/auth/token", remote=remote(request)
+        )
+        return json_response(body, headers=NO_STORE)
+
+    async def jwks(request: Request) -> Response:
+        return json_response(await auth.keys.jwks(), headers={"Cache-Control": "max-age=60"})
+
+    async def smart(request: Request) -> Response:
+        return json_response(
+            smart_configuration(base_url(request), auth.token_endpoint.grant_types)
+        )
+
+    async def openid(request: Request) -> Response:
+        return json_response(
+            openid_configuration(base_url(request), auth.token_endpoint.grant_types)
+        )
+
+    get, post = ["GET", "OPTIONS"], ["POST", "OPTIONS"]
+    routes = [
+        Route("/fhir/.well-known/smart-configuration", guarded(smart), methods=get),
+        Route("/fhir/.well-known/openid-configuration", guarded(openid), methods=get),
+        Route("/fhir/.well-known/jwks.json", guarded(jwks), methods=get),
+        Route("/fhir/auth/token", guarded(token), methods=post),
+    ]
+    # Before the FHIR catch-all /fhir/{path}, which would take them for resource types.
+    app.router.routes[0:0] = routes
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with inner(app):  # opens the repository's pool
+            await auth.start()
+            try:
+                yield
+            finally:
+                await auth.close()
+
+    app.router.lifespan_context = lifespan
+    return auth
+
+
+def _client_hint(form: dict[str, str]) -> str | None:
+    """The client id a request claims, for rate limiting only (not yet authenticated)."""
+    from healthmesh.auth.assertions import unverified_subject
+
+    if form.get("client_assertion"):
+        return unverified_subject(form["client_assertion"]) or form.get("client_id")
+    return form.get("client_id")
