@@ -99,6 +99,8 @@ def phone(value: str | None, default_country: str = "1") -> str | None:
     text = value.strip()
     text = re.split(r"(?i)\s*(?:ext\.?|x|#)\s*\d+$", text)[0]  # extensions do not identify
     digits = re.sub(r"\D", "", text)
+    if len(set(digits)) <= 1:
+        return None  # 000-000-0000, 999-999-9999: placeholders
     if text.startswith("+"):
         out = "+" + digits
     elif text.startswith("00"):
@@ -109,7 +111,7 @@ def phone(value: str | None, default_country: str = "1") -> str | None:
         out = "+1" + digits
     else:
         return None
-    if not 8 <= len(out) <= 16 or out in PLACEHOLDER_PHONES:
+    if not 8 <= len(out) <= 16 or out[1] == "0" or out in PLACEHOLDER_PHONES:
         return None
     return out
 
