@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from healthmesh.auth.authcode_settings import AuthCodeSettings
 from healthmesh.auth.settings import AuthSettings
 
 
@@ -18,6 +19,7 @@ class Settings:
     open: bool = False
     pool_size: int = 16
     auth: AuthSettings = field(default_factory=AuthSettings)
+    authcode: AuthCodeSettings = field(default_factory=AuthCodeSettings)  # login, registration
 
     @staticmethod
     def from_env(database_url: str, **overrides: object) -> Settings:
@@ -27,5 +29,6 @@ class Settings:
         if "HEALTHMESH_MAX_BODY_BYTES" in os.environ:
             values["max_body_bytes"] = int(os.environ["HEALTHMESH_MAX_BODY_BYTES"])
         values["auth"] = AuthSettings.from_env()
+        values["authcode"] = AuthCodeSettings.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

@@ -131,9 +131,10 @@ def test_a_consent_decision_needs_the_browser_and_the_csrf_token_and_happens_onc
         assert pending.idp_state_hash is not None
         login = await store.take_login(pending.idp_state_hash)
         again = await store.take_login(pending.idp_state_hash)
-        await store.logged_in(
-            pending.id, patient="p1", fhir_user="Patient/p1", csrf_hash=digest(csrf)
-        )
+        await store.logged_in(pending.id, patient="p1", fhir_user="Patient/p1")
+        stranger = await store.show_consent(pending.id, digest(mint()), digest(mint()))
+        shown = await store.show_consent(pending.id, digest(browser), digest(csrf))
+        assert stranger is None and shown is not None and shown.patient == "p1"
         wrong_csrf = await store.take_decision(pending.id, digest(browser), digest(mint()))
         wrong_browser = await store.take_decision(pending.id, digest(mint()), digest(csrf))
         right = await store.take_decision(pending.id, digest(browser), digest(csrf))

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from healthmesh.api.auth_routes import mount_auth
+from healthmesh.api.authorize_routes import mount_authorize
 from healthmesh.api.parsing import (
     parse_body,
     path_segments,
@@ -180,7 +181,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/fhir/{path:path}", fhir, methods=methods),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    mount_auth(app, settings, repository)  # SMART authorization server: /fhir/auth, .well-known
+    auth = mount_auth(
+        app, settings, repository
+    )  # SMART authorization server: /fhir/auth, .well-known
+    mount_authorize(app, settings, repository, auth)  # authorize, login, consent, register
     app.state.repository = repository
     app.state.settings = settings
     return app

@@ -13,26 +13,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from healthmesh.auth import pkce
+from healthmesh.auth.clients import Client
+from healthmesh.auth.scope_sets import not_covered
 from healthmesh.auth.scope_words import context_of, describe
 
 # A patient authorizing an app cannot grant system/ scopes: those are for backend services.
 _USER_CONTEXTS = ("patient", "user")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AppClient:
-    """What the authorization endpoint needs to know about a registered client."""
-
-    client_id: str
-    name: str
-    redirect_uris: tuple[str, ...]
-    public: bool
-    allowed_scopes: tuple[str, ...] | None = None  # None: any scope this flow can grant
-
-
 class ClientDirectory(Protocol):
-    async def app_client(self, client_id: str) -> AppClient | None:
-        """The enabled client with this id, or None when unknown or disabled."""
+    async def get(self, client_id: str) -> Client | None:
+        """The registered client with this id (ClientStore), or None."""
         ...
 
 
@@ -44,7 +35,7 @@ class LaunchContexts(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthorizeRequest:
-    client: AppClient
+    client: Client
     redirect_uri: str
     scopes: tuple[str, ...]
     state: str
@@ -91,14 +82,13 @@ def _single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
     return values[0] if len(values) == 1 else None
 
 
-def grantable_scopes(requested: str, client: AppClient) -> tuple[str, ...]:
+def grantable_scopes(requested: str, client: Client) -> tuple[str, ...]:
     """The requested scopes this flow can grant to this client, in request order, deduplicated.
 
     RFC 6749 §3.3: the server may grant less than requested. Dropped: system/ scopes, scopes the
     client may not have, and scopes this server does not understand (nothing is granted that
     the consent page could not explain).
     """
-    allowed = None if client.allowed_scopes is None else set(client.allowed_scopes)
     kept: list[str] = []
     for scope in requested.split():
         if scope in kept or not describe(scope).known:
@@ -106,7 +96,7 @@ def grantable_scopes(requested: str, client: AppClient) -> tuple[str, ...]:
         context = context_of(scope)
         if context is not None and context not in _USER_CONTEXTS:
             continue
-        if allowed is not None and scope not in allowed:
+        if not_covered(client.scope, scope):
             continue
         kept.append(scope)
     return tuple(kept)
@@ -124,8 +114,8 @@ async def check_request(
     client_id = _single(params, "client_id")
     if not client_id:
         return ShowError("This app's sign-in link is broken", "The request names no client_id.")
-    client = await clients.app_client(client_id)
-    if client is None:
+    client = await clients.get(client_id)
+    if client is None or client.disabled or "authorization_code" not in client.grant_types:
         return ShowError(
             "Unknown app",
             "The app that sent you here is not registered with this server, or was disabled.",

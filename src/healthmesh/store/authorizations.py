@@ -58,6 +58,11 @@ _TAKE_LOGIN = (
     " WHERE idp_state_hash = %s AND stage = 'login' AND expires_at > now()"
     f" RETURNING {_PENDING_COLUMNS}"
 )
+_SHOW_CONSENT = (
+    "UPDATE auth_pending SET csrf_hash = %s"  # noqa: S608
+    " WHERE id = %s AND browser_hash = %s AND stage = 'consent' AND expires_at > now()"
+    f" RETURNING {_PENDING_COLUMNS}"
+)
 _TAKE_DECISION = (
     "DELETE FROM auth_pending WHERE id = %s AND browser_hash = %s AND csrf_hash = %s"  # noqa: S608
     f" AND stage = 'consent' AND expires_at > now() RETURNING {_PENDING_COLUMNS}"
@@ -183,16 +188,26 @@ class AuthorizationStore:
             row = await cur.fetchone()
         return None if row is None else _pending(row)
 
-    async def logged_in(self, id: str, *, patient: str, fhir_user: str, csrf_hash: str) -> bool:
-        """Record who logged in and the consent form's CSRF token; the flow moves to consent."""
+    async def logged_in(self, id: str, *, patient: str, fhir_user: str) -> bool:
+        """Record who logged in; the flow moves on to consent (the IdP secrets are dropped)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "UPDATE auth_pending SET stage = 'consent', patient = %s, fhir_user = %s,"
-                " csrf_hash = %s, idp_nonce = NULL, idp_verifier = NULL"
+                " idp_nonce = NULL, idp_verifier = NULL"
                 " WHERE id = %s AND stage = 'login' AND expires_at > now()",
-                (patient, fhir_user, csrf_hash, id),
+                (patient, fhir_user, id),
             )
             return cur.rowcount == 1
+
+    async def show_consent(self, id: str, browser_hash: str, csrf_hash: str) -> Pending | None:
+        """The pending authorization to show this browser, with a fresh CSRF token for its form.
+
+        Each showing replaces the token: only the form last shown can decide.
+        """
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_SHOW_CONSENT, (csrf_hash, id, browser_hash))
+            row = await cur.fetchone()
+        return None if row is None else _pending(row)
 
     async def take_decision(self, id: str, browser_hash: str, csrf_hash: str) -> Pending | None:
         """Remove and return the pending authorization a consent form decides, once.
