@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+from auth_support import register
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from healthmesh.auth.clients import Client
+from healthmesh.auth.pkce import s256
 from healthmesh.auth.registration import AppLibrary
 
 
@@ -70,3 +76,55 @@ class Library:
 
     def statement(self, **overrides: Any) -> str:
         return self.sign(self.claims(**overrides))
+
+
+# -- the flow through real HTTP -------------------------------------------------------------
+
+REDIRECT = "https://app.example/callback"
+
+
+def public_client(database_url: str, **overrides: Any) -> Client:
+    """A registered public app (auth none) for the authorization-code flow."""
+    values: dict[str, Any] = {
+        "client_id": f"app-{uuid.uuid4().hex[:10]}",
+        "name": "Glucose Buddy",
+        "redirect_uris": (REDIRECT,),
+        "scope": "openid fhirUser launch/patient offline_access patient/*.rs",
+        "grant_types": ("authorization_code", "refresh_token"),
+    }
+    values.update(overrides)
+    return register(database_url, Client(**values))
+
+
+@dataclass
+class Pkce:
+    verifier: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+
+    @property
+    def challenge(self) -> str:
+        return s256(self.verifier)
+
+
+def authorize_params(
+    client: Client, base: str, pkce: Pkce, **overrides: str | None
+) -> dict[str, str]:
+    params: dict[str, str | None] = {
+        "response_type": "code",
+        "client_id": client.client_id,
+        "redirect_uri": client.redirect_uris[0],
+        "scope": "openid fhirUser launch/patient patient/Observation.rs",
+        "state": secrets.token_urlsafe(12),
+        "aud": base,
+        "code_challenge": pkce.challenge,
+        "code_challenge_method": "S256",
+    }
+    params.update(overrides)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def redirect_query(response: httpx.Response) -> dict[str, str]:
+    """The query of a redirect to the app (asserting it is one)."""
+    assert response.status_code in (302, 303), response.text
+    location = response.headers["location"]
+    parts = urllib.parse.urlsplit(location)
+    return dict(urllib.parse.parse_qsl(parts.query))
