@@ -140,7 +140,9 @@ def test_a_missing_state_is_refused_without_a_code(
 def test_a_repeated_parameter_is_refused(
     browser: httpx.Client, flow_server: ServerThread, app_client: Client
 ) -> None:
-    params = list(authorize_params(app_client, flow_server.base, Pkce()).items())
+    params: list[tuple[str, str | int | float | bool | None]] = list(
+        authorize_params(app_client, flow_server.base, Pkce()).items()
+    )
     params.append(("scope", "patient/*.rs"))
     query = redirect_query(browser.get("/auth/authorize", params=params))
     assert query["error"] == "invalid_request"
