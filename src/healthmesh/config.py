@@ -15,6 +15,9 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     open: bool = False
     pool_size: int = 16
+    # Serve the TEST identity provider at /idp (synthetic people only; docs/identity.md).
+    # On for `demo`, off for `serve` unless --test-idp; refused when HEALTHMESH_ENV=production.
+    test_identity_provider: bool = False
 
     @staticmethod
     def from_env(database_url: str, **overrides: object) -> Settings:

@@ -179,6 +179,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/fhir/{path:path}", fhir, methods=methods),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    if settings.test_identity_provider:  # synthetic people only; refuses in production
+        from healthmesh.auth.identity.test_idp import mount_test_idp
+
+        mount_test_idp(app, repository.pool)
     app.state.repository = repository
     app.state.settings = settings
     return app
