@@ -20,6 +20,9 @@ class Settings:
     pool_size: int = 16
     auth: AuthSettings = field(default_factory=AuthSettings)
     authcode: AuthCodeSettings = field(default_factory=AuthCodeSettings)  # login, registration
+    # Serve the TEST identity provider at /idp (synthetic people only; docs/identity.md).
+    # On for `demo`, off for `serve` unless --test-idp; refused when HEALTHMESH_ENV=production.
+    test_identity_provider: bool = False
 
     @staticmethod
     def from_env(database_url: str, **overrides: object) -> Settings:

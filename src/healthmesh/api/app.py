@@ -181,10 +181,13 @@ def create_app(settings: Settings) -> Starlette:
         Route("/fhir/{path:path}", fhir, methods=methods),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    auth = mount_auth(
-        app, settings, repository
-    )  # SMART authorization server: /fhir/auth, .well-known
+    # SMART authorization server: /fhir/auth, .well-known
+    auth = mount_auth(app, settings, repository)
     mount_authorize(app, settings, repository, auth)  # authorize, login, consent, register
+    if settings.test_identity_provider:  # synthetic people only; refuses in production
+        from healthmesh.auth.identity.test_idp import mount_test_idp
+
+        mount_test_idp(app, repository.pool)
     app.state.repository = repository
     app.state.settings = settings
     return app
