@@ -7,13 +7,17 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from authcode_support import Library, app_keys
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
+from healthmesh.auth.authcode_settings import AuthCodeSettings
+from healthmesh.auth.pkce import s256
 from healthmesh.auth.registration import (
     AppLibrary,
     ClientMetadata,
@@ -22,6 +26,9 @@ from healthmesh.auth.registration import (
     library_for,
     statement_issuer,
 )
+from healthmesh.config import Settings
+
+from conftest import ServerThread
 
 
 def verify(library: Library, body: dict[str, Any]) -> ClientMetadata:
@@ -218,3 +225,104 @@ def test_unsupported_metadata_is_invalid_client_metadata(claims: dict[str, Any])
     library = Library()
     body = {"software_statement": library.statement(**claims)}
     assert refusal(library, body).error == "invalid_client_metadata"
+
+
+# -- POST [base]/auth/register through real HTTP ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def library() -> Library:
+    return Library()
+
+
+@pytest.fixture(scope="module")
+def registry(database_url: str, library: Library) -> Iterator[ServerThread]:
+    settings = Settings(
+        database_url=database_url,
+        open=True,
+        test_identity_provider=True,
+        authcode=AuthCodeSettings(app_libraries=(library.config(),)),
+    )
+    with ServerThread(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def http(registry: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=registry.base, timeout=30, follow_redirects=False) as c:
+        yield c
+
+
+def test_a_registered_app_gets_201_with_a_client_id_and_can_start_the_flow(
+    http: httpx.Client, library: Library, registry: ServerThread
+) -> None:
+    statement = library.statement(token_endpoint_auth_method="none")
+    response = http.post("/auth/register", json={"software_statement": statement})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["client_id"]
+    assert body["software_statement"] == statement
+    assert body["token_endpoint_auth_method"] == "none"
+    assert body["redirect_uris"] == ["https://app.example/callback"]
+    assert response.headers["cache-control"] == "no-store"
+
+    params = {
+        "response_type": "code",
+        "client_id": body["client_id"],
+        "redirect_uri": "https://app.example/callback",
+        "scope": "openid fhirUser patient/*.rs",
+        "state": "s1",
+        "aud": registry.base,
+        "code_challenge": s256("v" * 43),
+        "code_challenge_method": "S256",
+    }
+    started = http.get("/auth/authorize", params=params)
+    assert started.status_code == 303
+    assert "/idp/" in started.headers["location"]  # on to the login, not back with an error
+
+
+def test_a_confidential_app_registers_with_its_keys(http: httpx.Client, library: Library) -> None:
+    _, jwks = app_keys()
+    response = http.post(
+        "/auth/register", json={"software_statement": library.statement(jwks=jwks)}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["jwks"] == jwks
+    assert response.json()["token_endpoint_auth_method"] == "private_key_jwt"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({}, "invalid_software_statement"),
+        ({"software_statement": "not-a-jwt"}, "invalid_software_statement"),
+        ({"software_statement": Library().statement()}, "unapproved_software_statement"),
+    ],
+    ids=["missing", "garbage", "untrusted-library"],
+)
+def test_registration_refusals_are_rfc7591_errors(
+    http: httpx.Client, body: dict[str, Any], error: str
+) -> None:
+    response = http.post("/auth/register", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"] == error
+    assert response.json()["error_description"]
+
+
+def test_a_registration_with_a_bad_redirect_uri_is_invalid_redirect_uri(
+    http: httpx.Client, library: Library
+) -> None:
+    statement = library.statement(redirect_uris=["http://app.example/cb"])
+    response = http.post("/auth/register", json={"software_statement": statement})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_redirect_uri"
+
+
+def test_a_registration_that_is_not_json_is_invalid_client_metadata(http: httpx.Client) -> None:
+    response = http.post(
+        "/auth/register",
+        content=b"software_statement=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"

@@ -8,6 +8,7 @@ database keeps only its hash (code_flow.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from healthmesh.api.auth_pages import consent_page, message_page
 from healthmesh.auth import opaque
 from healthmesh.auth.app_libraries import LibraryKeys, register
+from healthmesh.auth.authcode_settings import LoginProvider
 from healthmesh.auth.authorize import AuthorizeRequest, RedirectError, ShowError, check_request
 from healthmesh.auth.code_flow import CodeFlow, Refused
 from healthmesh.auth.grant import InvalidToken
@@ -79,7 +81,15 @@ def mount_authorize(
     app: Starlette, settings: Settings, repository: Repository, auth: AuthServer
 ) -> CodeFlow:
     """Add the flow's routes to ``app`` and the authorization_code grant to ``auth``."""
-    flow = CodeFlow(auth, AuthorizationStore(repository.pool), settings.authcode, repository)
+    flow_settings = settings.authcode
+    if flow_settings.login is None and settings.test_identity_provider:
+        # Users log in at the built-in TEST identity provider on this origin, as its built-in
+        # public client (synthetic people only; healthmesh.auth.identity.test_idp).
+        from healthmesh.auth.identity.test_idp import BUILTIN_CLIENT, MOUNT_PATH
+
+        login = LoginProvider(issuer=MOUNT_PATH, client_id=BUILTIN_CLIENT)
+        flow_settings = dataclasses.replace(flow_settings, login=login)
+    flow = CodeFlow(auth, AuthorizationStore(repository.pool), flow_settings, repository)
     library_keys = LibraryKeys()
     app.state.code_flow = flow
 
