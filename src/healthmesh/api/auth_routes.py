@@ -20,8 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from healthmesh.auth.clients import Client
 from healthmesh.auth.discovery import openid_configuration, smart_configuration
 from healthmesh.auth.errors import OAuthError
+from healthmesh.auth.introspection import introspect, revoke
 from healthmesh.auth.server import AuthServer
 from healthmesh.config import Settings
 from healthmesh.store.repository import Repository
@@ -119,6 +121,31 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
         )
         return json_response(body, headers=NO_STORE)
 
+    async def authenticated(request: Request, endpoint: str) -> tuple[dict[str, str], Client, str]:
+        """For introspection and revocation: the form, the calling client, the issuer."""
+        form = await read_form(request)
+        await auth.rate_limiter.hit(client_id=_client_hint(form), address=remote(request))
+        base = base_url(request)
+        client, _ = await auth.authenticator.authenticate(
+            form, audiences=(f"{base}/auth/token", f"{base}/auth/{endpoint}")
+        )
+        return form, client, base
+
+    async def introspect_endpoint(request: Request) -> Response:
+        form, client, base = await authenticated(request, "introspect")
+        token = form.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        return json_response(await introspect(auth, token, client, issuer=base), headers=NO_STORE)
+
+    async def revoke_endpoint(request: Request) -> Response:
+        form, client, base = await authenticated(request, "revoke")
+        token = form.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        await revoke(auth, token, client, issuer=base)
+        return Response(status_code=200, headers={**CORS, **NO_STORE})
+
     async def jwks(request: Request) -> Response:
         return json_response(await auth.keys.jwks(), headers={"Cache-Control": "max-age=60"})
 
@@ -138,6 +165,8 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
         Route("/fhir/.well-known/openid-configuration", guarded(openid), methods=get),
         Route("/fhir/.well-known/jwks.json", guarded(jwks), methods=get),
         Route("/fhir/auth/token", guarded(token), methods=post),
+        Route("/fhir/auth/introspect", guarded(introspect_endpoint), methods=post),
+        Route("/fhir/auth/revoke", guarded(revoke_endpoint), methods=post),
     ]
     # Before the FHIR catch-all /fhir/{path}, which would take them for resource types.
     app.router.routes[0:0] = routes

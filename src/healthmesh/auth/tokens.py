@@ -110,6 +110,12 @@ class JwtVerifier:
         self.leeway = leeway
 
     async def verify(self, bearer: str, *, audience: str) -> AccessGrant:
+        return (await self.verify_with_claims(bearer, audience=audience))[0]
+
+    async def verify_with_claims(
+        self, bearer: str, *, audience: str
+    ) -> tuple[AccessGrant, dict[str, Any]]:
+        """:meth:`verify`, also returning the token's claims (for introspection)."""
         claims = await self.verify_signed(bearer, audience=audience)
         jti, grant_id = claims["jti"], claims["grant_id"]
         async with self.pool.connection() as conn:
@@ -117,7 +123,7 @@ class JwtVerifier:
             row = await cur.fetchone()
         if row is None or not row[0]:
             raise InvalidToken("the access token has been revoked")
-        return AccessGrant(
+        grant = AccessGrant(
             client_id=claims["client_id"],
             scope=claims["scope"],
             patient=_str(claims, "patient"),
@@ -128,6 +134,7 @@ class JwtVerifier:
             grant_id=grant_id,
             expires_at=int(claims["exp"]),
         )
+        return grant, claims
 
     async def verify_signed(self, bearer: str, *, audience: str) -> dict[str, Any]:
         """Signature and claims, without the database check (introspection adds its own)."""
