@@ -327,25 +327,23 @@ def clients_add(
 
 @clients_app.command("list")
 def clients_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """List registered clients."""
+    """List registered clients: id, name, auth method, grant types, scope, state."""
     from healthmesh.auth.clients import Client
 
     async def body(auth: AuthServer) -> list[Client]:
         return await auth.clients.list()
 
-    table = Table()
-    for column in ("client_id", "name", "auth", "grant types", "scope", "state"):
-        table.add_column(column)
+    # One tab-separated line per client: readable, and for scripts (cut -f1).
     for c in _with_auth(resolve_url(database_url, data_dir), body):
-        table.add_row(
+        fields = (
             c.client_id,
             c.name,
             c.token_endpoint_auth_method,
-            " ".join(c.grant_types),
+            ",".join(c.grant_types),
             c.scope,
             "disabled" if c.disabled else "enabled",
         )
-    Console().print(table)
+        print("\t".join(fields))  # noqa: T201
 
 
 @clients_app.command("disable")
