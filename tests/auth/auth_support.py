@@ -163,3 +163,14 @@ def hs256_with(secret: bytes, header: dict[str, Any], claims: dict[str, Any]) ->
     body = b64(json.dumps(claims).encode())
     mac = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64(mac)}"
+
+
+def auth_of(running: Any) -> AuthServer:
+    """The AuthServer inside a (not yet started) ServerThread's app."""
+    from starlette.applications import Starlette
+
+    app = running.server.config.app
+    assert isinstance(app, Starlette)
+    auth = app.state.auth
+    assert isinstance(auth, AuthServer)
+    return auth
