@@ -45,8 +45,11 @@ class AssertionVerifier:
         self.replay = replay
         self.leeway = leeway
 
-    async def verify(self, assertion: str, client: Client, *, audience: str) -> dict[str, Any]:
-        """The assertion's claims when it authenticates ``client`` for ``audience``."""
+    async def verify(
+        self, assertion: str, client: Client, *, audiences: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """The assertion's claims when it authenticates ``client`` to one of ``audiences``
+        (the token endpoint URL; for introspection and revocation also their own URL)."""
         try:
             header = jws.extract_compact(assertion.encode("ascii")).headers()
         except (JoseError, ValueError, UnicodeError):
@@ -69,7 +72,8 @@ class AssertionVerifier:
         if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
             raise _refuse("client_assertion's iss and sub must be the client_id")
         aud = claims.get("aud")
-        if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+        named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not any(a in audiences for a in named if isinstance(a, str)):
             raise _refuse("client_assertion's aud must be the token endpoint URL")
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or isinstance(exp, bool):
