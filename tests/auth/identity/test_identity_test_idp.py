@@ -109,7 +109,7 @@ def new_person(
     async def provision(
         pool: AsyncConnectionPool[Any], repository: Repository
     ) -> list[DemoAccount]:
-        return await provision_accounts(repository, IdpStore(pool))
+        return await provision_accounts(repository, IdpStore(pool), patient_ids=[patient_id])
 
     accounts = run(database_url, provision)
     return patient_id, next(a for a in accounts if a.patient_id == patient_id)
@@ -374,19 +374,34 @@ def test_demo_accounts_are_deterministic_and_passwords_stored_hashed(
     async def body(
         pool: AsyncConnectionPool[Any], repository: Repository
     ) -> tuple[list[DemoAccount], str]:
-        again = await provision_accounts(repository, IdpStore(pool))
+        again = await provision_accounts(repository, IdpStore(pool), patient_ids=[patient_id])
         row = await IdpStore(pool).account(account.username)
         assert row is not None
         return again, row.password_hash
 
     again, stored = run(database_url, body)
-    assert next(a for a in again if a.patient_id == patient_id) == account
+    assert again == [account]
     assert account.password not in stored and stored.startswith("scrypt$")
 
-    async def listing(pool: AsyncConnectionPool[Any], repository: Repository) -> list[DemoAccount]:
-        return await demo_accounts(IdpStore(pool), limit=3)
 
-    assert len(run(database_url, listing)) == 3
+def test_provisioning_everyone_respects_the_limit_on_new_accounts(
+    idp_server: ServerThread, database_url: str
+) -> None:
+    for _ in range(3):  # Patients without accounts
+        httpx.post(
+            f"{idp_server.base}/Patient",
+            json={"resourceType": "Patient", "name": [{"family": "Nolog", "given": ["Ina"]}]},
+            headers=FHIR_JSON,
+        ).raise_for_status()
+
+    async def body(pool: AsyncConnectionPool[Any], repository: Repository) -> tuple[int, int]:
+        store = IdpStore(pool)
+        before = len(await demo_accounts(store, limit=None))
+        await provision_accounts(repository, store, limit=2)
+        return before, len(await demo_accounts(store, limit=None))
+
+    before, after = run(database_url, body)
+    assert after == before + 2
 
 
 def test_the_test_idp_refuses_to_start_in_production(
