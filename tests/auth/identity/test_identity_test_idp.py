@@ -24,10 +24,11 @@ from psycopg_pool import AsyncConnectionPool
 from healthmesh.api.app import create_app
 from healthmesh.auth.identity import (
     Ial2PatientIdentifier,
+    IdentityClaims,
     IdentityProvider,
     IdentityProviders,
     IdentityRefused,
-    verify_ial2_id_token,
+    MatchDecision,
 )
 from healthmesh.auth.identity.test_idp import (
     LABEL,
@@ -346,24 +347,59 @@ def test_minted_id_tokens_identify_the_person(idp_server: ServerThread, database
     patient_id, _ = new_person(idp_server, database_url)
     patient = httpx.get(f"{idp_server.base}/Patient/{patient_id}").json()
     issuer = f"{origin(idp_server)}/idp"
+    decisions: list[MatchDecision] = []
+
+    async def record(claims: IdentityClaims, decision: MatchDecision) -> None:
+        decisions.append(decision)
 
     async def body(pool: AsyncConnectionPool[Any], repository: Repository) -> tuple[str, str]:
         providers = IdentityProviders(
             [await provider_of_test_idp(pool, issuer=issuer, audiences=("node",))]
         )
-        identifier = Ial2PatientIdentifier(repository, providers, ReplayGuard(pool))
+        identifier = Ial2PatientIdentifier(
+            repository, providers, ReplayGuard(pool), on_decision=record
+        )
         token = await mint_ial2_id_token(pool, issuer=issuer, audience="node", patient=patient)
         found = await identifier.patient_for(token)
         old = await mint_ial2_id_token(
             pool, issuer=issuer, audience="node", patient=patient, auth_time=int(time.time()) - 900
         )
         try:
-            await verify_ial2_id_token(old, providers=providers, replay=ReplayGuard(pool))
+            await identifier.patient_for(old)
         except IdentityRefused as refused:
             return found, refused.code
         return found, "accepted"
 
     assert run(database_url, body) == (patient_id, "auth_time_too_old")
+    assert [(d.outcome, d.patient_id) for d in decisions] == [("matched", patient_id)]
+
+
+def test_an_unmatched_identity_is_refused_and_the_decision_recorded(
+    idp_server: ServerThread, database_url: str
+) -> None:
+    issuer = f"{origin(idp_server)}/idp"
+    stranger = {"resourceType": "Patient", "id": "not-stored", "birthDate": "1950-02-02",
+                "name": [{"family": "Nobody", "given": ["Nemo"]}],
+                "address": [{"line": ["1 Nowhere Rd"]}]}  # fmt: skip
+    decisions: list[MatchDecision] = []
+
+    async def record(claims: IdentityClaims, decision: MatchDecision) -> None:
+        decisions.append(decision)
+
+    async def body(pool: AsyncConnectionPool[Any], repository: Repository) -> str:
+        providers = IdentityProviders(
+            [await provider_of_test_idp(pool, issuer=issuer, audiences=("node",))]
+        )
+        identifier = Ial2PatientIdentifier(
+            repository, providers, ReplayGuard(pool), on_decision=record
+        )
+        token = await mint_ial2_id_token(pool, issuer=issuer, audience="node", patient=stranger)
+        with pytest.raises(IdentityRefused) as caught:
+            await identifier.patient_for(token)
+        return caught.value.code
+
+    assert run(database_url, body) == "no_match"
+    assert [d.outcome for d in decisions] == ["no_match"]
 
 
 def test_demo_accounts_are_deterministic_and_passwords_stored_hashed(

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 
@@ -38,9 +39,17 @@ from healthmesh.auth.identity.test_idp.store import IdpStore, Pool
 MOUNT_PATH = "/idp"
 
 
-def mount_test_idp(app: Starlette, pool: Pool, *, issuer: str | None = None) -> None:
-    """Serve the test IdP at ``/idp`` of ``app``; its issuer is ``<origin>/idp``."""
+def mount_test_idp(app: Starlette, pool: Pool, *, base_url: str | None = None) -> None:
+    """Serve the test IdP at ``/idp`` of ``app``; its issuer is ``<origin>/idp``.
+
+    With the node's configured public ``base_url`` (Settings.base_url, ".../fhir") the
+    issuer is fixed to that origin; otherwise it follows the request's Host.
+    """
     ensure_not_production()
+    issuer = None
+    if base_url:
+        parts = urlsplit(base_url)
+        issuer = f"{parts.scheme}://{parts.netloc}{MOUNT_PATH}"
     app.mount(MOUNT_PATH, OidcTestProvider(pool, issuer=issuer).app())
 
 
