@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from healthmesh.config import Settings
 from healthmesh.store.database import redact, resolve_url
 
 if TYPE_CHECKING:
+    from healthmesh.auth.identity.test_idp import DemoAccount
     from healthmesh.auth.server import AuthServer
     from healthmesh.load.loader import LoadReport
 
@@ -71,6 +73,10 @@ def serve(
     open_: Annotated[
         bool, typer.Option("--open", help="Serve WITHOUT authorization (local experiments only).")
     ] = False,
+    test_idp: Annotated[
+        bool,
+        typer.Option("--test-idp", help="Also serve the TEST identity provider at /idp."),
+    ] = False,
 ) -> None:
     """Serve the FHIR API."""
     if not open_:
@@ -83,7 +89,10 @@ def serve(
     url = resolve_url(database_url, data_dir)
     console.print(f"database: {redact(url)}")
     console.print(f"FHIR API: http://{host}:{port}/fhir")
-    _serve(Settings.from_env(url, open=True), host, port, 1)
+    if test_idp:
+        _check_test_idp_allowed()
+        console.print(f"TEST identity provider (synthetic people only): http://{host}:{port}/idp")
+    _serve(Settings.from_env(url, open=True, test_identity_provider=test_idp), host, port, 1)
 
 
 async def _load(url: str, files: list[Path], workers: int, quiet: bool) -> tuple[LoadReport, float]:
@@ -193,8 +202,15 @@ def demo(
     console.print(f"  capabilities     {base}/metadata")
     console.print(f"  patients         {base}/Patient")
     console.print(f"  recent changes   {base}/_history")
-    console.print(f"  health           http://{host}:{port}/health\n")
-    _serve(Settings.from_env(url, open=True), host, port, 1)
+    console.print(f"  health           http://{host}:{port}/health")
+    test_idp = not _is_production()
+    if test_idp:
+        from healthmesh.auth.identity.test_idp import demo_accounts_sync
+
+        console.print(f"  TEST identity    http://{host}:{port}/idp  (synthetic people only)")
+        _print_accounts(demo_accounts_sync(url, 3), title="A few test identity logins")
+    console.print()
+    _serve(Settings.from_env(url, open=True, test_identity_provider=test_idp), host, port, 1)
 
 
 def _is_empty(url: str) -> bool:
@@ -416,6 +432,57 @@ def keys_rotate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> N
         return await auth.keys.rotate()
 
     console.print(f"active signing key: {_with_auth(resolve_url(database_url, data_dir), body)}")
+
+
+idp_app = typer.Typer(help="The TEST identity provider (synthetic people only).")
+app.add_typer(idp_app, name="idp")
+
+
+def _is_production() -> bool:
+    from healthmesh.auth.identity.test_idp.guard import PRODUCTION_VALUES
+
+    return os.environ.get("HEALTHMESH_ENV", "").strip().lower() in PRODUCTION_VALUES
+
+
+def _check_test_idp_allowed() -> None:
+    if _is_production():
+        console.print(
+            "[red]The TEST identity provider never runs with HEALTHMESH_ENV=production.[/]"
+        )
+        raise typer.Exit(2)
+
+
+def _print_accounts(accounts: list[DemoAccount], *, title: str) -> None:
+    table = Table(title=f"{title} — TEST IDENTITY SERVICE, synthetic people only")
+    for column in ("username", "password", "TOTP secret", "code now", "name", "Patient"):
+        table.add_column(column)
+    for a in accounts:
+        table.add_row(
+            a.username, a.password, a.totp_secret, a.current_code(), a.display_name, a.patient_id
+        )
+    Console().print(table)
+
+
+@idp_app.command("accounts")
+def idp_accounts(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Create at most this many new accounts.")
+    ] = None,
+    patient: Annotated[
+        list[str] | None, typer.Option("--patient", help="Only this Patient id (repeatable).")
+    ] = None,
+) -> None:
+    """Provision a test login for each Patient in the store and print them."""
+    from healthmesh.auth.identity.test_idp import provision_accounts_sync
+    from healthmesh.store.migrate import migrate
+
+    _check_test_idp_allowed()
+    url = resolve_url(database_url, data_dir)
+    migrate(url)
+    accounts = provision_accounts_sync(url, patient_ids=patient or None, limit=limit)
+    _print_accounts(accounts, title=f"{len(accounts)} test identity logins")
 
 
 def main() -> None:

@@ -187,7 +187,7 @@ def create_app(settings: Settings) -> Starlette:
     if settings.test_identity_provider:  # synthetic people only; refuses in production
         from healthmesh.auth.identity.test_idp import mount_test_idp
 
-        mount_test_idp(app, repository.pool)
+        mount_test_idp(app, repository.pool, base_url=settings.base_url)
     app.state.repository = repository
     app.state.settings = settings
     return app

@@ -9,6 +9,7 @@ import pytest
 
 from healthmesh.auth.identity import (
     IdentityClaims,
+    IdentityProvider,
     IdentityRefused,
     IdTokenPolicy,
     verify_ial2_id_token,
@@ -206,3 +207,34 @@ def test_a_provider_key_of_the_wrong_type_for_the_alg_is_not_used(database_url: 
 
 def test_a_token_without_kid_uses_the_only_key_of_its_type(database_url: str) -> None:
     assert verify(database_url, sign(ial2_claims(), KEY, kid=None)).subject == "user-1"
+
+
+def test_a_key_published_for_another_algorithm_is_not_used(database_url: str) -> None:
+    key = rsa_key()
+    jwk = {**key.as_dict(private=False), "alg": "RS384"}
+    providers = providers_of(
+        IdentityProvider(issuer=ISSUER, audiences=(AUDIENCE,), jwks={"keys": [jwk]})
+    )
+
+    async def body(guard: ReplayGuard) -> list[str]:
+        out = []
+        for alg in ("RS256", "RS384"):
+            try:
+                await verify_ial2_id_token(
+                    sign(ial2_claims(), key, alg=alg), providers=providers, replay=guard
+                )
+                out.append("ok")
+            except IdentityRefused as refused:
+                out.append(refused.code)
+        return out
+
+    assert with_guard(database_url, body) == ["unknown_key", "ok"]
+
+
+def test_an_oversized_token_is_refused_unread(database_url: str) -> None:
+    token = sign(ial2_claims(padding="x" * 20_000), KEY)
+    assert refusal(database_url, token).code == "malformed"
+
+
+def test_a_subject_that_is_not_a_string_is_refused(database_url: str) -> None:
+    assert refusal(database_url, sign(ial2_claims(sub=12345), KEY)).code == "malformed_claim"

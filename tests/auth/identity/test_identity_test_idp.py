@@ -24,10 +24,11 @@ from psycopg_pool import AsyncConnectionPool
 from healthmesh.api.app import create_app
 from healthmesh.auth.identity import (
     Ial2PatientIdentifier,
+    IdentityClaims,
     IdentityProvider,
     IdentityProviders,
     IdentityRefused,
-    verify_ial2_id_token,
+    MatchDecision,
 )
 from healthmesh.auth.identity.test_idp import (
     LABEL,
@@ -109,7 +110,7 @@ def new_person(
     async def provision(
         pool: AsyncConnectionPool[Any], repository: Repository
     ) -> list[DemoAccount]:
-        return await provision_accounts(repository, IdpStore(pool))
+        return await provision_accounts(repository, IdpStore(pool), patient_ids=[patient_id])
 
     accounts = run(database_url, provision)
     return patient_id, next(a for a in accounts if a.patient_id == patient_id)
@@ -346,24 +347,59 @@ def test_minted_id_tokens_identify_the_person(idp_server: ServerThread, database
     patient_id, _ = new_person(idp_server, database_url)
     patient = httpx.get(f"{idp_server.base}/Patient/{patient_id}").json()
     issuer = f"{origin(idp_server)}/idp"
+    decisions: list[MatchDecision] = []
+
+    async def record(claims: IdentityClaims, decision: MatchDecision) -> None:
+        decisions.append(decision)
 
     async def body(pool: AsyncConnectionPool[Any], repository: Repository) -> tuple[str, str]:
         providers = IdentityProviders(
             [await provider_of_test_idp(pool, issuer=issuer, audiences=("node",))]
         )
-        identifier = Ial2PatientIdentifier(repository, providers, ReplayGuard(pool))
+        identifier = Ial2PatientIdentifier(
+            repository, providers, ReplayGuard(pool), on_decision=record
+        )
         token = await mint_ial2_id_token(pool, issuer=issuer, audience="node", patient=patient)
         found = await identifier.patient_for(token)
         old = await mint_ial2_id_token(
             pool, issuer=issuer, audience="node", patient=patient, auth_time=int(time.time()) - 900
         )
         try:
-            await verify_ial2_id_token(old, providers=providers, replay=ReplayGuard(pool))
+            await identifier.patient_for(old)
         except IdentityRefused as refused:
             return found, refused.code
         return found, "accepted"
 
     assert run(database_url, body) == (patient_id, "auth_time_too_old")
+    assert [(d.outcome, d.patient_id) for d in decisions] == [("matched", patient_id)]
+
+
+def test_an_unmatched_identity_is_refused_and_the_decision_recorded(
+    idp_server: ServerThread, database_url: str
+) -> None:
+    issuer = f"{origin(idp_server)}/idp"
+    stranger = {"resourceType": "Patient", "id": "not-stored", "birthDate": "1950-02-02",
+                "name": [{"family": "Nobody", "given": ["Nemo"]}],
+                "address": [{"line": ["1 Nowhere Rd"]}]}  # fmt: skip
+    decisions: list[MatchDecision] = []
+
+    async def record(claims: IdentityClaims, decision: MatchDecision) -> None:
+        decisions.append(decision)
+
+    async def body(pool: AsyncConnectionPool[Any], repository: Repository) -> str:
+        providers = IdentityProviders(
+            [await provider_of_test_idp(pool, issuer=issuer, audiences=("node",))]
+        )
+        identifier = Ial2PatientIdentifier(
+            repository, providers, ReplayGuard(pool), on_decision=record
+        )
+        token = await mint_ial2_id_token(pool, issuer=issuer, audience="node", patient=stranger)
+        with pytest.raises(IdentityRefused) as caught:
+            await identifier.patient_for(token)
+        return caught.value.code
+
+    assert run(database_url, body) == "no_match"
+    assert [d.outcome for d in decisions] == ["no_match"]
 
 
 def test_demo_accounts_are_deterministic_and_passwords_stored_hashed(
@@ -374,19 +410,34 @@ def test_demo_accounts_are_deterministic_and_passwords_stored_hashed(
     async def body(
         pool: AsyncConnectionPool[Any], repository: Repository
     ) -> tuple[list[DemoAccount], str]:
-        again = await provision_accounts(repository, IdpStore(pool))
+        again = await provision_accounts(repository, IdpStore(pool), patient_ids=[patient_id])
         row = await IdpStore(pool).account(account.username)
         assert row is not None
         return again, row.password_hash
 
     again, stored = run(database_url, body)
-    assert next(a for a in again if a.patient_id == patient_id) == account
+    assert again == [account]
     assert account.password not in stored and stored.startswith("scrypt$")
 
-    async def listing(pool: AsyncConnectionPool[Any], repository: Repository) -> list[DemoAccount]:
-        return await demo_accounts(IdpStore(pool), limit=3)
 
-    assert len(run(database_url, listing)) == 3
+def test_provisioning_everyone_respects_the_limit_on_new_accounts(
+    idp_server: ServerThread, database_url: str
+) -> None:
+    for _ in range(3):  # Patients without accounts
+        httpx.post(
+            f"{idp_server.base}/Patient",
+            json={"resourceType": "Patient", "name": [{"family": "Nolog", "given": ["Ina"]}]},
+            headers=FHIR_JSON,
+        ).raise_for_status()
+
+    async def body(pool: AsyncConnectionPool[Any], repository: Repository) -> tuple[int, int]:
+        store = IdpStore(pool)
+        before = len(await demo_accounts(store, limit=None))
+        await provision_accounts(repository, store, limit=2)
+        return before, len(await demo_accounts(store, limit=None))
+
+    before, after = run(database_url, body)
+    assert after == before + 2
 
 
 def test_the_test_idp_refuses_to_start_in_production(

@@ -24,6 +24,7 @@ from healthmesh.auth.identity.errors import IdentityRefused
 from healthmesh.auth.identity.providers import ALLOWED_ALGORITHMS, IdentityProviders
 
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "auth_time")
+MAX_TOKEN_LENGTH = 16 * 1024  # id_tokens are a few KB; anything larger is refused unread
 
 
 class OneTimeIds(Protocol):
@@ -54,7 +55,9 @@ def _b64json(part: str, what: str) -> dict[str, Any]:
 
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload, read only to choose the provider and key; trusted after signature."""
-    parts = token.split(".") if isinstance(token, str) else []
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise IdentityRefused("the id_token is not a compact JWS of sane size", code="malformed")
+    parts = token.split(".")
     if len(parts) != 3 or not all(parts[:2]):
         raise IdentityRefused("the id_token is not a compact JWS (three parts)", code="malformed")
     return _b64json(parts[0], "header"), _b64json(parts[1], "payload")
@@ -129,6 +132,9 @@ async def verify_ial2_id_token(
     missing = [name for name in REQUIRED_CLAIMS if payload.get(name) in (None, "", [])]
     if missing:
         raise _refuse("missing_claim", f"the id_token lacks required claims: {', '.join(missing)}")
+    for name in ("sub", "jti"):
+        if not isinstance(payload[name], str):
+            raise _refuse("malformed_claim", f"id_token claim {name!r} is not a string")
     if payload["iss"] != issuer:
         raise _refuse("unknown_issuer", "the id_token's issuer changed under its signature")
     aud = payload["aud"]
@@ -148,6 +154,8 @@ async def verify_ial2_id_token(
     if nonce is not None and payload.get("nonce") != nonce:
         raise _refuse("nonce_mismatch", "the id_token's nonce is not the one sent")
     claims = read_claims(payload)  # refuses malformed demographics before the jti is used
-    if not await replay.first_use(issuer, str(payload["jti"]), int(payload["exp"])):
+    # Remembered for as long as the token could still be accepted: exp plus the leeway.
+    remember_until = int(payload["exp"]) + policy.leeway_seconds + 1
+    if not await replay.first_use(issuer, payload["jti"], remember_until):
         raise _refuse("replayed", "this id_token (iss + jti) has been presented before")
     return claims

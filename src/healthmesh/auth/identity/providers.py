@@ -84,9 +84,20 @@ def _public_keys(jwks: Mapping[str, Any]) -> dict[str | None, VerifyKey]:
     return keys
 
 
+def _declared_algs(jwks: Mapping[str, Any]) -> dict[str | None, str]:
+    raw = jwks.get("keys")
+    entries = raw if isinstance(raw, list) else []
+    return {
+        e.get("kid"): e["alg"]
+        for e in entries
+        if isinstance(e, Mapping) and isinstance(e.get("alg"), str)
+    }
+
+
 @dataclass(slots=True)
 class _Cached:
     keys: dict[str | None, VerifyKey] = field(default_factory=dict)
+    algs: dict[str | None, str] = field(default_factory=dict)  # kid -> the JWK's "alg"
     fetched_at: float | None = None  # monotonic seconds
 
 
@@ -110,7 +121,9 @@ class JwksCache:
         self._lock = asyncio.Lock()
         self.fetches = 0  # how many times the JWKS was fetched (observable for tests, metrics)
         if provider.jwks is not None:
-            self._cached = _Cached(_public_keys(provider.jwks), time.monotonic())
+            self._cached = _Cached(
+                _public_keys(provider.jwks), _declared_algs(provider.jwks), time.monotonic()
+            )
 
     async def _fetch(self) -> None:
         assert self.provider.jwks_uri is not None
@@ -127,6 +140,7 @@ class JwksCache:
             if not isinstance(body, Mapping):
                 raise ValueError("the JWKS is not a JSON object")
             self._cached.keys = _public_keys(body)
+            self._cached.algs = _declared_algs(body)
         except (httpx.HTTPError, ValueError) as exc:
             log.warning(
                 "identity provider %s: JWKS fetch failed (%s)",
@@ -143,16 +157,16 @@ class JwksCache:
         return at is None or now - at >= self.min_refetch_seconds
 
     def _pick(self, kid: str | None, alg: str) -> VerifyKey | None:
-        keys = self._cached.keys
+        """The key for ``kid`` (or, without a kid, the only key that fits) usable with
+        ``alg``: the right key type, and the JWK's own "alg" (RFC 7517 §4.4) when it has one."""
+        fitting = {
+            k: key
+            for k, key in self._cached.keys.items()
+            if key.key_type == _KTY_OF_ALG[alg] and self._cached.algs.get(k, alg) == alg
+        }
         if kid is not None:
-            key = keys.get(kid)
-        else:
-            # No kid: acceptable only when exactly one key of the algorithm's type exists.
-            fitting = [k for k in keys.values() if k.key_type == _KTY_OF_ALG[alg]]
-            key = fitting[0] if len(fitting) == 1 else None
-        if key is not None and key.key_type != _KTY_OF_ALG[alg]:
-            return None
-        return key
+            return fitting.get(kid)
+        return next(iter(fitting.values())) if len(fitting) == 1 else None
 
     async def key_for(self, kid: str | None, alg: str) -> VerifyKey:
         """The provider's key for ``kid`` usable with ``alg``, or IdentityRefused."""

@@ -12,7 +12,7 @@ import json
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,51 +178,69 @@ def _demo(seed: bytes, row: AccountRow) -> DemoAccount:
     )
 
 
+async def _patients(
+    repository: Repository, patient_ids: Sequence[str] | None
+) -> AsyncIterator[tuple[str, str]]:
+    if patient_ids is not None:
+        for patient_id in patient_ids:
+            version = await repository.read_current("Patient", patient_id)
+            if version is not None and version.content is not None and not version.deleted:
+                yield patient_id, version.content
+        return
+    after = ""
+    while True:
+        async with repository.session(write=False) as session:
+            rows = await session.patients_after(after, 200)
+        if not rows:
+            return
+        for row in rows:
+            yield row
+        after = rows[-1][0]
+
+
 async def provision_accounts(
-    repository: Repository, store: IdpStore, *, limit: int | None = None
+    repository: Repository,
+    store: IdpStore,
+    *,
+    patient_ids: Sequence[str] | None = None,
+    limit: int | None = None,
 ) -> list[DemoAccount]:
-    """An account for each live Patient (idempotent: existing ones keep their username,
-    password and TOTP secret; their claims follow the Patient). Returns them by username."""
+    """An account for each live Patient (or each of ``patient_ids``), at most ``limit`` new
+    ones. Idempotent: existing accounts keep username, password and TOTP secret, and their
+    claims follow the Patient. Returns the accounts provisioned or refreshed, by username."""
     seed = await store.seed()
     taken = await store.usernames()
-    after = ""
-    done = 0
-    while limit is None or done < limit:
-        page = 200 if limit is None else min(200, limit - done)
-        async with repository.session(write=False) as session:
-            rows = await session.patients_after(after, page)
-        if not rows:
-            break
-        for patient_id, content in rows:
-            claims = claims_of_patient(orjson.loads(content))
-            existing = await store.account_of_patient(patient_id)
-            if existing is not None:
-                username = existing.username
-            else:
-                base = _username_base(claims, patient_id)
-                username, n = base, 1
-                while username in taken:
-                    n += 1
-                    username = f"{base}{n}"
-                taken.add(username)
-            await store.upsert_account(
-                AccountRow(
-                    username=username,
-                    patient_id=patient_id,
-                    subject=subject(seed, patient_id),
-                    password_hash=(
-                        existing.password_hash
-                        if existing is not None
-                        else hash_password(demo_password(seed, patient_id))
-                    ),
-                    totp_secret=totp_secret(seed, patient_id),
-                    last_totp_step=0,
-                    claims=json.dumps(claims, sort_keys=True),
-                )
-            )
-            done += 1
-        after = rows[-1][0]
-    return await demo_accounts(store, limit=None)
+    created = 0
+    touched: list[AccountRow] = []
+    async for patient_id, content in _patients(repository, patient_ids):
+        claims = claims_of_patient(orjson.loads(content))
+        existing = await store.account_of_patient(patient_id)
+        if existing is None:
+            if limit is not None and created >= limit:
+                continue
+            created += 1
+            base = _username_base(claims, patient_id)
+            username, n = base, 1
+            while username in taken:
+                n += 1
+                username = f"{base}{n}"
+            taken.add(username)
+        row = AccountRow(
+            username=existing.username if existing else username,
+            patient_id=patient_id,
+            subject=subject(seed, patient_id),
+            password_hash=(
+                existing.password_hash
+                if existing is not None
+                else hash_password(demo_password(seed, patient_id))
+            ),
+            totp_secret=totp_secret(seed, patient_id),
+            last_totp_step=0,
+            claims=json.dumps(claims, sort_keys=True),
+        )
+        await store.upsert_account(row)
+        touched.append(row)
+    return sorted((_demo(seed, row) for row in touched), key=lambda a: a.username)
 
 
 async def demo_accounts(store: IdpStore, *, limit: int | None = 5) -> list[DemoAccount]:
