@@ -488,3 +488,38 @@ def idp_accounts(
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
+
+
+@app.command("launch")
+def launch_command(
+    patient: Annotated[str, typer.Option("--patient", help="The Patient id the launch carries.")],
+    lifetime: Annotated[int, typer.Option(help="Seconds the launch id stays usable.")] = 3600,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Mint an EHR launch id (SMART `launch` parameter) for a Patient; prints only the id."""
+    from healthmesh.auth.code_flow import mint_launch
+    from healthmesh.store.authorizations import AuthorizationStore
+    from healthmesh.store.migrate import migrate
+    from healthmesh.store.repository import Repository
+
+    url = resolve_url(database_url, data_dir)
+    migrate(url)
+
+    async def run() -> str | None:
+        repository = Repository(url, min_size=1, max_size=2)
+        await repository.open()
+        try:
+            found = await repository.read_current("Patient", patient)
+            if found is None or found.deleted:
+                return None
+            store = AuthorizationStore(repository.pool)
+            return await mint_launch(store, patient, issued_by="cli", lifetime=lifetime)
+        finally:
+            await repository.close()
+
+    launch = asyncio.run(run())
+    if launch is None:
+        console.print(f"[red]Patient/{patient} is not in the store[/]")
+        raise typer.Exit(2)
+    print(launch)  # noqa: T201 (the output scripts read)

@@ -4,6 +4,10 @@ and the code exchanged at the token endpoint."""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -485,3 +489,57 @@ def test_minting_a_launch_needs_an_operator_token(
     )
     assert refused.status_code == 403
     assert refused.json()["error"] == "insufficient_scope"
+
+
+def test_a_launch_minted_by_the_cli_carries_its_patient(
+    browser: Browser, http: httpx.Client, app: Client, someone: Person, database_url: str
+) -> None:
+    minted = subprocess.run(
+        [sys.executable, "-m", "healthmesh", "launch", "--patient", someone.patient_id],
+        env={**os.environ, "HEALTHMESH_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert minted.returncode == 0, minted.stderr
+    launch = minted.stdout.strip()
+    body = tokens(browser, http, app, someone, launch=launch, scope="launch patient/*.rs")
+    assert body["patient"] == someone.patient_id
+
+
+def test_the_cli_refuses_a_launch_for_an_unknown_patient(database_url: str) -> None:
+    minted = subprocess.run(
+        [sys.executable, "-m", "healthmesh", "launch", "--patient", "no-such-patient"],
+        env={**os.environ, "HEALTHMESH_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert minted.returncode == 2
+    assert minted.stdout == ""
+
+
+def test_no_code_token_or_cookie_reaches_the_server_logs(
+    browser: Browser,
+    http: httpx.Client,
+    app: Client,
+    someone: Person,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    pkce = Pkce()
+    params = authorize_params(app, browser.base, pkce, scope="openid fhirUser offline_access")
+    code = browser.code_for(params, someone)
+    body = exchange(http, browser.base, app, code, pkce).json()
+    exchange(http, browser.base, app, code, pkce)  # the reuse is logged: without the code
+    secrets_seen = [code, body["access_token"], body["refresh_token"], body["id_token"]]
+    secrets_seen += [c.value for c in browser.http.cookies.jar if c.value]
+    server_lines = [
+        r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+    ]
+    assert any("presented again" in line for line in server_lines)
+    for line in server_lines:
+        for secret in secrets_seen:
+            assert secret not in line

@@ -166,3 +166,21 @@ def test_a_good_request_with_an_unreachable_identity_provider_shows_a_page(
     response = authorize(browser, authorize_params(app_client, flow_server.base, Pkce()))
     assert response.status_code == 502
     assert "location" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/auth/authorize"),
+        ("POST", "/auth/callback"),
+        ("GET", "/auth/register"),
+        ("DELETE", "/auth/launch"),
+        ("PATCH", "/auth/consent"),
+    ],
+)
+def test_other_methods_on_the_flow_endpoints_are_405_not_fhir(
+    browser: httpx.Client, method: str, path: str
+) -> None:
+    response = browser.request(method, path)
+    assert response.status_code == 405
+    assert "Allow" in response.headers

@@ -8,6 +8,7 @@ database keeps only its hash (code_flow.py).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,6 +45,7 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Who may mint an EHR launch: a client that may read any Patient (an EHR or portal system).
 LAUNCH_SCOPES = ("system/Patient.r", "user/Patient.r")
+PURGE_EVERY = 300.0  # seconds between sweeps of expired pending requests, codes, launches
 
 Page = Callable[[Request], Awaitable[Response]]
 
@@ -261,24 +263,47 @@ def mount_authorize(
     async def register_api(request: Request) -> Response:
         return await json_api(register_client, request)
 
+    def only(methods: tuple[str, ...], endpoint: Page) -> Page:
+        """405 for other methods, rather than falling through to the FHIR catch-all."""
+
+        async def run(request: Request) -> Response:
+            if request.method not in methods:
+                allow = ", ".join(methods)
+                return Response(status_code=405, headers={"Allow": allow, **NO_STORE})
+            return await endpoint(request)
+
+        return run
+
+    every = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     routes = [
-        Route("/fhir/auth/authorize", page(authorize), methods=["GET", "POST"]),
-        Route("/fhir/auth/callback", page(login_callback), methods=["GET"]),
-        Route("/fhir/auth/consent", page(consent), methods=["GET", "POST"]),
-        Route("/fhir/auth/launch", launch_api, methods=["POST"]),
-        Route("/fhir/auth/register", register_api, methods=["POST"]),
+        Route("/fhir/auth/authorize", only(("GET", "POST"), page(authorize)), methods=every),
+        Route("/fhir/auth/callback", only(("GET",), page(login_callback)), methods=every),
+        Route("/fhir/auth/consent", only(("GET", "POST"), page(consent)), methods=every),
+        Route("/fhir/auth/launch", only(("POST",), launch_api), methods=every),
+        Route("/fhir/auth/register", only(("POST",), register_api), methods=every),
     ]
     # Before the FHIR catch-all /fhir/{path}, which would take them for resource types.
     app.router.routes[0:0] = routes
 
     inner = app.router.lifespan_context
 
+    async def purge_expired() -> None:
+        """Drop expired pending requests, launches and old codes, now and then."""
+        while True:
+            try:
+                await flow.store.purge()
+            except Exception:  # the next round tries again; a failed purge harms nothing
+                log.exception("purging expired authorization requests failed")
+            await asyncio.sleep(PURGE_EVERY)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with inner(app):
+            purger = asyncio.create_task(purge_expired())
             try:
                 yield
             finally:
+                purger.cancel()
                 await flow.close()
                 await library_keys.close()
 

@@ -373,15 +373,23 @@ class CodeFlow:
     # -- EHR launch ----------------------------------------------------------------------------
 
     async def mint_launch(self, patient: str, *, issued_by: str) -> tuple[str, int]:
-        launch = opaque.mint()
         lifetime = self.settings.launch_lifetime
-        await self.store.create_launch(
-            opaque.digest(launch),
-            patient=patient,
-            issued_by=issued_by,
-            expires_at=int(time.time()) + lifetime,
-        )
+        launch = await mint_launch(self.store, patient, issued_by=issued_by, lifetime=lifetime)
         return launch, lifetime
 
     async def patient_of_launch(self, launch: str) -> str | None:
         return await self.store.launch_patient(opaque.digest(launch))
+
+
+async def mint_launch(
+    store: AuthorizationStore, patient: str, *, issued_by: str, lifetime: int
+) -> str:
+    """A new opaque EHR launch id for ``patient`` (only its hash is stored)."""
+    launch = opaque.mint()
+    await store.create_launch(
+        opaque.digest(launch),
+        patient=patient,
+        issued_by=issued_by,
+        expires_at=int(time.time()) + lifetime,
+    )
+    return launch
