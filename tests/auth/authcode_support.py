@@ -150,6 +150,7 @@ class Person:
     username: str
     password: str
     totp_secret: str
+    name: str  # "Given Family", as the record has it
 
 
 def _letters(n: int = 8) -> str:
@@ -193,7 +194,9 @@ def person(database_url: str, fhir: httpx.Client) -> Person:
         )
 
     with_pool(database_url, add)
-    return Person(patient["id"], username, password, totp)
+    official = patient["name"][0]
+    name = f"{official['given'][0]} {official['family']}"
+    return Person(patient["id"], username, password, totp, name)
 
 
 def with_pool(database_url: str, body: Callable[[Any], Awaitable[T]]) -> T:

@@ -152,6 +152,7 @@ def test_the_consent_page_lists_each_scope_in_plain_words_with_the_app_name(
     form = browser.consent(browser.login(browser.authorize(params), someone))
     assert form.scopes == ["openid", "fhirUser", "patient/Observation.rs"]
     assert app.name in form.page
+    assert f"signed in as {someone.name}" in form.page
     assert "See your observations" in form.page
     assert 'type="checkbox"' in form.page and "<label" in form.page
     assert 'lang="en"' in form.page

@@ -171,18 +171,29 @@ def mount_authorize(
             return _redirect(result.location())
         return _redirect(f"{base_url(request)}/auth/consent?request={result.id}")
 
+    async def patient_name(patient: str | None) -> str:
+        """The signed-in person as the consent page names them: their record's name."""
+        found = await repository.read_current("Patient", patient) if patient else None
+        if found is not None and found.content is not None:
+            resource = orjson.loads(found.content)
+            for name in resource.get("name") or []:
+                given = " ".join(name.get("given") or [])
+                text = name.get("text") or f"{given} {name.get('family', '')}".strip()
+                if text:
+                    return str(text)
+        return f"Patient/{patient}"
+
     async def consent(request: Request) -> Response:
         browser = request.cookies.get(BROWSER_COOKIE)
         if request.method == "GET":
             shown = await flow.show_consent(request.query_params.get("request", ""), browser)
-            patient = shown.pending.patient or ""
             return consent_page(
                 app_name=shown.client_name,
                 scopes=[describe(s) for s in shown.pending.scope.split()],
                 action=f"{base_url(request)}/auth/consent",
                 request_id=shown.pending.id,
                 csrf=shown.csrf,
-                who=f"patient {patient}",
+                who=await patient_name(shown.pending.patient),
             )
         pairs = await _form(request)
         fields: dict[str, str] = {}
