@@ -544,3 +544,13 @@ def test_no_code_token_or_cookie_reaches_the_server_logs(
     for line in server_lines:
         for secret in secrets_seen:
             assert secret not in line
+
+
+def test_discovery_advertises_the_authorization_code_flow(http: httpx.Client, base: str) -> None:
+    smart = http.get("/.well-known/smart-configuration").json()
+    assert "authorization_code" in smart["grant_types_supported"]
+    assert smart["authorization_endpoint"] == f"{base}/auth/authorize"
+    assert smart["registration_endpoint"] == f"{base}/auth/register"
+    assert smart["code_challenge_methods_supported"] == ["S256"]
+    # The advertised endpoints are served (a refusal page, not a 404 or the FHIR API).
+    assert http.get(smart["authorization_endpoint"]).status_code == 400
