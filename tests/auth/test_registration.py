@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -16,6 +19,7 @@ from authcode_support import Library, app_keys
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
+from healthmesh.auth.app_libraries import LibraryKeys
 from healthmesh.auth.authcode_settings import AuthCodeSettings
 from healthmesh.auth.pkce import s256
 from healthmesh.auth.registration import (
@@ -326,3 +330,44 @@ def test_a_registration_that_is_not_json_is_invalid_client_metadata(http: httpx.
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_client_metadata"
+
+
+def test_a_library_publishing_its_keys_at_a_jwks_uri_is_fetched_once_and_cached() -> None:
+    library = Library(alg="RS384")
+    served: list[str] = []
+    document = json.dumps(library.jwks).encode()
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(document)))
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    host = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    thread = threading.Thread(target=host.serve_forever, daemon=True)
+    thread.start()
+    config = AppLibrary(issuer=library.issuer, jwks_uri=f"http://127.0.0.1:{host.server_port}/jwks")
+
+    async def twice() -> list[str]:
+        keys = LibraryKeys()
+        try:
+            found = []
+            for _ in range(2):
+                body = {"software_statement": library.statement()}
+                found.append(client_metadata(body, config, await keys.keys(config)).library)
+            return found
+        finally:
+            await keys.close()
+
+    try:
+        assert asyncio.run(twice()) == [library.issuer, library.issuer]
+    finally:
+        host.shutdown()
+        host.server_close()
+    assert served == ["/jwks"]
