@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from healthmesh.auth.clients import Client
+from healthmesh.auth.clients import Client, valid_client_id
 from healthmesh.auth.discovery import openid_configuration, smart_configuration
 from healthmesh.auth.errors import OAuthError
 from healthmesh.auth.introspection import introspect, revoke
@@ -70,6 +70,8 @@ async def read_form(request: Request) -> dict[str, str]:
         raise OAuthError("invalid_request", "the body is not valid form data") from None
     form: dict[str, str] = {}
     for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise OAuthError("invalid_request", "the form holds a NUL character")
         if name in form:
             raise OAuthError("invalid_request", f"parameter {name!r} appears more than once")
         form[name] = value
@@ -196,6 +198,8 @@ def _client_hint(form: dict[str, str]) -> str | None:
     """The client id a request claims, for rate limiting only (not yet authenticated)."""
     from healthmesh.auth.assertions import unverified_subject
 
+    claimed = form.get("client_id")
     if form.get("client_assertion"):
-        return unverified_subject(form["client_assertion"]) or form.get("client_id")
-    return form.get("client_id")
+        claimed = unverified_subject(form["client_assertion"]) or claimed
+    # Malformed ids are no client at all; the per-address bucket still counts them.
+    return claimed if claimed and valid_client_id(claimed) else None

@@ -93,6 +93,8 @@ class AssertionVerifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise _refuse("client_assertion needs a jti")
+        if len(jti) > 256 or not jti.isprintable():
+            raise _refuse("client_assertion's jti must be at most 256 printable characters")
         if not await self.replay.first_use(client.client_id, jti, int(exp)):
             raise _refuse("client_assertion's jti was already used")
         return claims
