@@ -1,4 +1,5 @@
-"""Brute-force limits on the token endpoints: per client id, per address, across processes."""
+"""Brute-force limits on the token endpoints: per client id, per address, across processes;
+and the purge that keeps the counters (and other short-lived state) small."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from auth_support import with_auth
 
+from healthmesh.auth.server import AuthServer
 from healthmesh.auth.settings import AuthSettings
 from healthmesh.config import Settings
 
@@ -124,3 +127,30 @@ def test_the_limit_holds_across_server_processes(two_processes: list[str]) -> No
     assert codes == [401] * 4
     assert _attempt(first, target).status_code == 429
     assert _attempt(second, target).status_code == 429
+
+
+def test_purge_forgets_expired_state_and_keeps_live_state(database_url: str) -> None:
+    live_jti, dead_jti = uuid.uuid4().hex, uuid.uuid4().hex
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO auth_revoked_token VALUES (%s, now() - interval '1 s'),"
+            " (%s, now() + interval '1 h')",
+            (dead_jti, live_jti),
+        )
+        conn.execute(
+            "INSERT INTO auth_rate_counter VALUES"
+            " ('client:old', now() - interval '1 day', now() - interval '23 h', 3)"
+        )
+
+    async def body(auth: AuthServer) -> dict[str, int]:
+        return await auth.purge()
+
+    purged = with_auth(database_url, body)
+    assert purged["auth_revoked_token"] >= 1 and purged["auth_rate_counter"] >= 1
+    with psycopg.connect(database_url) as conn:
+        kept = {r[0] for r in conn.execute("SELECT jti FROM auth_revoked_token").fetchall()}
+        old = conn.execute(
+            "SELECT count(*) FROM auth_rate_counter WHERE bucket = 'client:old'"
+        ).fetchone()
+    assert live_jti in kept and dead_jti not in kept
+    assert old == (0,)

@@ -8,6 +8,7 @@ browser apps call them (no cookies are involved, so any origin may).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -185,9 +186,11 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with inner(app):  # opens the repository's pool
             await auth.start()
+            maintenance = asyncio.create_task(auth.maintain())
             try:
                 yield
             finally:
+                maintenance.cancel()
                 await auth.close()
 
     app.router.lifespan_context = lifespan
