@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from healthmesh.auth import backend_services, refresh
 from healthmesh.auth.assertions import AssertionVerifier
 from healthmesh.auth.clients import ClientKeys, ClientStore
 from healthmesh.auth.cms_smart import NoPatientIdentifier, PatientIdentifier
@@ -57,8 +58,6 @@ class AuthServer:
         )
         # Who an IAL2 id_token names (cms_smart); the application replaces this default.
         self.patient_identifier: PatientIdentifier = NoPatientIdentifier()
-
-        from healthmesh.auth import backend_services, refresh
 
         backend_services.install(self)
         refresh.install(self)
