@@ -143,6 +143,19 @@ def test_an_assertion_with_an_unknown_kid_is_refused(server: ServerThread, backe
     assert "kid" in _refusal(_post(server, form), 401, "invalid_client")
 
 
+def test_an_assertion_pointing_jku_at_another_key_set_is_refused(
+    server: ServerThread, backend: Any
+) -> None:
+    client, key = backend
+    form = client_credentials_form(client, key, server.base)
+    form["client_assertion"] = key.assertion(
+        client.client_id,
+        f"{server.base}/auth/token",
+        header={"jku": "https://attacker.example/jwks.json"},
+    )
+    assert "jku" in _refusal(_post(server, form), 401, "invalid_client")
+
+
 def test_an_assertion_signed_by_another_key_is_refused(server: ServerThread, backend: Any) -> None:
     client, key = backend
     token_url = f"{server.base}/auth/token"

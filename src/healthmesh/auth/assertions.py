@@ -60,6 +60,10 @@ class AssertionVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _refuse("client_assertion needs a kid header")
+        # SMART Backend Services: a jku header must be the jwks_uri registered for the client.
+        # Keys are never fetched from it: only registered keys ever verify an assertion.
+        if "jku" in header and header["jku"] != client.jwks_uri:
+            raise _refuse("client_assertion's jku is not the client's registered jwks_uri")
         key = await self.keys.key_for(client, kid)
         if key is None:
             raise _refuse("client_assertion's kid is not among the client's registered keys")
