@@ -64,7 +64,7 @@ class AppKey:
     def assertion(
         self,
         client_id: str,
-        aud: str,
+        audience: str,
         *,
         lifetime: int = 240,
         header: dict[str, Any] | None = None,
@@ -74,7 +74,7 @@ class AppKey:
         body: dict[str, Any] = {
             "iss": client_id,
             "sub": client_id,
-            "aud": aud,
+            "aud": audience,
             "exp": now + lifetime,
             "iat": now,
             "jti": uuid.uuid4().hex,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import psycopg
@@ -55,22 +57,43 @@ def test_a_token_verifies_with_the_published_jwks_alone(
     assert claims["client_id"] == client.client_id
 
 
-def test_concurrent_first_starts_create_one_key(database_url: str) -> None:
-    async def body(auth: AuthServer) -> set[str]:
-        others = [AuthServer(auth.pool) for _ in range(6)]
-        kids = await asyncio.gather(*(o.keys.ensure_active() for o in others))
-        for o in others:
-            await o.close()
-        return set(kids) | {await auth.keys.ensure_active()}
-
-    assert len(with_auth(database_url, body)) == 1
-
-
 @pytest.fixture
-def isolated_keys(database_url: str) -> None:
-    """Key rotation tests own the key table of this worker's database while they run."""
+def isolated_keys(database_url: str) -> Iterator[None]:
+    """Key tests own the key table of this worker's database while they run, and leave an
+    active key behind for the servers of later tests."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DELETE FROM auth_signing_key")
+    yield
+
+    async def ensure(auth: AuthServer) -> str:
+        return await auth.keys.ensure_active()
+
+    with_auth(database_url, ensure)
+
+
+@pytest.mark.usefixtures("isolated_keys")
+def test_concurrent_first_starts_create_one_key(database_url: str) -> None:
+    async def body() -> tuple[set[str], int]:
+        from psycopg_pool import AsyncConnectionPool
+
+        pool: Any = AsyncConnectionPool(
+            database_url, min_size=6, max_size=6, open=False, kwargs={"autocommit": True}
+        )
+        await pool.open()
+        try:
+            servers = [AuthServer(pool) for _ in range(6)]
+            kids = await asyncio.gather(*(s.keys.ensure_active() for s in servers))
+            for s in servers:
+                await s.close()
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT count(*) FROM auth_signing_key")
+                row = await cur.fetchone()
+            return set(kids), row[0] if row else -1
+        finally:
+            await pool.close()
+
+    kids, stored = asyncio.run(body())
+    assert len(kids) == 1 and stored == 1
 
 
 @pytest.mark.usefixtures("isolated_keys")

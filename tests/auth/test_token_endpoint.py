@@ -143,6 +143,19 @@ def test_an_assertion_with_an_unknown_kid_is_refused(server: ServerThread, backe
     assert "kid" in _refusal(_post(server, form), 401, "invalid_client")
 
 
+def test_an_assertion_pointing_jku_at_another_key_set_is_refused(
+    server: ServerThread, backend: Any
+) -> None:
+    client, key = backend
+    form = client_credentials_form(client, key, server.base)
+    form["client_assertion"] = key.assertion(
+        client.client_id,
+        f"{server.base}/auth/token",
+        header={"jku": "https://attacker.example/jwks.json"},
+    )
+    assert "jku" in _refusal(_post(server, form), 401, "invalid_client")
+
+
 def test_an_assertion_signed_by_another_key_is_refused(server: ServerThread, backend: Any) -> None:
     client, key = backend
     token_url = f"{server.base}/auth/token"
@@ -539,3 +552,49 @@ def test_no_token_assertion_or_id_token_reaches_the_logs(
         for part in secret.split("."):
             if len(part) > 16:
                 assert part not in logged
+
+
+# --- hostile input: always an RFC 6749 error, never a 500 ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"grant_type": "refresh_token", "refresh_token": "x", "client_id": "a\x00b"},
+        {"grant_type": "refresh_token", "refresh_token": "x", "client_id": "ü" * 300},
+        {"grant_type": "client_credentials\x00", "client_id": "a"},
+        {"grant_type": "refresh_token", "refresh_token": "\x00", "client_id": "a"},
+        {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+         "client_assertion": "a.b.c"},
+        {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+         "client_assertion": "\u00e9.\u00e9.\u00e9"},
+    ],
+)  # fmt: skip
+def test_malformed_forms_get_oauth_errors(server: ServerThread, form: dict[str, str]) -> None:
+    response = _post(server, form)
+    assert response.status_code in (400, 401), response.text
+    assert response.json()["error"] in ("invalid_request", "invalid_client")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "a\x00b", "iss": "a\x00b"},
+        {"jti": "j\x00ti"},
+        {"jti": "j" * 5000},
+        {"extensions": {"hl7-b2b": {"organization_id": "o\x00rg", "purpose_of_use": "TREAT"}}},
+        {"extensions": {"hl7-b2b": {"organization_id": ["x"], "purpose_of_use": "TREAT"}}},
+        {"extensions": {"cms_smart": "yes"}},
+        {"extensions": []},
+        {"exp": "tomorrow"},
+        {"aud": 42},
+    ],
+)
+def test_hostile_assertion_claims_get_oauth_errors(
+    server: ServerThread, backend: Any, claims: dict[str, Any]
+) -> None:
+    client, key = backend
+    form = client_credentials_form(client, key, server.base, **claims)
+    response = _post(server, form)
+    assert response.status_code in (400, 401), response.text
+    assert response.json()["error"] in ("invalid_request", "invalid_client")

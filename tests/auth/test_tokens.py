@@ -118,14 +118,16 @@ def refuse(database_url: str, client_id: str) -> Any:
 
 def test_alg_none_tokens_are_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
-        return forged({"alg": "none", "kid": kid}, claims)
+        return forged({"alg": "none", "kid": kid, "typ": "at+jwt"}, claims)
 
     assert "RS256" in refuse(make)
 
 
 def test_unsigned_tokens_are_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
-        return forged({"alg": "RS256", "kid": kid}, claims)  # RS256 claimed, no signature
+        return forged(
+            {"alg": "RS256", "kid": kid, "typ": "at+jwt"}, claims
+        )  # RS256 claimed, no signature
 
     assert "signature" in refuse(make)
 
@@ -133,7 +135,7 @@ def test_unsigned_tokens_are_refused(refuse: Any) -> None:
 def test_hs256_signed_with_the_servers_public_key_is_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
         public_pem = key.as_pem(private=False)
-        return hs256_with(public_pem, {"kid": kid, "typ": "JWT"}, claims)
+        return hs256_with(public_pem, {"kid": kid, "typ": "at+jwt"}, claims)
 
     assert "RS256" in refuse(make)
 
@@ -141,21 +143,21 @@ def test_hs256_signed_with_the_servers_public_key_is_refused(refuse: Any) -> Non
 def test_a_token_signed_by_another_key_under_our_kid_is_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
         other = RSAKey.generate_key(2048, private=True)
-        return jwt.encode({"alg": "RS256", "kid": kid}, claims, other)
+        return jwt.encode({"alg": "RS256", "kid": kid, "typ": "at+jwt"}, claims, other)
 
     assert "signature" in refuse(make)
 
 
 def test_a_token_with_an_unknown_kid_is_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
-        return jwt.encode({"alg": "RS256", "kid": "not-ours"}, claims, key)
+        return jwt.encode({"alg": "RS256", "kid": "not-ours", "typ": "at+jwt"}, claims, key)
 
     assert "key" in refuse(make)
 
 
 def test_a_tampered_payload_is_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
-        token = jwt.encode({"alg": "RS256", "kid": kid}, claims, key)
+        token = jwt.encode({"alg": "RS256", "kid": kid, "typ": "at+jwt"}, claims, key)
         head, _, sig = token.split(".")
         body = forged({}, {**claims, "scope": "system/*.cruds"}).split(".")[1]
         return f"{head}.{body}.{sig}"
@@ -167,7 +169,9 @@ def test_an_expired_token_is_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
         now = int(time.time())
         return jwt.encode(
-            {"alg": "RS256", "kid": kid}, {**claims, "iat": now - 900, "exp": now - 120}, key
+            {"alg": "RS256", "kid": kid, "typ": "at+jwt"},
+            {**claims, "iat": now - 900, "exp": now - 120},
+            key,
         )
 
     assert "expired" in refuse(make).lower()
@@ -176,7 +180,9 @@ def test_an_expired_token_is_refused(refuse: Any) -> None:
 def test_a_not_yet_valid_token_is_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
         return jwt.encode(
-            {"alg": "RS256", "kid": kid}, {**claims, "nbf": int(time.time()) + 300}, key
+            {"alg": "RS256", "kid": kid, "typ": "at+jwt"},
+            {**claims, "nbf": int(time.time()) + 300},
+            key,
         )
 
     assert "not yet valid" in refuse(make)
@@ -185,7 +191,9 @@ def test_a_not_yet_valid_token_is_refused(refuse: Any) -> None:
 def test_a_token_issued_in_the_future_is_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
         return jwt.encode(
-            {"alg": "RS256", "kid": kid}, {**claims, "iat": int(time.time()) + 300}, key
+            {"alg": "RS256", "kid": kid, "typ": "at+jwt"},
+            {**claims, "iat": int(time.time()) + 300},
+            key,
         )
 
     assert "future" in refuse(make)
@@ -194,7 +202,9 @@ def test_a_token_issued_in_the_future_is_refused(refuse: Any) -> None:
 def test_a_token_for_another_audience_is_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
         return jwt.encode(
-            {"alg": "RS256", "kid": kid}, {**claims, "aud": "https://other.example/fhir"}, key
+            {"alg": "RS256", "kid": kid, "typ": "at+jwt"},
+            {**claims, "aud": "https://other.example/fhir"},
+            key,
         )
 
     assert "aud" in refuse(make)
@@ -203,10 +213,19 @@ def test_a_token_for_another_audience_is_refused(refuse: Any) -> None:
 def test_a_token_from_another_issuer_is_refused(refuse: Any) -> None:
     async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
         return jwt.encode(
-            {"alg": "RS256", "kid": kid}, {**claims, "iss": "https://evil.example"}, key
+            {"alg": "RS256", "kid": kid, "typ": "at+jwt"},
+            {**claims, "iss": "https://evil.example"},
+            key,
         )
 
     assert "iss" in refuse(make)
+
+
+def test_another_jwt_of_ours_is_not_an_access_token(refuse: Any) -> None:
+    async def make(auth: AuthServer, claims: dict[str, Any], kid: str, key: RSAKey) -> str:
+        return jwt.encode({"alg": "RS256", "kid": kid, "typ": "JWT"}, claims, key)
+
+    assert "at+jwt" in refuse(make)
 
 
 def test_garbage_is_refused_without_echoing_it(refuse: Any) -> None:

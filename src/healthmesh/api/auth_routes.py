@@ -8,6 +8,7 @@ browser apps call them (no cookies are involved, so any origin may).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from healthmesh.auth.clients import Client
+from healthmesh.auth.clients import Client, valid_client_id
 from healthmesh.auth.discovery import openid_configuration, smart_configuration
 from healthmesh.auth.errors import OAuthError
 from healthmesh.auth.introspection import introspect, revoke
@@ -70,6 +71,8 @@ async def read_form(request: Request) -> dict[str, str]:
         raise OAuthError("invalid_request", "the body is not valid form data") from None
     form: dict[str, str] = {}
     for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise OAuthError("invalid_request", "the form holds a NUL character")
         if name in form:
             raise OAuthError("invalid_request", f"parameter {name!r} appears more than once")
         form[name] = value
@@ -183,9 +186,11 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with inner(app):  # opens the repository's pool
             await auth.start()
+            maintenance = asyncio.create_task(auth.maintain())
             try:
                 yield
             finally:
+                maintenance.cancel()
                 await auth.close()
 
     app.router.lifespan_context = lifespan
@@ -196,6 +201,8 @@ def _client_hint(form: dict[str, str]) -> str | None:
     """The client id a request claims, for rate limiting only (not yet authenticated)."""
     from healthmesh.auth.assertions import unverified_subject
 
+    claimed = form.get("client_id")
     if form.get("client_assertion"):
-        return unverified_subject(form["client_assertion"]) or form.get("client_id")
-    return form.get("client_id")
+        claimed = unverified_subject(form["client_assertion"]) or claimed
+    # Malformed ids are no client at all; the per-address bucket still counts them.
+    return claimed if claimed and valid_client_id(claimed) else None

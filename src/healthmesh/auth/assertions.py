@@ -60,6 +60,10 @@ class AssertionVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _refuse("client_assertion needs a kid header")
+        # SMART Backend Services: a jku header must be the jwks_uri registered for the client.
+        # Keys are never fetched from it: only registered keys ever verify an assertion.
+        if "jku" in header and header["jku"] != client.jwks_uri:
+            raise _refuse("client_assertion's jku is not the client's registered jwks_uri")
         key = await self.keys.key_for(client, kid)
         if key is None:
             raise _refuse("client_assertion's kid is not among the client's registered keys")
@@ -93,6 +97,8 @@ class AssertionVerifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise _refuse("client_assertion needs a jti")
+        if len(jti) > 256 or not jti.isprintable():
+            raise _refuse("client_assertion's jti must be at most 256 printable characters")
         if not await self.replay.first_use(client.client_id, jti, int(exp)):
             raise _refuse("client_assertion's jti was already used")
         return claims

@@ -11,7 +11,6 @@ from healthmesh.auth.assertions import ASSERTION_ALGORITHMS
 # launch, public/confidential clients, patient context, offline access, v1 and v2 scopes.
 CAPABILITIES = [
     "launch-standalone",
-    "authorize-post",
     "client-public",
     "client-confidential-asymmetric",
     "context-standalone-patient",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from healthmesh.auth.assertions import ASSERTION_TYPE, AssertionVerifier, unverified_subject
-from healthmesh.auth.clients import Client, ClientStore
+from healthmesh.auth.clients import Client, ClientStore, valid_client_id
 from healthmesh.auth.errors import OAuthError
 
 
@@ -74,7 +74,7 @@ class ClientAuthenticator:
         return client, {}
 
     async def _known(self, client_id: str) -> Client:
-        client = await self.clients.get(client_id)
+        client = await self.clients.get(client_id) if valid_client_id(client_id) else None
         if client is None or client.disabled:
             # One answer for both: whether a client id exists is not for strangers to learn.
             raise OAuthError("invalid_client", "unknown or disabled client")

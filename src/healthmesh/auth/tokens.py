@@ -31,6 +31,7 @@ from healthmesh.auth.keys import ALGORITHM, SigningKeys
 from healthmesh.auth.settings import MAX_ACCESS_TOKEN_LIFETIME
 
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068 §2.1 media type, not a secret)
 
 # One round trip: no row when the grant is unknown; else whether all three are live.
 _LIVE = (
@@ -87,7 +88,7 @@ class TokenIssuer:
         ):
             if value is not None:
                 claims[name] = value
-        header = {"alg": ALGORITHM, "kid": kid, "typ": "at+jwt"}  # RFC 9068 §2.1
+        header = {"alg": ALGORITHM, "kid": kid, "typ": ACCESS_TOKEN_TYPE}
         token = jwt.encode(header, claims, key, algorithms=[ALGORITHM])
         return IssuedToken(token, jti, claims["scope"], expires_at - now, expires_at)
 
@@ -165,6 +166,9 @@ class JwtVerifier:
             raise InvalidToken("the access token is not a JWS compact serialisation") from None
         if header.get("alg") != ALGORITHM:
             raise InvalidToken(f"access tokens are signed {ALGORITHM}")
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            # RFC 9068 §4: not some other JWT of ours (an id_token) presented as a bearer.
+            raise InvalidToken(f"the token is not typed {ACCESS_TOKEN_TYPE}")
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise InvalidToken("the access token has no kid")
