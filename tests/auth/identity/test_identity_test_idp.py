@@ -451,3 +451,9 @@ def test_the_test_idp_refuses_to_start_in_production(
 
 def test_without_the_setting_there_is_no_idp(client: httpx.Client, server: ServerThread) -> None:
     assert httpx.get(f"{origin(server)}/idp/.well-known/openid-configuration").status_code == 404
+
+
+def test_a_silent_login_request_is_answered_login_required(idp_server: ServerThread) -> None:
+    response = Flow(idp_server).authorize(prompt="none")
+    assert response.status_code == 303
+    assert parse_qs(urlsplit(response.headers["location"]).query)["error"] == ["login_required"]

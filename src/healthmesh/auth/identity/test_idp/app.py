@@ -34,7 +34,7 @@ from healthmesh.auth.identity.test_idp.issue import id_token_claims, person_of
 from healthmesh.auth.identity.test_idp.keys import ALG, SigningKeys
 from healthmesh.auth.identity.test_idp.pages import LABEL, error_page, login_page, page
 from healthmesh.auth.identity.test_idp.ratelimit import LoginLimiter
-from healthmesh.auth.identity.test_idp.store import CodeRow, IdpStore, Pool
+from healthmesh.store.identity_provider import CodeRow, IdpStore, Pool
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ _AUTH_PARAMS = (
     "nonce",
     "code_challenge",
     "code_challenge_method",
+    "prompt",
 )
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 §4.1
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -206,6 +207,9 @@ class OidcTestProvider:
             raise _Refusal("unsupported_response_type", "only response_type=code is supported")
         if "openid" not in params.get("scope", "").split():
             raise _Refusal("invalid_scope", "scope must include openid")
+        if "none" in params.get("prompt", "").split():
+            # OIDC Core §3.1.2.1: no session is ever kept here, so a silent login cannot succeed.
+            raise _Refusal("login_required", "this provider always asks the user to sign in")
         if params.get("code_challenge_method") != "S256" or not _VERIFIER.fullmatch(
             params.get("code_challenge", "")
         ):
