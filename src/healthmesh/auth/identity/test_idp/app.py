@@ -233,6 +233,9 @@ class OidcTestProvider:
         return None
 
     async def authorize(self, request: Request) -> Response:
+        repeated = [k for k in _AUTH_PARAMS if len(request.query_params.getlist(k)) > 1]
+        if repeated:  # RFC 6749 §3.1: parameters MUST NOT be included more than once
+            return _html(error_page(f"parameter {repeated[0]} is repeated"), status=400)
         params = {k: v for k, v in request.query_params.items() if k in _AUTH_PARAMS}
         refused = await self._validated(request, params)
         if refused is not None:
@@ -313,7 +316,10 @@ class OidcTestProvider:
             except (ValueError, UnicodeDecodeError) as exc:
                 raise _Refusal("invalid_client", "malformed Basic credentials", 401) from exc
             # RFC 6749 §2.3.1: both parts are form-encoded before Base64
-            client_id, secret = unquote_plus(basic_id), unquote_plus(basic_secret)
+            basic_id, basic_secret = unquote_plus(basic_id), unquote_plus(basic_secret)
+            if client_id not in (None, basic_id) or "client_secret" in form:
+                raise _Refusal("invalid_request", "one client authentication method only")
+            client_id, secret = basic_id, basic_secret
         if not client_id:
             raise _Refusal("invalid_client", "client_id is required", 401)
         client = await self._client(client_id)
