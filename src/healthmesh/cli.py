@@ -455,12 +455,15 @@ def _check_test_idp_allowed() -> None:
 def _print_accounts(accounts: list[DemoAccount], *, title: str) -> None:
     table = Table(title=f"{title} — TEST IDENTITY SERVICE, synthetic people only")
     for column in ("username", "password", "TOTP secret", "code now", "name", "Patient"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # credentials are never cut short
     for a in accounts:
         table.add_row(
             a.username, a.password, a.totp_secret, a.current_code(), a.display_name, a.patient_id
         )
-    Console().print(table)
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=200)  # piped or logged: keep each account on one line
+    out.print(table)
 
 
 @idp_app.command("accounts")

@@ -451,3 +451,35 @@ def test_the_test_idp_refuses_to_start_in_production(
 
 def test_without_the_setting_there_is_no_idp(client: httpx.Client, server: ServerThread) -> None:
     assert httpx.get(f"{origin(server)}/idp/.well-known/openid-configuration").status_code == 404
+
+
+def test_a_silent_login_request_is_answered_login_required(idp_server: ServerThread) -> None:
+    response = Flow(idp_server).authorize(prompt="none")
+    assert response.status_code == 303
+    assert parse_qs(urlsplit(response.headers["location"]).query)["error"] == ["login_required"]
+
+
+def test_patient_for_accepts_the_audience_the_caller_names(
+    idp_server: ServerThread, database_url: str
+) -> None:
+    patient_id, _ = new_person(idp_server, database_url)
+    patient = httpx.get(f"{idp_server.base}/Patient/{patient_id}").json()
+    issuer = f"{origin(idp_server)}/idp"
+
+    async def body(pool: AsyncConnectionPool[Any], repository: Repository) -> list[str]:
+        providers = IdentityProviders(
+            [await provider_of_test_idp(pool, issuer=issuer, audiences=("node",))]
+        )
+        identifier = Ial2PatientIdentifier(repository, providers, ReplayGuard(pool))
+        out = []
+        for audiences in (None, ("app-client",)):
+            token = await mint_ial2_id_token(
+                pool, issuer=issuer, audience="app-client", patient=patient
+            )
+            try:
+                out.append(await identifier.patient_for(token, audiences=audiences))
+            except IdentityRefused as refused:
+                out.append(refused.code)
+        return out
+
+    assert run(database_url, body) == ["wrong_audience", patient_id]

@@ -313,7 +313,13 @@ def decide(
 
 
 def _logged(decision: MatchDecision) -> MatchDecision:
-    log.info("patient match decision %s", json.dumps(decision.log_record(), sort_keys=True))
+    record = decision.log_record()
+    # One JSON line for plain log files; the same record in `extra` for structured handlers.
+    log.info(
+        "patient match decision %s",
+        json.dumps(record, sort_keys=True),
+        extra={"identity_match": record},
+    )
     return decision
 
 

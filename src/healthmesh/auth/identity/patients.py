@@ -128,6 +128,10 @@ class Ial2PatientIdentifier:
             await self.on_decision(claims, found.decision)
         return found
 
-    async def patient_for(self, id_token: str) -> str:
-        """The local Patient id the IAL2 ``id_token`` identifies, or IdentityRefused(reason)."""
-        return (await self.identify(id_token)).patient_id
+    async def patient_for(self, id_token: str, *, audiences: tuple[str, ...] | None = None) -> str:
+        """The local Patient id the IAL2 ``id_token`` identifies, or IdentityRefused(reason).
+
+        ``audiences``: accept these ``aud`` values instead of the provider's configured ones
+        (cms_smart: the id_token was issued to the app, e.g. its client id at the provider).
+        """
+        return (await self.identify(id_token, audiences=audiences)).patient_id

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,7 +208,7 @@ class IdentityProviders:
     def get(self, issuer: str) -> JwksCache | None:
         return self._by_issuer.get(issuer)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[IdentityProvider]:
         return (cache.provider for cache in self._by_issuer.values())
 
     def __len__(self) -> int:

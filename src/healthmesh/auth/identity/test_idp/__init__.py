@@ -34,7 +34,7 @@ from healthmesh.auth.identity.test_idp.mint import (
     provider_of_test_idp_sync,
 )
 from healthmesh.auth.identity.test_idp.pages import LABEL
-from healthmesh.auth.identity.test_idp.store import IdpStore, Pool
+from healthmesh.store.identity_provider import IdpStore, Pool
 
 MOUNT_PATH = "/idp"
 

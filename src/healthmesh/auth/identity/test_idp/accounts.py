@@ -21,7 +21,7 @@ import pyotp
 
 from healthmesh.auth.identity import normalize
 from healthmesh.auth.identity.matching import MBI_SYSTEM, SSN_SYSTEM
-from healthmesh.auth.identity.test_idp.store import AccountRow, IdpStore
+from healthmesh.store.identity_provider import AccountRow, IdpStore
 from healthmesh.store.repository import Repository
 
 # scrypt cost: N=2^14, r=8, p=1 (~0.1 s here). Enough for synthetic people; a real IdP

@@ -34,7 +34,7 @@ from healthmesh.auth.identity.test_idp.issue import id_token_claims, person_of
 from healthmesh.auth.identity.test_idp.keys import ALG, SigningKeys
 from healthmesh.auth.identity.test_idp.pages import LABEL, error_page, login_page, page
 from healthmesh.auth.identity.test_idp.ratelimit import LoginLimiter
-from healthmesh.auth.identity.test_idp.store import CodeRow, IdpStore, Pool
+from healthmesh.store.identity_provider import CodeRow, IdpStore, Pool
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ _AUTH_PARAMS = (
     "nonce",
     "code_challenge",
     "code_challenge_method",
+    "prompt",
 )
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 §4.1
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -206,6 +207,9 @@ class OidcTestProvider:
             raise _Refusal("unsupported_response_type", "only response_type=code is supported")
         if "openid" not in params.get("scope", "").split():
             raise _Refusal("invalid_scope", "scope must include openid")
+        if "none" in params.get("prompt", "").split():
+            # OIDC Core §3.1.2.1: no session is ever kept here, so a silent login cannot succeed.
+            raise _Refusal("login_required", "this provider always asks the user to sign in")
         if params.get("code_challenge_method") != "S256" or not _VERIFIER.fullmatch(
             params.get("code_challenge", "")
         ):
@@ -229,6 +233,9 @@ class OidcTestProvider:
         return None
 
     async def authorize(self, request: Request) -> Response:
+        repeated = [k for k in _AUTH_PARAMS if len(request.query_params.getlist(k)) > 1]
+        if repeated:  # RFC 6749 §3.1: parameters MUST NOT be included more than once
+            return _html(error_page(f"parameter {repeated[0]} is repeated"), status=400)
         params = {k: v for k, v in request.query_params.items() if k in _AUTH_PARAMS}
         refused = await self._validated(request, params)
         if refused is not None:
@@ -309,7 +316,10 @@ class OidcTestProvider:
             except (ValueError, UnicodeDecodeError) as exc:
                 raise _Refusal("invalid_client", "malformed Basic credentials", 401) from exc
             # RFC 6749 §2.3.1: both parts are form-encoded before Base64
-            client_id, secret = unquote_plus(basic_id), unquote_plus(basic_secret)
+            basic_id, basic_secret = unquote_plus(basic_id), unquote_plus(basic_secret)
+            if client_id not in (None, basic_id) or "client_secret" in form:
+                raise _Refusal("invalid_request", "one client authentication method only")
+            client_id, secret = basic_id, basic_secret
         if not client_id:
             raise _Refusal("invalid_client", "client_id is required", 401)
         client = await self._client(client_id)

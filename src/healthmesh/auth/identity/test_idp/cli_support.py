@@ -9,7 +9,7 @@ from healthmesh.auth.identity.test_idp.accounts import (
     demo_accounts,
     provision_accounts,
 )
-from healthmesh.auth.identity.test_idp.store import IdpStore
+from healthmesh.store.identity_provider import IdpStore
 from healthmesh.store.repository import Repository
 
 

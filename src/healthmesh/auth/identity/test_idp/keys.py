@@ -12,7 +12,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from healthmesh.auth.identity.test_idp.store import IdpStore
+from healthmesh.store.identity_provider import IdpStore
 
 ALG = "RS256"
 

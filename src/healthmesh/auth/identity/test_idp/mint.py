@@ -14,7 +14,7 @@ from healthmesh.auth.identity.providers import IdentityProvider
 from healthmesh.auth.identity.test_idp.accounts import claims_of_patient, subject
 from healthmesh.auth.identity.test_idp.issue import id_token_claims
 from healthmesh.auth.identity.test_idp.keys import SigningKeys
-from healthmesh.auth.identity.test_idp.store import IdpStore, Pool
+from healthmesh.store.identity_provider import IdpStore, Pool
 
 T = TypeVar("T")
 

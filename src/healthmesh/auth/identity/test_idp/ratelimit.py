@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-from healthmesh.auth.identity.test_idp.store import IdpStore
+from healthmesh.store.identity_provider import IdpStore
 
 
 class LoginLimiter:

@@ -1,4 +1,5 @@
-"""Every SQL statement of the test identity provider (tables of migration 0008)."""
+"""Every SQL statement of the test identity provider (auth/identity/test_idp; tables of
+migration 0008)."""
 
 from __future__ import annotations
 
