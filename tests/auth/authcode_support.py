@@ -23,9 +23,9 @@ from psycopg_pool import AsyncConnectionPool
 from healthmesh.auth.clients import Client
 from healthmesh.auth.identity.test_idp import IdpStore, claims_of_patient
 from healthmesh.auth.identity.test_idp.accounts import hash_password
-from healthmesh.auth.identity.test_idp.store import AccountRow
 from healthmesh.auth.pkce import s256
 from healthmesh.auth.registration import AppLibrary
+from healthmesh.store.identity_provider import AccountRow
 
 T = TypeVar("T")
 
