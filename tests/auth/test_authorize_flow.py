@@ -554,3 +554,9 @@ def test_discovery_advertises_the_authorization_code_flow(http: httpx.Client, ba
     assert smart["code_challenge_methods_supported"] == ["S256"]
     # The advertised endpoints are served (a refusal page, not a 404 or the FHIR API).
     assert http.get(smart["authorization_endpoint"]).status_code == 400
+
+
+def test_discovery_claims_the_capabilities_this_flow_serves(http: httpx.Client) -> None:
+    capabilities = http.get("/.well-known/smart-configuration").json()["capabilities"]
+    for served in ("launch-standalone", "launch-ehr", "authorize-post", "sso-openid-connect"):
+        assert served in capabilities
