@@ -1,12 +1,14 @@
-"""The ``healthmesh`` command: serve, demo, load, migrate."""
+"""The ``healthmesh`` command: serve, demo, load, migrate, clients, token, keys."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,7 +18,11 @@ from healthmesh.config import Settings
 from healthmesh.store.database import redact, resolve_url
 
 if TYPE_CHECKING:
+    from healthmesh.auth.identity.test_idp import DemoAccount
+    from healthmesh.auth.server import AuthServer
     from healthmesh.load.loader import LoadReport
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="HealthMesh: an open, patient-controlled health data network node.", no_args_is_help=True
@@ -67,6 +73,10 @@ def serve(
     open_: Annotated[
         bool, typer.Option("--open", help="Serve WITHOUT authorization (local experiments only).")
     ] = False,
+    test_idp: Annotated[
+        bool,
+        typer.Option("--test-idp", help="Also serve the TEST identity provider at /idp."),
+    ] = False,
 ) -> None:
     """Serve the FHIR API."""
     if not open_:
@@ -79,7 +89,10 @@ def serve(
     url = resolve_url(database_url, data_dir)
     console.print(f"database: {redact(url)}")
     console.print(f"FHIR API: http://{host}:{port}/fhir")
-    _serve(Settings.from_env(url, open=True), host, port, 1)
+    if test_idp:
+        _check_test_idp_allowed()
+        console.print(f"TEST identity provider (synthetic people only): http://{host}:{port}/idp")
+    _serve(Settings.from_env(url, open=True, test_identity_provider=test_idp), host, port, 1)
 
 
 async def _load(url: str, files: list[Path], workers: int, quiet: bool) -> tuple[LoadReport, float]:
@@ -189,8 +202,15 @@ def demo(
     console.print(f"  capabilities     {base}/metadata")
     console.print(f"  patients         {base}/Patient")
     console.print(f"  recent changes   {base}/_history")
-    console.print(f"  health           http://{host}:{port}/health\n")
-    _serve(Settings.from_env(url, open=True), host, port, 1)
+    console.print(f"  health           http://{host}:{port}/health")
+    test_idp = not _is_production()
+    if test_idp:
+        from healthmesh.auth.identity.test_idp import demo_accounts_sync
+
+        console.print(f"  TEST identity    http://{host}:{port}/idp  (synthetic people only)")
+        _print_accounts(demo_accounts_sync(url, 3), title="A few test identity logins")
+    console.print()
+    _serve(Settings.from_env(url, open=True, test_identity_provider=test_idp), host, port, 1)
 
 
 def _is_empty(url: str) -> bool:
@@ -250,6 +270,289 @@ def relabel(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     console.print(f"{changed:,} resources newly labelled")
 
 
+clients_app = typer.Typer(help="Registered OAuth clients (SMART apps, backend services).")
+app.add_typer(clients_app, name="clients")
+keys_app = typer.Typer(help="The server's token-signing keys.")
+app.add_typer(keys_app, name="keys")
+BaseUrl = Annotated[
+    str,
+    typer.Option(
+        "--base-url",
+        envvar="HEALTHMESH_BASE_URL",
+        help="The FHIR base URL the server answers on: the tokens' iss and aud.",
+    ),
+]
+
+
+def _with_auth(url: str, body: Callable[[AuthServer], Awaitable[T]]) -> T:
+    """Run ``body`` against the authorization server's stores, straight on the database."""
+    from healthmesh.auth.server import AuthServer
+    from healthmesh.store.migrate import migrate
+    from healthmesh.store.repository import Repository
+
+    migrate(url)
+
+    async def run() -> T:
+        repository = Repository(url, min_size=1, max_size=2)
+        await repository.open()
+        auth = AuthServer(repository.pool, Settings.from_env(url).auth)
+        try:
+            await auth.start()
+            return await body(auth)
+        finally:
+            await auth.close()
+            await repository.close()
+
+    return asyncio.run(run())
+
+
+@clients_app.command("add")
+def clients_add(
+    name: Annotated[str, typer.Option(help="Shown to patients on the consent page.")],
+    client_id: Annotated[
+        str | None, typer.Option("--client-id", help="Default: a random one.")
+    ] = None,
+    jwks_file: Annotated[
+        Path | None,
+        typer.Option("--jwks-file", help="The client's public JWKS: makes it confidential."),
+    ] = None,
+    jwks_uri: Annotated[
+        str | None,
+        typer.Option("--jwks-uri", help="Where the client publishes its JWKS (confidential)."),
+    ] = None,
+    redirect_uri: Annotated[
+        list[str] | None, typer.Option("--redirect-uri", help="Repeatable.")
+    ] = None,
+    scope: Annotated[str, typer.Option(help="The scopes it may be granted.")] = "",
+    grant_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grant-type",
+            help="Repeatable. Default: client_credentials for clients with keys, else "
+            "authorization_code and refresh_token.",
+        ),
+    ] = None,
+    software_id: Annotated[str | None, typer.Option("--software-id")] = None,
+    organization_id: Annotated[str | None, typer.Option("--organization-id")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register a client; prints its client_id."""
+    import json
+
+    from healthmesh.auth.clients import Client, ClientError, new_client_id
+
+    jwks = json.loads(jwks_file.read_text()) if jwks_file else None
+    confidential = jwks is not None or jwks_uri is not None
+    default_grants = (
+        ("client_credentials",) if confidential else ("authorization_code", "refresh_token")
+    )
+    client = Client(
+        client_id=client_id or new_client_id(),
+        name=name,
+        token_endpoint_auth_method="private_key_jwt" if confidential else "none",
+        redirect_uris=tuple(redirect_uri or ()),
+        jwks=jwks,
+        jwks_uri=jwks_uri,
+        scope=scope,
+        grant_types=tuple(grant_type or default_grants),
+        software_id=software_id,
+        organization_id=organization_id,
+    )
+
+    async def body(auth: AuthServer) -> None:
+        await auth.clients.add(client)
+
+    try:
+        _with_auth(resolve_url(database_url, data_dir), body)
+    except ClientError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    print(client.client_id)  # noqa: T201 (the output scripts read)
+
+
+@clients_app.command("list")
+def clients_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """List registered clients: id, name, auth method, grant types, scope, state."""
+    from healthmesh.auth.clients import Client
+
+    async def body(auth: AuthServer) -> list[Client]:
+        return await auth.clients.list()
+
+    # One tab-separated line per client: readable, and for scripts (cut -f1).
+    for c in _with_auth(resolve_url(database_url, data_dir), body):
+        fields = (
+            c.client_id,
+            c.name,
+            c.token_endpoint_auth_method,
+            ",".join(c.grant_types),
+            c.scope,
+            "disabled" if c.disabled else "enabled",
+        )
+        print("\t".join(fields))  # noqa: T201
+
+
+@clients_app.command("disable")
+def clients_disable(
+    client_id: Annotated[str, typer.Argument()],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Disable a client: it gets no more tokens, and its live tokens stop working."""
+
+    async def body(auth: AuthServer) -> bool:
+        return await auth.clients.set_disabled(client_id)
+
+    if not _with_auth(resolve_url(database_url, data_dir), body):
+        console.print(f"[red]no client {client_id}[/]")
+        raise typer.Exit(1)
+    console.print(f"disabled {client_id}")
+
+
+@app.command()
+def token(
+    client: Annotated[str, typer.Option("--client", help="A registered client_id.")],
+    scope: Annotated[str, typer.Option(help="Within the client's allowed scopes.")],
+    patient: Annotated[str | None, typer.Option(help="Patient context (patient/ scopes).")] = None,
+    lifetime: Annotated[int, typer.Option(help="Seconds, at most 3600.")] = 3600,
+    base_url: BaseUrl = "http://127.0.0.1:8080/fhir",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Mint an access token for scripts, straight from the database; prints only the token."""
+    from datetime import timedelta
+
+    from healthmesh.auth.scope_sets import not_covered
+
+    async def body(auth: AuthServer) -> str:
+        found = await auth.clients.get(client)
+        if found is None or found.disabled:
+            raise ValueError(f"no enabled client {client}")
+        extra = not_covered(found.scope, scope)
+        if extra:
+            raise ValueError(f"not allowed for this client: {' '.join(extra)}")
+        if not 0 < lifetime <= 3600:
+            raise ValueError("--lifetime must be 1..3600 seconds")
+        grant = await auth.grants.create(
+            client_id=found.client_id,
+            kind="cli",
+            scope=scope,
+            lifetime=timedelta(seconds=lifetime),
+            patient=patient,
+            organization=found.organization_id,
+        )
+        issued = await auth.issuer.issue_access_token(
+            grant, issuer=base_url.rstrip("/"), lifetime=lifetime
+        )
+        return issued.access_token
+
+    try:
+        minted = _with_auth(resolve_url(database_url, data_dir), body)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    print(minted)  # noqa: T201 (only the token, for $(healthmesh token ...))
+
+
+@keys_app.command("rotate")
+def keys_rotate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Make a new signing key active; the old one stays published until its tokens expire."""
+
+    async def body(auth: AuthServer) -> str:
+        return await auth.keys.rotate()
+
+    console.print(f"active signing key: {_with_auth(resolve_url(database_url, data_dir), body)}")
+
+
+idp_app = typer.Typer(help="The TEST identity provider (synthetic people only).")
+app.add_typer(idp_app, name="idp")
+
+
+def _is_production() -> bool:
+    from healthmesh.auth.identity.test_idp.guard import PRODUCTION_VALUES
+
+    return os.environ.get("HEALTHMESH_ENV", "").strip().lower() in PRODUCTION_VALUES
+
+
+def _check_test_idp_allowed() -> None:
+    if _is_production():
+        console.print(
+            "[red]The TEST identity provider never runs with HEALTHMESH_ENV=production.[/]"
+        )
+        raise typer.Exit(2)
+
+
+def _print_accounts(accounts: list[DemoAccount], *, title: str) -> None:
+    table = Table(title=f"{title} — TEST IDENTITY SERVICE, synthetic people only")
+    for column in ("username", "password", "TOTP secret", "code now", "name", "Patient"):
+        table.add_column(column, overflow="fold")  # credentials are never cut short
+    for a in accounts:
+        table.add_row(
+            a.username, a.password, a.totp_secret, a.current_code(), a.display_name, a.patient_id
+        )
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=200)  # piped or logged: keep each account on one line
+    out.print(table)
+
+
+@idp_app.command("accounts")
+def idp_accounts(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Create at most this many new accounts.")
+    ] = None,
+    patient: Annotated[
+        list[str] | None, typer.Option("--patient", help="Only this Patient id (repeatable).")
+    ] = None,
+) -> None:
+    """Provision a test login for each Patient in the store and print them."""
+    from healthmesh.auth.identity.test_idp import provision_accounts_sync
+    from healthmesh.store.migrate import migrate
+
+    _check_test_idp_allowed()
+    url = resolve_url(database_url, data_dir)
+    migrate(url)
+    accounts = provision_accounts_sync(url, patient_ids=patient or None, limit=limit)
+    _print_accounts(accounts, title=f"{len(accounts)} test identity logins")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
+
+
+@app.command("launch")
+def launch_command(
+    patient: Annotated[str, typer.Option("--patient", help="The Patient id the launch carries.")],
+    lifetime: Annotated[int, typer.Option(help="Seconds the launch id stays usable.")] = 3600,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Mint an EHR launch id (SMART `launch` parameter) for a Patient; prints only the id."""
+    from healthmesh.auth.code_flow import mint_launch
+    from healthmesh.store.authorizations import AuthorizationStore
+    from healthmesh.store.migrate import migrate
+    from healthmesh.store.repository import Repository
+
+    url = resolve_url(database_url, data_dir)
+    migrate(url)
+
+    async def run() -> str | None:
+        repository = Repository(url, min_size=1, max_size=2)
+        await repository.open()
+        try:
+            found = await repository.read_current("Patient", patient)
+            if found is None or found.deleted:
+                return None
+            store = AuthorizationStore(repository.pool)
+            return await mint_launch(store, patient, issued_by="cli", lifetime=lifetime)
+        finally:
+            await repository.close()
+
+    launch = asyncio.run(run())
+    if launch is None:
+        console.print(f"[red]Patient/{patient} is not in the store[/]")
+        raise typer.Exit(2)
+    print(launch)  # noqa: T201 (the output scripts read)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from healthmesh.auth.authcode_settings import AuthCodeSettings
 from healthmesh.auth.settings import AuthSettings
 
 
@@ -18,6 +19,10 @@ class Settings:
     open: bool = False
     pool_size: int = 16
     auth: AuthSettings = field(default_factory=AuthSettings)
+    authcode: AuthCodeSettings = field(default_factory=AuthCodeSettings)  # login, registration
+    # Serve the TEST identity provider at /idp (synthetic people only; docs/identity.md).
+    # On for `demo`, off for `serve` unless --test-idp; refused when HEALTHMESH_ENV=production.
+    test_identity_provider: bool = False
     # Network participation when a patient has said nothing (docs/privacy.md): "opt-out"
     # (records are shared, subject to each patient's Consents) or "opt-in" (shared only
     # where a Consent permits). HEALTHMESH_CONSENT_DEFAULT.
@@ -35,6 +40,7 @@ class Settings:
         if "HEALTHMESH_MAX_BODY_BYTES" in os.environ:
             values["max_body_bytes"] = int(os.environ["HEALTHMESH_MAX_BODY_BYTES"])
         values["auth"] = AuthSettings.from_env()
+        values["authcode"] = AuthCodeSettings.from_env()
         if "HEALTHMESH_CONSENT_DEFAULT" in os.environ:
             values["consent_default"] = os.environ["HEALTHMESH_CONSENT_DEFAULT"]
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -64,7 +64,7 @@ class AppKey:
     def assertion(
         self,
         client_id: str,
-        aud: str,
+        audience: str,
         *,
         lifetime: int = 240,
         header: dict[str, Any] | None = None,
@@ -74,7 +74,7 @@ class AppKey:
         body: dict[str, Any] = {
             "iss": client_id,
             "sub": client_id,
-            "aud": aud,
+            "aud": audience,
             "exp": now + lifetime,
             "iat": now,
             "jti": uuid.uuid4().hex,
@@ -123,3 +123,54 @@ def client_credentials_form(
         "client_assertion_type": ASSERTION_TYPE,
         "client_assertion": key.assertion(client.client_id, f"{base}/auth/token", **claims),
     }
+
+
+def public_client(database_url: str, **overrides: Any) -> Client:
+    """A registered public app: authorization_code + refresh_token, patient/ scopes."""
+    values: dict[str, Any] = {
+        "client_id": f"app-{uuid.uuid4().hex[:10]}",
+        "name": "Patient app",
+        "redirect_uris": ("https://app.example/callback",),
+        "scope": "patient/*.rs launch/patient openid fhirUser offline_access",
+        "grant_types": ("authorization_code", "refresh_token"),
+    }
+    values.update(overrides)
+    return register(database_url, Client(**values))
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forged(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    """A JWT put together by hand, as an attacker would (no library refuses to make it)."""
+    import json
+
+    head = b64(json.dumps(header).encode())
+    body = b64(json.dumps(claims).encode())
+    return f"{head}.{body}.{b64(signature)}"
+
+
+def hs256_with(secret: bytes, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """The classic key-confusion attack: HMAC-SHA256 keyed with the server's PUBLIC key."""
+    import hashlib
+    import hmac
+    import json
+
+    head = b64(json.dumps({**header, "alg": "HS256"}).encode())
+    body = b64(json.dumps(claims).encode())
+    mac = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(mac)}"
+
+
+def auth_of(running: Any) -> AuthServer:
+    """The AuthServer inside a (not yet started) ServerThread's app."""
+    from starlette.applications import Starlette
+
+    app = running.server.config.app
+    assert isinstance(app, Starlette)
+    auth = app.state.auth
+    assert isinstance(auth, AuthServer)
+    return auth

@@ -15,8 +15,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from healthmesh.api.auth_routes import mount_auth
+from healthmesh.api.authorize_routes import mount_authorize
 from healthmesh.api.parsing import (
     parse_body,
     path_segments,
@@ -94,6 +96,35 @@ _CORS_HEADERS = [
     "Prefer",
 ]
 _PUBLIC_PATHS = frozenset({("metadata",)})  # the CapabilityStatement needs no token (SMART 2.2)
+
+
+class _ApiCors:
+    """CORS for the FHIR API (browser apps such as SMART client-js): credentials are bearer
+    tokens in a header, never cookies, so any origin may call, and preflights are answered.
+    Pages a person uses (authorize, login, consent, the test IdP) keep the browser's
+    same-origin default; the token endpoints send their own CORS headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=["*"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"],
+            allow_headers=_CORS_HEADERS,
+            expose_headers=["ETag", "Location", "Last-Modified", "Content-Location"],
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith("/fhir") and not path.startswith(("/fhir/auth/", "/fhir/.well-known/")):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _cors() -> Middleware:
+    return Middleware(_ApiCors)
 
 
 def bearer_token(request: Request) -> str:
@@ -244,20 +275,15 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         Route("/fhir", fhir, methods=methods),
         Route("/fhir/{path:path}", fhir, methods=methods),
     ]
-    # CORS for browser apps (SMART client-js and the like): credentials are bearer tokens in a
-    # header, never cookies, so any origin may call; preflights are answered here.
-    cors = Middleware(
-        CORSMiddleware,
-        allow_origins=["*"],
-        allow_methods=methods,
-        allow_headers=_CORS_HEADERS,
-        expose_headers=["ETag", "Location", "Last-Modified", "Content-Location"],
-        max_age=600,
-    )
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[cors])
-    # The SMART authorization server: /fhir/auth/…, /fhir/.well-known/….
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[_cors()])
+    # SMART authorization server: /fhir/auth, .well-known
     auth = mount_auth(app, settings, repository)
     token_verifier: TokenVerifier = verifier if verifier is not None else auth.verifier
+    mount_authorize(app, settings, repository, auth)  # authorize, login, consent, register
+    if settings.test_identity_provider:  # synthetic people only; refuses in production
+        from healthmesh.auth.identity.test_idp import mount_test_idp
+
+        mount_test_idp(app, repository.pool, base_url=settings.base_url)
     app.state.repository = repository
     app.state.settings = settings
     return app

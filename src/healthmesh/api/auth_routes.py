@@ -8,6 +8,7 @@ browser apps call them (no cookies are involved, so any origin may).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,8 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from healthmesh.auth.clients import Client, valid_client_id
 from healthmesh.auth.discovery import openid_configuration, smart_configuration
 from healthmesh.auth.errors import OAuthError
+from healthmesh.auth.introspection import introspect, revoke
 from healthmesh.auth.server import AuthServer
 from healthmesh.config import Settings
 from healthmesh.store.repository import Repository
@@ -68,6 +71,8 @@ async def read_form(request: Request) -> dict[str, str]:
         raise OAuthError("invalid_request", "the body is not valid form data") from None
     form: dict[str, str] = {}
     for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise OAuthError("invalid_request", "the form holds a NUL character")
         if name in form:
             raise OAuthError("invalid_request", f"parameter {name!r} appears more than once")
         form[name] = value
@@ -92,12 +97,18 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
     def remote(request: Request) -> str | None:
         return request.client.host if request.client else None
 
-    def guarded(endpoint: Endpoint) -> Endpoint:
-        """OPTIONS preflight, RFC 6749 errors, and no 500 without a log line (and no body in it)."""
+    def guarded(endpoint: Endpoint, method: str) -> Endpoint:
+        """OPTIONS preflight, 405 for other methods (rather than falling through to the FHIR
+        catch-all), RFC 6749 errors, and no 500 without a log line (and no body in it)."""
 
         async def run(request: Request) -> Response:
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=CORS)
+            if request.method != method and not (method == "GET" and request.method == "HEAD"):
+                error = OAuthError("invalid_request", f"use {method}", status=405)
+                response = oauth_error(error)
+                response.headers["Allow"] = f"{method}, OPTIONS"
+                return response
             try:
                 return await endpoint(request)
             except OAuthError as error:
@@ -119,6 +130,31 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
         )
         return json_response(body, headers=NO_STORE)
 
+    async def authenticated(request: Request, endpoint: str) -> tuple[dict[str, str], Client, str]:
+        """For introspection and revocation: the form, the calling client, the issuer."""
+        form = await read_form(request)
+        await auth.rate_limiter.hit(client_id=_client_hint(form), address=remote(request))
+        base = base_url(request)
+        client, _ = await auth.authenticator.authenticate(
+            form, audiences=(f"{base}/auth/token", f"{base}/auth/{endpoint}")
+        )
+        return form, client, base
+
+    async def introspect_endpoint(request: Request) -> Response:
+        form, client, base = await authenticated(request, "introspect")
+        token = form.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        return json_response(await introspect(auth, token, client, issuer=base), headers=NO_STORE)
+
+    async def revoke_endpoint(request: Request) -> Response:
+        form, client, base = await authenticated(request, "revoke")
+        token = form.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        await revoke(auth, token, client, issuer=base)
+        return Response(status_code=200, headers={**CORS, **NO_STORE})
+
     async def jwks(request: Request) -> Response:
         return json_response(await auth.keys.jwks(), headers={"Cache-Control": "max-age=60"})
 
@@ -132,12 +168,14 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
             openid_configuration(base_url(request), auth.token_endpoint.grant_types)
         )
 
-    get, post = ["GET", "OPTIONS"], ["POST", "OPTIONS"]
+    every = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     routes = [
-        Route("/fhir/.well-known/smart-configuration", guarded(smart), methods=get),
-        Route("/fhir/.well-known/openid-configuration", guarded(openid), methods=get),
-        Route("/fhir/.well-known/jwks.json", guarded(jwks), methods=get),
-        Route("/fhir/auth/token", guarded(token), methods=post),
+        Route("/fhir/.well-known/smart-configuration", guarded(smart, "GET"), methods=every),
+        Route("/fhir/.well-known/openid-configuration", guarded(openid, "GET"), methods=every),
+        Route("/fhir/.well-known/jwks.json", guarded(jwks, "GET"), methods=every),
+        Route("/fhir/auth/token", guarded(token, "POST"), methods=every),
+        Route("/fhir/auth/introspect", guarded(introspect_endpoint, "POST"), methods=every),
+        Route("/fhir/auth/revoke", guarded(revoke_endpoint, "POST"), methods=every),
     ]
     # Before the FHIR catch-all /fhir/{path}, which would take them for resource types.
     app.router.routes[0:0] = routes
@@ -148,9 +186,11 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with inner(app):  # opens the repository's pool
             await auth.start()
+            maintenance = asyncio.create_task(auth.maintain())
             try:
                 yield
             finally:
+                maintenance.cancel()
                 await auth.close()
 
     app.router.lifespan_context = lifespan
@@ -161,6 +201,8 @@ def _client_hint(form: dict[str, str]) -> str | None:
     """The client id a request claims, for rate limiting only (not yet authenticated)."""
     from healthmesh.auth.assertions import unverified_subject
 
+    claimed = form.get("client_id")
     if form.get("client_assertion"):
-        return unverified_subject(form["client_assertion"]) or form.get("client_id")
-    return form.get("client_id")
+        claimed = unverified_subject(form["client_assertion"]) or claimed
+    # Malformed ids are no client at all; the per-address bucket still counts them.
+    return claimed if claimed and valid_client_id(claimed) else None

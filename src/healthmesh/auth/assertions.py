@@ -45,8 +45,11 @@ class AssertionVerifier:
         self.replay = replay
         self.leeway = leeway
 
-    async def verify(self, assertion: str, client: Client, *, audience: str) -> dict[str, Any]:
-        """The assertion's claims when it authenticates ``client`` for ``audience``."""
+    async def verify(
+        self, assertion: str, client: Client, *, audiences: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """The assertion's claims when it authenticates ``client`` to one of ``audiences``
+        (the token endpoint URL; for introspection and revocation also their own URL)."""
         try:
             header = jws.extract_compact(assertion.encode("ascii")).headers()
         except (JoseError, ValueError, UnicodeError):
@@ -57,6 +60,10 @@ class AssertionVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _refuse("client_assertion needs a kid header")
+        # SMART Backend Services: a jku header must be the jwks_uri registered for the client.
+        # Keys are never fetched from it: only registered keys ever verify an assertion.
+        if "jku" in header and header["jku"] != client.jwks_uri:
+            raise _refuse("client_assertion's jku is not the client's registered jwks_uri")
         key = await self.keys.key_for(client, kid)
         if key is None:
             raise _refuse("client_assertion's kid is not among the client's registered keys")
@@ -69,7 +76,8 @@ class AssertionVerifier:
         if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
             raise _refuse("client_assertion's iss and sub must be the client_id")
         aud = claims.get("aud")
-        if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+        named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not any(a in audiences for a in named if isinstance(a, str)):
             raise _refuse("client_assertion's aud must be the token endpoint URL")
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or isinstance(exp, bool):
@@ -89,6 +97,8 @@ class AssertionVerifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise _refuse("client_assertion needs a jti")
+        if len(jti) > 256 or not jti.isprintable():
+            raise _refuse("client_assertion's jti must be at most 256 printable characters")
         if not await self.replay.first_use(client.client_id, jti, int(exp)):
             raise _refuse("client_assertion's jti was already used")
         return claims

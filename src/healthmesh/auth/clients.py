@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 AUTH_METHODS = ("none", "private_key_jwt")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+
+
+def valid_client_id(value: str) -> bool:
+    """Client ids are URL-safe and short: anything else is no client, and never reaches SQL."""
+    return _CLIENT_ID.fullmatch(value) is not None
+
+
 _INSERT = (
     "INSERT INTO auth_client (client_id, name, confidential, redirect_uris,"
     " token_endpoint_auth_method, jwks, jwks_uri, scope, grant_types, disabled, software_id,"
@@ -65,7 +72,7 @@ class Client:
 
     def check(self) -> None:
         """Refuse inconsistent metadata before it reaches the database."""
-        if not _CLIENT_ID.fullmatch(self.client_id):
+        if not valid_client_id(self.client_id):
             raise ClientError("client_id must be 1-128 URL-safe characters")
         if not self.name.strip():
             raise ClientError("a client needs a name")

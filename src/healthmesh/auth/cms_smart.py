@@ -68,9 +68,16 @@ def cms_smart_extension(claims: dict[str, Any]) -> CmsSmartRequest | None:
     if not isinstance(id_token, str) or id_token.count(".") != 2:
         raise OAuthError("invalid_request", "extensions.cms_smart.id_token must be a signed JWT")
     policy = value.get("consent_policy")
-    if policy is not None and not isinstance(policy, str):
+    if policy is not None and _text(policy) is None:
         raise OAuthError("invalid_request", "extensions.cms_smart.consent_policy must be a string")
     return CmsSmartRequest("PATRQT", id_token, policy)
+
+
+def _text(value: object) -> str | None:
+    """A short printable string (it is stored, and shown in audit), or None."""
+    if isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable():
+        return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +98,9 @@ def hl7_b2b_extension(claims: dict[str, Any]) -> B2bRequest | None:
     purpose = value.get("purpose_of_use")
     if isinstance(purpose, list) and len(purpose) == 1:
         purpose = purpose[0]  # UDAP B2B allows an array; a grant records one purpose
-    if not isinstance(organization, str) or not organization:
+    organization, purpose = _text(organization), _text(purpose)
+    if organization is None:
         raise OAuthError("invalid_request", "extensions.hl7-b2b.organization_id is required")
-    if not isinstance(purpose, str) or not purpose:
+    if purpose is None:
         raise OAuthError("invalid_request", "extensions.hl7-b2b.purpose_of_use is required")
     return B2bRequest(organization, purpose)

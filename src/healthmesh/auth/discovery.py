@@ -11,7 +11,10 @@ from healthmesh.auth.assertions import ASSERTION_ALGORITHMS
 # launch, public/confidential clients, patient context, offline access, v1 and v2 scopes.
 CAPABILITIES = [
     "launch-standalone",
-    "authorize-post",
+    "launch-ehr",  # [base]/auth/launch and `healthmesh launch` (api/authorize_routes.py)
+    "authorize-post",  # POST [base]/auth/authorize is served
+    "context-ehr-patient",
+    "sso-openid-connect",  # id_token with fhirUser for openid fhirUser (auth/code_flow.py)
     "client-public",
     "client-confidential-asymmetric",
     "context-standalone-patient",
@@ -23,6 +26,7 @@ CAPABILITIES = [
 SCOPES = [
     "openid",
     "fhirUser",
+    "launch",
     "launch/patient",
     "offline_access",
     "online_access",

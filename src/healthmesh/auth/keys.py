@@ -23,8 +23,9 @@ from healthmesh.auth.settings import MAX_ACCESS_TOKEN_LIFETIME
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 ALGORITHM = "RS256"
 _LOCK = 0x4854_4B45_5953  # advisory lock: one process creates / rotates keys at a time
-_RELOAD_EVERY = 5.0  # seconds: an unknown kid reloads the published keys at most this often
 _STALE_AFTER = 300.0  # seconds: the cached set is reloaded anyway (retirements elsewhere)
+_UNKNOWN_FOR = 5.0  # seconds a kid found nowhere is not looked up again
+_UNKNOWN_MAX = 1024
 
 _PUBLISHED = (
     "SELECT kid, public_jwk, extract(epoch FROM publish_until)::bigint FROM auth_signing_key"
@@ -55,6 +56,7 @@ class SigningKeys:
         self._private: dict[str, RSAKey] = {}
         self._public: dict[str, PublicKey] = {}
         self._loaded_at = float("-inf")
+        self._unknown: dict[str, float] = {}  # kid -> monotonic time it was not found
 
     async def ensure_active(self) -> str:
         """The active kid, creating the first key when there is none (on start-up)."""
@@ -118,18 +120,38 @@ class SigningKeys:
         return {"keys": [dict(row[1]) for row in rows]}
 
     async def verification_key(self, kid: str) -> RSAKey | None:
-        """The published key with this kid, or None. Cached in memory: a kid not seen yet (a
-        rotation in another process) reloads the published set, at most every few seconds."""
-        found = self._public.get(kid)
-        age = time.monotonic() - self._loaded_at
-        if (found is None and age >= _RELOAD_EVERY) or age >= _STALE_AFTER:
+        """The published key with this kid, or None. Cached in memory; a kid not cached (a
+        rotation in another process) is looked up by primary key, and a kid found nowhere is
+        remembered for a few seconds, so a stream of bogus kids costs no more than one cheap
+        query each."""
+        now = time.monotonic()
+        if now - self._loaded_at >= _STALE_AFTER:
             await self.reload()
-            found = self._public.get(kid)
+        found = self._public.get(kid)
         if found is None:
-            return None
+            if now - self._unknown.get(kid, float("-inf")) < _UNKNOWN_FOR:
+                return None
+            found = await self._lookup(kid)
+            if found is None:
+                if len(self._unknown) >= _UNKNOWN_MAX:
+                    self._unknown.clear()
+                self._unknown[kid] = now
+                return None
+            self._public[kid] = found
         if found.publish_until is not None and found.publish_until <= time.time():
             return None  # retired and past the last expiry of anything it signed
         return found.key
+
+    async def _lookup(self, kid: str) -> PublicKey | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT public_jwk, extract(epoch FROM publish_until)::bigint"
+                " FROM auth_signing_key WHERE kid = %s"
+                " AND (publish_until IS NULL OR publish_until > now())",
+                (kid,),
+            )
+            row = await cur.fetchone()
+        return None if row is None else PublicKey(RSAKey.import_key(dict(row[0])), row[1])
 
     async def reload(self) -> None:
         async with self.pool.connection() as conn:

@@ -18,8 +18,8 @@ from healthmesh.auth.errors import RateLimited
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 
 _BUMP = (
-    "INSERT INTO auth_rate_counter AS c (bucket, window_start, hits)"
-    " SELECT b, to_timestamp(%s), 1 FROM unnest(%s::text[]) AS b"
+    "INSERT INTO auth_rate_counter AS c (bucket, window_start, window_end, hits)"
+    " SELECT b, to_timestamp(%s), to_timestamp(%s), 1 FROM unnest(%s::text[]) AS b"
     " ON CONFLICT (bucket, window_start) DO UPDATE SET hits = c.hits + 1"
     " RETURNING bucket, hits"
 )
@@ -43,16 +43,12 @@ class RateLimiter:
         now = time.time()
         start = math.floor(now / self.window) * self.window
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_BUMP, (start, buckets))
+            cur = await conn.execute(_BUMP, (start, start + self.window, buckets))
             rows = await cur.fetchall()
         if any(hits > self.limits[bucket.split(":", 1)[0]] for bucket, hits in rows):
             raise RateLimited(max(1, math.ceil(start + self.window - now)))
 
     async def purge(self) -> int:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "DELETE FROM auth_rate_counter"
-                " WHERE window_start < now() - make_interval(secs => %s)",
-                (2 * self.window,),
-            )
+            cur = await conn.execute("DELETE FROM auth_rate_counter WHERE window_end < now()")
             return cur.rowcount

@@ -8,6 +8,8 @@ flows build on them: the authorization-code flow calls ``grants.create`` and
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from healthmesh.auth import backend_services, refresh
 from healthmesh.auth.assertions import AssertionVerifier
 from healthmesh.auth.clients import ClientKeys, ClientStore
 from healthmesh.auth.cms_smart import NoPatientIdentifier, PatientIdentifier
@@ -27,6 +30,7 @@ from healthmesh.auth.token_endpoint import ClientAuthenticator, TokenEndpoint
 from healthmesh.auth.tokens import JwtVerifier, TokenIssuer
 
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
+log = logging.getLogger(__name__)
 
 
 class AuthServer:
@@ -55,8 +59,6 @@ class AuthServer:
         # Who an IAL2 id_token names (cms_smart); the application replaces this default.
         self.patient_identifier: PatientIdentifier = NoPatientIdentifier()
 
-        from healthmesh.auth import backend_services, refresh
-
         backend_services.install(self)
         refresh.install(self)
 
@@ -70,6 +72,24 @@ class AuthServer:
 
     async def close(self) -> None:
         await self.client_keys.close()
+
+    async def purge(self) -> dict[str, int]:
+        """Forget what can no longer matter: seen jtis and revocations of expired JWTs, old
+        rate-limit windows. Returns how many rows each table lost."""
+        return {
+            "auth_seen_jti": await self.replay.purge(),
+            "auth_revoked_token": await self.grants.purge(),
+            "auth_rate_counter": await self.rate_limiter.purge(),
+        }
+
+    async def maintain(self, every: float = 600.0) -> None:
+        """Purge periodically, for as long as the application runs (a background task)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.purge()
+            except Exception:  # the database may be briefly away; try again next time
+                log.warning("authorization-server purge failed", exc_info=True)
 
     async def token_response(
         self,

@@ -18,7 +18,7 @@ class AuthSettings:
     # Brute-force limits on /auth/token, /auth/introspect, /auth/revoke per fixed window.
     rate_window: int = 60
     rate_per_client: int = 60
-    rate_per_address: int = 300
+    rate_per_address: int = 600  # NAT: many patients behind one address
     jwks_cache_seconds: int = 300  # a client's jwks_uri is fetched again after this
     jwks_refetch_interval: int = 30  # at most one refetch per jwks_uri this often on unknown kid
 

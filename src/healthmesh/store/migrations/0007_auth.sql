@@ -71,6 +71,8 @@ CREATE INDEX auth_revoked_token_expiry ON auth_revoked_token (expires_at);
 CREATE TABLE auth_rate_counter (
     bucket       text        NOT NULL,  -- 'client:<id>' or 'addr:<ip>'
     window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,  -- when the count stops mattering (purge)
     hits         integer     NOT NULL,
     PRIMARY KEY (bucket, window_start)
 );
+CREATE INDEX auth_rate_counter_end ON auth_rate_counter (window_end);
