@@ -27,6 +27,7 @@ from healthmesh.api.parsing import (
     to_fhir_request,
 )
 from healthmesh.api.render import error_response, render
+from healthmesh.auth.federation import NodeIdentifier
 from healthmesh.auth.grant import InvalidToken, TokenVerifier
 from healthmesh.auth.policy import visibility_for
 from healthmesh.config import Settings
@@ -279,6 +280,10 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     # SMART authorization server: /fhir/auth, .well-known
     auth = mount_auth(app, settings, repository)
     token_verifier: TokenVerifier = verifier if verifier is not None else auth.verifier
+    # cms_smart: IAL2 id_tokens of the allow-listed providers (and of the test IdP if served).
+    auth.patient_identifier = NodeIdentifier(
+        repository, auth.replay, test_idp=settings.test_identity_provider
+    )
     mount_authorize(app, settings, repository, auth)  # authorize, login, consent, register
     if settings.test_identity_provider:  # synthetic people only; refuses in production
         from healthmesh.auth.identity.test_idp import mount_test_idp
