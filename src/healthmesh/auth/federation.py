@@ -19,6 +19,8 @@ from pathlib import Path
 
 import orjson
 
+from healthmesh.auth.cms_smart import IdentityRefused
+from healthmesh.auth.identity.errors import IdentityRefused as IdentityError
 from healthmesh.auth.identity.patients import Ial2PatientIdentifier
 from healthmesh.auth.identity.providers import IdentityProviders, load_providers
 from healthmesh.auth.identity.test_idp import provider_of_test_idp
@@ -73,4 +75,7 @@ class NodeIdentifier:
         issuer = _unverified_issuer(id_token)
         if self.test_idp and issuer is not None and issuer.endswith(TEST_IDP_SUFFIX):
             await self._trust_test_idp(issuer)
-        return await self.identifier.patient_for(id_token)
+        try:
+            return await self.identifier.patient_for(id_token)
+        except IdentityError as refused:  # the token endpoint's refusal type, same reason
+            raise IdentityRefused(refused.reason) from None

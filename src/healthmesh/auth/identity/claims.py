@@ -205,7 +205,10 @@ def assurance_level(payload: Mapping[str, Any]) -> int:
     verified = _verified(payload)
     if verified is not None:
         levels.append(verified[1])
-    return max(levels)
+    # Claims that disagree (acr says IAL2, identity_assurance_level says 1): believe the
+    # lowest a token states, never the highest.
+    stated = [level for level in levels if level]
+    return min(stated) if stated else 0
 
 
 def _shape(payload: Mapping[str, Any]) -> str:
