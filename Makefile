@@ -6,11 +6,20 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup test lint typecheck pytest demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/browser/package-lock.json
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@# The browser tests run SMART client-js (npm) in Debian's Chromium through Playwright.
+	@if command -v npm >/dev/null 2>&1; then \
+	  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error); \
+	else echo "npm not found: the client-js browser test will be skipped"; fi
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found (apt-get install chromium): browser tests will be skipped"; fi; \
+	fi
 	@touch $(STAMP)
 
 setup: $(STAMP)
