@@ -370,13 +370,24 @@ def test_an_hl7_b2b_extension_without_organization_is_invalid_request(
 # --- cms_smart ----------------------------------------------------------------------------
 
 
+class OwnRefusal(Exception):
+    """An identity module's own refusal class, with a ``reason`` like IdentityRefused."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.reason, self.code = reason, code
+
+
 class KnownIdTokens:
     """A stand-in PatientIdentifier (the real one verifies IAL2 id_tokens: identity's part)."""
 
     def __init__(self) -> None:
         self.patients: dict[str, str] = {}
+        self.refusals: dict[str, Exception] = {}
 
     async def patient_for(self, id_token: str) -> str:
+        if id_token in self.refusals:
+            raise self.refusals[id_token]
         if id_token not in self.patients:
             raise IdentityRefused("no single patient matches the verified identity")
         return self.patients[id_token]
@@ -436,6 +447,33 @@ def test_cms_smart_with_an_unidentifiable_person_is_invalid_grant(
         client, key, cms_server.base, scope="patient/*.rs", extensions=_cms(_id_token())
     )
     assert "no single patient" in _refusal(_post(cms_server, form), 400, "invalid_grant")
+
+
+def test_cms_smart_passes_on_the_reason_of_any_identity_refusal(
+    cms_server: ServerThread, backend: Any, identity: KnownIdTokens
+) -> None:
+    client, key = backend
+    id_token = _id_token()
+    identity.refusals[id_token] = OwnRefusal("identity assurance level below 2", "ial")
+    form = client_credentials_form(
+        client, key, cms_server.base, scope="patient/*.rs", extensions=_cms(id_token)
+    )
+    assert _refusal(_post(cms_server, form), 400, "invalid_grant") == (
+        "identity assurance level below 2"
+    )
+
+
+def test_a_failing_identifier_is_a_server_error_not_a_refusal(
+    cms_server: ServerThread, backend: Any, identity: KnownIdTokens
+) -> None:
+    client, key = backend
+    id_token = _id_token()
+    identity.refusals[id_token] = RuntimeError("the identity provider list could not be read")
+    form = client_credentials_form(
+        client, key, cms_server.base, scope="patient/*.rs", extensions=_cms(id_token)
+    )
+    response = _post(cms_server, form)
+    assert _refusal(response, 500, "server_error") == "internal error; it has been logged"
 
 
 def test_cms_smart_asks_for_patient_scopes_only(

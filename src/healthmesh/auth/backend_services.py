@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from healthmesh.auth.cms_smart import IdentityRefused, cms_smart_extension, hl7_b2b_extension
+from healthmesh.auth.cms_smart import cms_smart_extension, hl7_b2b_extension, refusal_reason
 from healthmesh.auth.errors import OAuthError
 from healthmesh.auth.scope_sets import not_covered, parse_scope, resource_scope
 from healthmesh.auth.token_endpoint import TokenRequest
@@ -48,8 +48,11 @@ def install(server: AuthServer) -> None:
             scope = requested_scope(request, "patient")
             try:
                 patient = await server.patient_identifier.patient_for(cms.id_token)
-            except IdentityRefused as refused:
-                raise OAuthError("invalid_grant", refused.reason) from None
+            except Exception as refused:
+                reason = refusal_reason(refused)
+                if reason is None:
+                    raise  # a fault, not a refusal: logged, and a server_error
+                raise OAuthError("invalid_grant", reason) from None
             grant = await server.grants.create(
                 client_id=request.client.client_id,
                 kind="cms_smart",

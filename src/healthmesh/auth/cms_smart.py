@@ -24,12 +24,25 @@ class IdentityRefused(Exception):
         self.reason = reason
 
 
+def refusal_reason(error: Exception) -> str | None:
+    """The client-facing reason when ``error`` is an identity refusal, else None.
+
+    An :class:`IdentityRefused` of this module, or any exception carrying a string
+    ``reason`` (an identity module may define its own refusal class with more detail).
+    """
+    reason = getattr(error, "reason", None)
+    if isinstance(error, IdentityRefused) or isinstance(reason, str):
+        return reason if isinstance(reason, str) else str(error)
+    return None
+
+
 class PatientIdentifier(Protocol):
     async def patient_for(self, id_token: str) -> str:
         """The id of the one local Patient the IAL2 ``id_token`` identifies.
 
         Raise :class:`IdentityRefused` otherwise (bad signature, untrusted issuer, expired,
-        replayed, IAL below 2, zero or several matches).
+        replayed, IAL below 2, zero or several matches) — or any exception with a string
+        ``reason`` attribute, which is treated the same way.
         """
         ...
 

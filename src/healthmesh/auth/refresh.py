@@ -21,6 +21,9 @@ def install(server: AuthServer) -> None:
         token = request.param("refresh_token")
         if token is None:
             raise OAuthError("invalid_request", "refresh_token is required")
+        # The key first: once the old refresh token is spent, nothing may fail before the
+        # client has its successor, or it would be locked out of its own authorization.
+        signing_key = await server.keys.signing_key()
         refreshed = await server.grants.refresh(
             token, client_id=request.client.client_id, scope=request.param("scope")
         )
@@ -29,6 +32,7 @@ def install(server: AuthServer) -> None:
             issuer=request.issuer,
             scope=refreshed.scope,
             refresh_token=refreshed.refresh_token,
+            signing_key=signing_key,
         )
 
     server.token_endpoint.register("refresh_token", refresh_token)

@@ -13,6 +13,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from joserfc.jwk import RSAKey
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
@@ -99,6 +100,7 @@ class AuthServer:
         lifetime: int | None = None,
         scope: str | None = None,
         refresh_token: str | None = None,
+        signing_key: tuple[str, RSAKey] | None = None,
     ) -> dict[str, Any]:
         """The RFC 6749 §5.1 success body (plus SMART's ``patient``) for a new access token."""
         token = await self.issuer.issue_access_token(
@@ -106,6 +108,7 @@ class AuthServer:
             issuer=issuer,
             lifetime=lifetime or self.settings.access_token_lifetime,
             scope=scope,
+            signing_key=signing_key,
         )
         body: dict[str, Any] = {
             "access_token": token.access_token,

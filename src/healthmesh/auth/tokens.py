@@ -20,6 +20,7 @@ from typing import Any
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
 from joserfc.jwt import JWTClaimsRegistry
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -56,16 +57,24 @@ class TokenIssuer:
         self.keys = keys
 
     async def issue_access_token(
-        self, grant: Grant, *, issuer: str, lifetime: int, scope: str | None = None
+        self,
+        grant: Grant,
+        *,
+        issuer: str,
+        lifetime: int,
+        scope: str | None = None,
+        signing_key: tuple[str, RSAKey] | None = None,
     ) -> IssuedToken:
         """Sign an access token for ``grant`` (scope: the grant's, or the narrower one given).
 
         ``issuer`` is the FHIR base URL: it is both ``iss`` and ``aud``. A grant that ends
         sooner than ``lifetime`` caps the token (a backend grant lives exactly one token).
+        ``signing_key``: from ``SigningKeys.signing_key()`` fetched beforehand, when what
+        precedes must not be committed unless a token can then be signed (refresh rotation).
         """
         if not 0 < lifetime <= MAX_ACCESS_TOKEN_LIFETIME:
             raise ValueError(f"access token lifetime must be 1..{MAX_ACCESS_TOKEN_LIFETIME} s")
-        kid, key = await self.keys.signing_key()
+        kid, key = signing_key or await self.keys.signing_key()
         now = int(time.time())
         expires_at = min(now + lifetime, int(grant.expires_at.timestamp()))
         jti = secrets.token_urlsafe(16)
