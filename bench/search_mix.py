@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -285,8 +285,10 @@ def _patient_observations(
 def _window(rng: random.Random, around: datetime) -> tuple[datetime, datetime]:
     """A date range of 1-5 years that holds ``around``."""
     span = timedelta(days=rng.randint(365, 5 * 365))
-    lo = around - span * rng.random()
-    return lo, lo + span
+    start = around - span * rng.random()
+    # Whole UTC days: the URL says ge/lt YYYY-MM-DD, the SQL compares with their midnights.
+    lo = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    return lo, lo + timedelta(days=span.days + 1)
 
 
 def draw(conn: psycopg.Connection[Any], samples: int, seed: int) -> dict[str, list[Params]]:
