@@ -24,6 +24,9 @@ from urllib.parse import urlencode
 
 import psycopg
 
+from healthmesh.fhir.search.normalize import normalize
+from healthmesh.store.search.sqlbits import like_prefix
+
 Params = dict[str, Any]
 PAGE = 20  # the server's default _count
 LOINC = "http://loinc.org"
@@ -159,7 +162,8 @@ WHERE r.res_type = 'Patient' AND NOT r.deleted
 ORDER BY r.id
 LIMIT 20
 """,
-    lambda p: p | {"pattern": p["name"].lower().replace("%", r"\%").replace("_", r"\_") + "%"},
+    # norm is lower-cased and unaccented (docs/search.md): the same normalisation, in Python.
+    lambda p: p | {"pattern": like_prefix(normalize(p["name"]))},
 )
 
 IDENTIFIER = Query(

@@ -90,11 +90,7 @@ class Compiler:
                 f"{kind} search parameters ({c.param.code}) are not supported yet",
                 expression=c.name,
             )
-        table, index_param = TABLES[kind], c.param.code
-        if kind == "token":
-            index_param = token.index_param(c)
-        if kind == "reference" and c.modifier == "identifier":
-            table, index_param = "search_token", f"{c.param.code}:identifier"
+        table, index_param = self._index_of(c)
         if c.modifier in ("above", "below") and kind == "token":
             raise NotSupported(
                 f"{c.name}: :{c.modifier} needs code-system subsumption, not built yet",
@@ -115,6 +111,48 @@ class Compiler:
         )
         # :in arrives with its ValueSet's codes as values (interactions/valuesets.py).
         return sql.SQL("NOT {}").format(exists) if c.modifier in ("not", "not-in") else exists
+
+    @staticmethod
+    def _index_of(c: Clause) -> tuple[str, str]:
+        """The index table and ``param`` value a plain clause looks up."""
+        kind = c.param.type
+        table, index_param = TABLES[kind], c.param.code
+        if kind == "token":
+            index_param = token.index_param(c)
+        if kind == "reference" and c.modifier == "identifier":
+            table, index_param = "search_token", f"{c.param.code}:identifier"
+        return table, index_param
+
+    def matching_ids(self, c: Clause) -> sql.Composable | None:
+        """``SELECT DISTINCT res_id AS id`` of the resources a plain, positive clause matches,
+        from its index rows alone; None for clauses that need the resource row or negate.
+
+        Index rows exist only for live current versions (a delete clears them in the same
+        transaction, store/repository.py), so these ids need no ``NOT deleted`` check: a
+        count over them is an index-only scan, where joining ``resource`` visits every match.
+        """
+        if (
+            c.has is not None
+            or c.chain
+            or c.param.code in ("_id", "_lastUpdated", "_content", "_text", "_list")
+            or c.param.expression is None
+            or c.param.type not in TABLES
+            or c.modifier in ("missing", "not", "not-in", "above", "below")
+            or c.resource_type == SYSTEM
+        ):
+            return None
+        table, index_param = self._index_of(c)
+        i = self.alias("i")
+        return sql.SQL(
+            "SELECT DISTINCT {i}.res_id AS id FROM {tb} {i}"
+            " WHERE {i}.res_type = {t} AND {i}.param = {p} AND {m}"
+        ).format(
+            i=i,
+            tb=sql.Identifier(table),
+            t=sql.Literal(c.resource_type),
+            p=sql.Literal(index_param),
+            m=self._match(c, c.param.type, i),
+        )
 
     def _match(self, c: Clause, kind: str, i: sql.Identifier) -> sql.Composable:
         match kind:
