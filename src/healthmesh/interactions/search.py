@@ -218,7 +218,8 @@ async def search(
         )
     if summary == "count" or total_mode == "accurate":
         # One plain clause (`Observation?code=X&_summary=count`): count its index rows'
-        # distinct ids, index-only; 32k matches at 1M resources took ~0.5 s through resource.
+        # distinct ids, index-only: 32k matches at 1M resources, 70 ms where counting them
+        # through their resource rows took 540 ms (docs/PERFORMANCE.md#search).
         ids = (
             compiler.matching_ids(parsed.clauses[0])
             if len(parsed.clauses) == 1 and scope is None and res_type != SYSTEM

@@ -259,8 +259,8 @@ class Compiler:
         an ``EXISTS`` per type ORed together: PostgreSQL turns the ``IN`` into a semi-join it
         can start from the selective end (``encounter.patient.identifier=x`` finds the patient,
         its encounters, then their observations), where the OR left it one plan: walk every
-        candidate in id order and test each (335 ms against 3 ms on 30k resources, growing
-        with the table; docs/PERFORMANCE.md#search).
+        candidate in id order and test each (10.9 s against 12 ms at 1M resources;
+        docs/PERFORMANCE.md#search).
         """
         i = self.alias("i")
         per_type: list[sql.Composable] = []
