@@ -1,0 +1,1 @@
+"""Sharing a patient's record: summaries, shared bundles, links and cards."""
