@@ -58,6 +58,7 @@ REFERENCE_TYPES = (
 )
 # A record larger than this is refused rather than summarised in one response.
 MAX_RESOURCES = 200_000
+_ABOUT = ("subject", "patient", "beneficiary")
 _AUTHOR_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "https://healthmesh.invalid/ips-generator"))
 
 
@@ -88,6 +89,16 @@ class PatientRecord:
 
     def of_type(self, *types: str) -> list[Resource]:
         return [r for k, r in self.resources.items() if k.partition("/")[0] in types]
+
+    def is_about_patient(self, resource: Resource) -> bool:
+        """Whether the patient is what ``resource`` is about (its subject, patient or
+        beneficiary), not merely named in it: the Patient compartment also holds, say,
+        another patient's Condition that this patient asserted, which is no problem of theirs.
+        """
+        for element in _ABOUT:
+            if element in resource:
+                return self.key(resource[element]) == self.patient_key
+        return False
 
 
 async def read_record(
@@ -158,7 +169,8 @@ def choose(
     """
     by_type: dict[str, list[Resource]] = {}
     for key, resource in record.resources.items():
-        by_type.setdefault(key.partition("/")[0], []).append(resource)
+        if record.is_about_patient(resource):
+            by_type.setdefault(key.partition("/")[0], []).append(resource)
     sections = fill_sections(Record(record.patient, by_type, record.resolve))
     chosen: dict[str, Resource] = {record.patient_key: record.patient}
     for section in sections:
