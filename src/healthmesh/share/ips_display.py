@@ -6,7 +6,7 @@ empty string, so a table cell is blank rather than "None".
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from healthmesh.fhir.dates import parse_instant
@@ -170,10 +170,20 @@ def moment(resource: dict[str, Any], *keys: str) -> datetime | None:
         if isinstance(value, dict):
             value = value.get("start") or value.get("end")
         if isinstance(value, str):
-            parsed = parse_instant(value)
+            parsed = _moment(value)
             if parsed is not None:
                 return parsed
     return None
+
+
+def _moment(value: str) -> datetime | None:
+    # Full dates and dateTimes (nearly all stored values) through the C parser; partial
+    # dates (2020, 2020-03) and odd forms through the FHIR one. No zone: UTC (fhir/dates.py).
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return parse_instant(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def human_name(names: Any) -> str:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Any
 
 # R4 references.html: [base/]Type/id[/_history/vid]; ids are [A-Za-z0-9-.]{1,64}.
 _LOCAL = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
 
 
+@lru_cache(maxsize=8192)  # the same few references recur in every resource of a record
 def local_key(reference: str, base: str) -> str | None:
     """``Type/id`` when ``reference`` names a resource on this server, else None.
 

@@ -49,6 +49,21 @@ class Record:
     patient: Resource
     by_type: dict[str, list[Resource]]
     resolve: Callable[[Any], Resource | None]  # a Reference object -> the resource, if here
+    _categories: dict[str, list[Resource]] | None = None
+
+    def observations_in(self, category: str) -> list[Resource]:
+        """Observations by observation-category code, sorted out once for all sections."""
+        if self._categories is None:
+            self._categories = {}
+            for r in self.of("Observation"):
+                for concept in r.get("category") or []:
+                    for coding in concept.get("coding") or [] if isinstance(concept, dict) else []:
+                        if (
+                            isinstance(coding, dict)
+                            and coding.get("system") == OBSERVATION_CATEGORY
+                        ):
+                            self._categories.setdefault(str(coding.get("code")), []).append(r)
+        return self._categories.get(category, [])
 
     def of(self, *types: str) -> list[Resource]:
         return [r for t in types for r in self.by_type.get(t, [])]
@@ -239,11 +254,7 @@ _FINAL_ENOUGH = frozenset({"registered", "preliminary", "final", "amended", "cor
 
 
 def _observations(record: Record, category: str) -> list[Resource]:
-    chosen = [
-        r
-        for r in record.of("Observation")
-        if r.get("status") in _FINAL_ENOUGH and _in_category(r, OBSERVATION_CATEGORY, category)
-    ]
+    chosen = [r for r in record.observations_in(category) if r.get("status") in _FINAL_ENOUGH]
     return _latest_per_code(chosen, "code", *_OBSERVATION_DATES)
 
 
