@@ -414,3 +414,11 @@ def test_a_token_that_cannot_read_patients_is_refused(secured: Tokens, ids: Ids)
         response = ada.get(f"/Patient/{ids('ada')}/$summary")
     assert response.status_code == 403
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_capability_statement_names_both_operations(client_module: httpx.Client) -> None:
+    statement = client_module.get("/metadata").json()
+    (patient,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Patient"]
+    operations = {o["name"]: o["definition"] for o in patient["operation"]}
+    assert operations["summary"] == "http://hl7.org/fhir/uv/ips/OperationDefinition/summary"
+    assert "shared-bundle" in operations
