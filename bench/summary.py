@@ -13,6 +13,7 @@ time after a warm-up, reporting p50 / p95 / max wall time per request as the cli
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +28,7 @@ import orjson
 from bench.common import (
     DEFAULT_ADMIN_URL,
     BenchError,
+    CpuMeter,
     Databases,
     Service,
     free_port,
@@ -75,9 +77,17 @@ def scaled(source: Path, copies: int, out: Path) -> tuple[Path, int]:
     return path, len(result["entry"])
 
 
-def timings(client: httpx.Client, path: str, n: int) -> tuple[list[float], int, int]:
+def timings(
+    client: httpx.Client, path: str, n: int, meters: tuple[CpuMeter, CpuMeter]
+) -> tuple[list[float], int, int, float, float]:
+    """Wall ms per request; entries, bytes; CPU ms per request of the server and PostgreSQL.
+
+    The CPU figures do not depend on what else the machine is doing: on an idle machine a
+    request cannot take less wall time than its server CPU plus its PostgreSQL CPU.
+    """
     for _ in range(3):  # warm-up: connections, caches, first-use imports
         client.get(path).raise_for_status()
+    server, database = meters[0].start(), meters[1].start()
     seconds = []
     size = entries = 0
     for _ in range(n):
@@ -87,7 +97,8 @@ def timings(client: httpx.Client, path: str, n: int) -> tuple[list[float], int, 
         response.raise_for_status()
         size = len(response.content)
         entries = len(response.json()["entry"])
-    return [s * 1000 for s in seconds], entries, size
+    server_ms, database_ms = server.stop() * 1000 / n, database.stop() * 1000 / n
+    return [s * 1000 for s in seconds], entries, size, server_ms, database_ms
 
 
 def p(values: list[float], q: float) -> float:
@@ -135,26 +146,21 @@ def main(argv: list[str] | None = None) -> int:
                 found = client.get("/Patient", params={"identifier": identifier}).json()
                 pid = found["entry"][0]["resource"]["id"]
                 for operation in ("$summary", "$shared-bundle"):
-                    ms, entries, size = timings(
-                        client, f"/Patient/{pid}/{operation}", args.requests
+                    meters = (CpuMeter(service.pid), CpuMeter(database_url=url))
+                    ms, entries, size, cpu, pg = timings(
+                        client, f"/Patient/{pid}/{operation}", args.requests, meters
                     )
-                    rows.append(
-                        (
-                            label,
-                            operation,
-                            entries,
-                            size,
-                            statistics.median(ms),
-                            p(ms, 0.95),
-                            max(ms),
-                        )
-                    )
+                    p50, p95 = statistics.median(ms), p(ms, 0.95)
+                    rows.append((label, operation, entries, size, p50, p95, max(ms), cpu, pg))
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(
-            f"{'patient':58} {'operation':15} {'entries':>7} {'bytes':>9} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
+            f"{'patient':58} {'operation':15} {'entries':>7} {'bytes':>9} {'p50 ms':>8}"
+            f" {'p95 ms':>8} {'max ms':>8} {'server CPU':>10} {'PG CPU':>7}"
         )
-        for label, operation, entries, size, p50, p95, worst in rows:
+        for label, operation, entries, size, p50, p95, worst, cpu, pg in rows:
             print(
-                f"{label:58} {operation:15} {entries:7d} {size:9d} {p50:8.1f} {p95:8.1f} {worst:8.1f}"
+                f"{label:58} {operation:15} {entries:7d} {size:9d} {p50:8.1f} {p95:8.1f}"
+                f" {worst:8.1f} {cpu:10.1f} {pg:7.1f}"
             )
         summaries = [r for r in rows if r[1] == "$summary"]
         met = all(r[5] < TARGET_P95_MS for r in summaries)
