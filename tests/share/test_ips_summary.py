@@ -422,3 +422,16 @@ def test_the_capability_statement_names_both_operations(client_module: httpx.Cli
     operations = {o["name"]: o["definition"] for o in patient["operation"]}
     assert operations["summary"] == "http://hl7.org/fhir/uv/ips/OperationDefinition/summary"
     assert "shared-bundle" in operations
+
+
+def test_a_patient_token_gets_its_own_shared_bundle_and_404_for_another(
+    secured: Tokens, ids: Ids
+) -> None:
+    with secured.client("patient/*.rs", patient=ids("ada")) as ada:
+        own = ada.get(f"/Patient/{ids('ada')}/$shared-bundle", params={"rendering": "false"})
+        other = ada.get(f"/Patient/{ids('bob')}/$shared-bundle")
+    assert own.status_code == 200, own.text
+    kinds = {e["resource"]["resourceType"] for e in own.json()["entry"]}
+    assert {"Patient", "Condition", "Coverage", "Organization"} <= kinds
+    assert other.status_code == 404
+    assert ids("gout") not in other.text
