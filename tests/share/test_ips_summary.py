@@ -435,3 +435,42 @@ def test_a_patient_token_gets_its_own_shared_bundle_and_404_for_another(
     assert {"Patient", "Condition", "Coverage", "Organization"} <= kinds
     assert other.status_code == 404
     assert ids("gout") not in other.text
+
+
+def test_a_report_result_about_another_patient_stays_out(client_module: httpx.Client) -> None:
+    """Ada performed an Observation about Bob (so it is in her compartment) and her lab report
+    lists it: her summary carries the report, not Bob's Observation."""
+    made = Ids()
+    ada, bob = made("ada"), made("bob")
+    lab = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB"}]}
+    put_all(
+        client_module,
+        [
+            {"resourceType": "Patient", "id": ada},
+            {"resourceType": "Patient", "id": bob},
+            {
+                "resourceType": "Observation",
+                "id": made("bobs"),
+                "status": "final",
+                "code": {"text": "glucose"},
+                "subject": {"reference": f"Patient/{bob}"},
+                "performer": [{"reference": f"Patient/{ada}"}],
+                "valueString": "high",
+            },
+            {
+                "resourceType": "DiagnosticReport",
+                "id": made("report"),
+                "status": "final",
+                "category": [lab],
+                "code": {"text": "glucose panel"},
+                "subject": {"reference": f"Patient/{ada}"},
+                "result": [{"reference": f"Observation/{made('bobs')}", "display": "glucose"}],
+            },
+        ],
+    )
+    bundle = summary(client_module, ada)
+    assert ips_problems(bundle) == []
+    held = carried(bundle)
+    assert f"DiagnosticReport/{made('report')}" in held
+    assert f"Observation/{made('bobs')}" not in held
+    assert held[f"DiagnosticReport/{made('report')}"]["result"] == [{"display": "glucose"}]

@@ -87,6 +87,17 @@ class PatientRecord:
             return self.patient
         return self.resources.get(key)
 
+    def resolve_own(self, reference: Any) -> Resource | None:
+        """As :meth:`resolve`, but never a resource about another patient (a report's result
+        may be in this compartment only because this patient performed it)."""
+        target = self.resolve(reference)
+        if target is None:
+            return None
+        about = next((e for e in _ABOUT if e in target), None)
+        if about is not None and self.key(target[about]) != self.patient_key:
+            return None
+        return target
+
     def of_type(self, *types: str) -> list[Resource]:
         return [r for k, r in self.resources.items() if k.partition("/")[0] in types]
 
@@ -171,7 +182,7 @@ def choose(
     for key, resource in record.resources.items():
         if record.is_about_patient(resource):
             by_type.setdefault(key.partition("/")[0], []).append(resource)
-    sections = fill_sections(Record(record.patient, by_type, record.resolve))
+    sections = fill_sections(Record(record.patient, by_type, record.resolve_own))
     chosen: dict[str, Resource] = {record.patient_key: record.patient}
     for section in sections:
         for resource in section.entries:
