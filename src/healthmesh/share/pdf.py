@@ -15,9 +15,11 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from fpdf import FPDF
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 _PUNCTUATION = str.maketrans(
     {"–": "-", "—": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "…": "...", "•": "-"}
@@ -57,17 +59,25 @@ class PdfDocument:
     created: datetime | None = None
 
 
-class _Pdf(FPDF):
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font("Helvetica", size=8)
-        self.set_text_color(110)
-        self.cell(0, 6, f"Page {self.page_no()}/{{nb}}", align="C")
+@cache
+def _pdf_class() -> type[FPDF]:
+    """FPDF with a page-number footer; fpdf2 (and Pillow, fontTools) load on first use, not
+    when the server starts (~0.5 s and tens of MB a process that never renders would pay)."""
+    from fpdf import FPDF
+
+    class Pdf(FPDF):
+        def footer(self) -> None:
+            self.set_y(-12)
+            self.set_font("Helvetica", size=8)
+            self.set_text_color(110)
+            self.cell(0, 6, f"Page {self.page_no()}/{{nb}}", align="C")
+
+    return Pdf
 
 
 def render(document: PdfDocument) -> bytes:
     """The document as PDF bytes (US Letter, portrait)."""
-    pdf = _Pdf(orientation="portrait", unit="mm", format="letter")
+    pdf = _pdf_class()(orientation="portrait", unit="mm", format="letter")
     pdf.set_title(latin1(document.title))
     pdf.set_creator("HealthMesh")
     if document.created is not None:
