@@ -1,1 +1,4 @@
-"""Sharing a patient's record: summaries, shared bundles, links and cards."""
+"""Sharing: SMART Health Links (sender and receiver) and SMART Health Cards (issuer, verifier).
+
+HL7 SMART Health Cards and Links IG STU1; CMS Kill the Clipboard. docs/sharing.md.
+"""
