@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from healthmesh.auth.settings import AuthSettings
+from healthmesh.share.settings import ShareSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -18,6 +19,7 @@ class Settings:
     open: bool = False
     pool_size: int = 16
     auth: AuthSettings = field(default_factory=AuthSettings)
+    share: ShareSettings = field(default_factory=ShareSettings)
 
     @staticmethod
     def from_env(database_url: str, **overrides: object) -> Settings:
@@ -27,5 +29,6 @@ class Settings:
         if "HEALTHMESH_MAX_BODY_BYTES" in os.environ:
             values["max_body_bytes"] = int(os.environ["HEALTHMESH_MAX_BODY_BYTES"])
         values["auth"] = AuthSettings.from_env()
+        values["share"] = ShareSettings.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from healthmesh.api.parsing import (
     to_fhir_request,
 )
 from healthmesh.api.render import error_response, render
+from healthmesh.api.share_routes import mount_share
 from healthmesh.auth.grant import InvalidToken, TokenVerifier
 from healthmesh.auth.policy import visibility_for
 from healthmesh.config import Settings
@@ -229,6 +230,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         app, settings, repository
     )  # SMART authorization server: /fhir/auth, .well-known
     token_verifier: TokenVerifier = verifier if verifier is not None else auth.verifier
+    mount_share(app, settings, repository, token_verifier)  # SMART Health Links and Cards
     app.state.repository = repository
     app.state.settings = settings
     return app
