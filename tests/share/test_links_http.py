@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 from share_support import (
@@ -89,8 +90,6 @@ def test_shared_bundle_survives_qr_manifest_and_independent_decryption(
     assert header["alg"] == "dir"
     assert header["enc"] == "A256GCM"
     assert header["cty"] == "application/fhir+json"
-    import orjson
-
     assert orjson.loads(plaintext) == summary_bundle()
 
 
@@ -171,8 +170,6 @@ def test_u_flag_link_answers_its_single_file_to_a_get_with_recipient(as_patient:
     got = httpx.get(link.url, params={"recipient": "Front desk"})
     assert got.status_code == 200
     assert got.headers["content-type"].startswith("application/jose")
-    import orjson
-
     assert orjson.loads(independent_decrypt(got.text, link.key)[0]) == summary_bundle()
     assert httpx.get(link.url).status_code == 400  # recipient is required
     plain = decode(_create(ada)["shlink"])
@@ -182,7 +179,7 @@ def test_u_flag_link_answers_its_single_file_to_a_get_with_recipient(as_patient:
 def test_u_with_p_label_over_80_and_past_exp_are_refused_at_creation(as_patient: Patients) -> None:
     ada = as_patient(_patient())
     bundle = summary_bundle()
-    cases = [
+    cases: list[dict[str, Any]] = [
         {"flag": "UP", "passcode": "1234"},
         {"label": "x" * 81},
         {"exp": int(time.time()) - 10},
