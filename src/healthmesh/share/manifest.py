@@ -73,6 +73,16 @@ _LINK = (
 )
 
 
+_LINK_WITH_FILES = (
+    "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt,"
+    " l.attempts_left, now(), f.seq, f.content_type, f.last_updated,"
+    " CASE WHEN length(f.jwe) <= %s THEN f.jwe END"
+    " FROM shl_link l LEFT JOIN shl_file f ON f.link_id = l.id WHERE l.id = %s"
+    " ORDER BY f.seq"
+)
+_LINK_WITH_FILES_LOCKED = _LINK_WITH_FILES + " FOR UPDATE OF l"
+
+
 def parse_manifest_request(body: object, *, max_recipient: int) -> ManifestRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("the manifest request is a JSON object")
@@ -140,35 +150,88 @@ class ManifestService:
     async def manifest(
         self, link_id: str, request: ManifestRequest, location_of: LocationOf
     ) -> dict[str, Any]:
-        """The manifest ``{files: [...]}``, or LinkNotFound / WrongPasscode / TooManyRequests;
-        the access is recorded (and a wrong passcode spent) whatever the outcome: refusals
-        are raised only after the transaction that records them has committed."""
-        refused: ShareError | None = None
-        body: dict[str, Any] = {}
-        async with self.pool.connection() as conn, conn.transaction():
-            link = await _load(conn, link_id, lock=False)
-            if link is None:
-                raise LinkNotFound()
-            if "P" in link.flag:
-                link = await _load(conn, link_id, lock=True)  # serialise guesses on this link
-                assert link is not None
-            try:
-                body = await self._files(conn, link, request, location_of)
-                outcome = "ok"
-            except (LinkNotFound, WrongPasscode, TooManyRequests) as error:
-                refused, outcome = error, _outcome(error)
-                if isinstance(error, WrongPasscode):
-                    await conn.execute(
-                        "UPDATE shl_link SET attempts_left = %s WHERE id = %s",
-                        (error.remaining, link.id),
-                    )
-            await _record(conn, link.id, request.recipient, "manifest", outcome)
+        """The manifest ``{files: [...]}``, or LinkNotFound / WrongPasscode / TooManyRequests.
+
+        The access is recorded (and a wrong passcode spent) whatever the outcome; refusals
+        are raised only once that record is written. A plain link takes two statements (read
+        the link with its files; record the access with its locations); a P link runs in a
+        transaction holding the link's row lock from the read to the record.
+        """
+        async with self.pool.connection() as conn:
+            link, files = await self._load_with_files(conn, link_id, request, lock=False)
+            if "P" not in link.flag:
+                body, refused = await self._answer(conn, link, files, request, location_of)
+            else:
+                async with conn.transaction():  # committed before a refusal is raised
+                    link, files = await self._load_with_files(conn, link_id, request, lock=True)
+                    body, refused = await self._answer(conn, link, files, request, location_of)
         if refused is not None:
             raise refused
         return body
 
-    async def _files(
-        self, conn: Conn, link: _Link, request: ManifestRequest, location_of: LocationOf
+    async def _load_with_files(
+        self, conn: Conn, link_id: str, request: ManifestRequest, *, lock: bool
+    ) -> tuple[_Link, list[tuple[Any, ...]]]:
+        """The link and its files (the JWE only where it will be embedded)."""
+        cur = await conn.execute(
+            _LINK_WITH_FILES_LOCKED if lock else _LINK_WITH_FILES,
+            (request.embedded_length_max, link_id),
+        )
+        rows = await cur.fetchall()
+        if not rows:
+            raise LinkNotFound()
+        return _Link(*rows[0][:8]), [r[8:] for r in rows if r[8] is not None]
+
+    async def _answer(
+        self,
+        conn: Conn,
+        link: _Link,
+        files: list[tuple[Any, ...]],
+        request: ManifestRequest,
+        location_of: LocationOf,
+    ) -> tuple[dict[str, Any], ShareError | None]:
+        """The manifest, or the refusal to raise; the access recorded either way."""
+        refused: ShareError | None = None
+        body: dict[str, Any] = {}
+        tickets: list[tuple[bytes, int]] = []
+        spent: int | None = None
+        try:
+            body = await self._check_and_list(conn, link, files, request, location_of, tickets)
+            outcome = "ok"
+        except (LinkNotFound, WrongPasscode, TooManyRequests) as error:
+            refused, outcome = error, _outcome(error)
+            if isinstance(error, WrongPasscode):
+                spent = error.remaining
+        await conn.execute(
+            "WITH located AS (INSERT INTO shl_location (digest, link_id, seq, recipient, expires_at)"
+            "  SELECT d, %(link)s, s, %(recipient)s, now() + make_interval(secs => %(ttl)s)"
+            "  FROM unnest(%(digests)s::bytea[], %(seqs)s::int[]) AS u(d, s)),"
+            " spent AS (UPDATE shl_link SET attempts_left = %(left)s"
+            "  WHERE id = %(link)s AND %(left)s::int IS NOT NULL)"
+            " INSERT INTO shl_access (link_id, recipient, kind, outcome)"
+            " VALUES (%(link)s, %(recipient)s, 'manifest', %(outcome)s)",
+            {
+                "link": link.id,
+                "recipient": request.recipient,
+                "ttl": self.settings.location_ttl,
+                "digests": [d for d, _ in tickets],
+                "seqs": [s for _, s in tickets],
+                "left": spent,
+                "outcome": outcome,
+            },
+        )
+        if tickets and secrets.randbelow(64) == 0:  # now and then, forget long-dead locations
+            await conn.execute("DELETE FROM shl_location WHERE expires_at < now()")
+        return body, refused
+
+    async def _check_and_list(
+        self,
+        conn: Conn,
+        link: _Link,
+        files: list[tuple[Any, ...]],
+        request: ManifestRequest,
+        location_of: LocationOf,
+        tickets: list[tuple[bytes, int]],
     ) -> dict[str, Any]:
         if not link.active:
             raise LinkNotFound()
@@ -183,36 +246,18 @@ class ManifestService:
             )
             if not right:
                 raise WrongPasscode(link.attempts_left - 1)
-        cur = await conn.execute(
-            "SELECT seq, content_type, jwe, last_updated FROM shl_file WHERE link_id = %s"
-            " ORDER BY seq",
-            (link.id,),
-        )
-        files: list[dict[str, Any]] = []
-        tickets: list[tuple[bytes, str, int, str, int]] = []
-        for seq, content_type, token, last_updated in await cur.fetchall():
+        entries: list[dict[str, Any]] = []
+        for seq, content_type, last_updated, embedded in files:
             entry: dict[str, Any] = {"contentType": content_type}
-            limit = request.embedded_length_max
-            if limit is not None and len(token) <= limit:
-                entry["embedded"] = token
+            if embedded is not None:
+                entry["embedded"] = embedded
             else:
                 ticket = secrets.token_urlsafe(32)
-                tickets.append(
-                    (_digest(ticket), link.id, seq, request.recipient, self.settings.location_ttl)
-                )
+                tickets.append((_digest(ticket), seq))
                 entry["location"] = location_of(ticket)
             entry["lastUpdated"] = last_updated.isoformat()
-            files.append(entry)
-        if tickets:
-            async with conn.cursor() as c:
-                await c.executemany(
-                    "INSERT INTO shl_location (digest, link_id, seq, recipient, expires_at)"
-                    " VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s))",
-                    tickets,
-                )
-            if secrets.randbelow(64) == 0:  # now and then, forget locations long dead
-                await conn.execute("DELETE FROM shl_location WHERE expires_at < now()")
-        body: dict[str, Any] = {"files": files}
+            entries.append(entry)
+        body: dict[str, Any] = {"files": entries}
         if "L" in link.flag:
             body["status"] = "can-change"
         return body
