@@ -32,6 +32,8 @@ from psycopg_pool import AsyncConnectionPool
 from bench.common import DEFAULT_ADMIN_URL, Databases, Service, free_port, healthmesh_argv
 from healthmesh.auth.clients import Client
 from healthmesh.auth.server import AuthServer
+from healthmesh.share.manifest import ManifestRequest, ManifestService
+from healthmesh.share.settings import ShareSettings
 from healthmesh.store.migrate import migrate
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests/share/fixtures/summary-bundle.json"
@@ -101,8 +103,35 @@ def summary(name: str, latencies: list[float], wall: float) -> dict[str, Any]:
     }
 
 
+async def in_process(
+    database_url: str, urls: list[str], resolves: int, concurrency: int
+) -> dict[str, Any]:
+    """The manifest service called directly (no HTTP, no event loop shared with a server):
+    what resolution itself costs in SQL and Python."""
+    pool: Any = AsyncConnectionPool(
+        database_url,
+        min_size=concurrency,
+        max_size=concurrency,
+        open=False,
+        kwargs={"autocommit": True},
+    )
+    await pool.open(wait=True)
+    service = ManifestService(pool, ShareSettings())
+    ids = [u.rsplit("/", 1)[1] for u in urls]
+    try:
+
+        async def one(i: int) -> None:
+            request = ManifestRequest("bench receiver")
+            await service.manifest(ids[i % len(ids)], request, lambda t: t)
+
+        lat, wall, _ = await timed(resolves, concurrency, one)
+    finally:
+        await pool.close()
+    return summary("manifest (plain, in-process)", lat, wall)
+
+
 async def run(
-    base: str, token: str, links: int, resolves: int, concurrency: int
+    base: str, token: str, links: int, resolves: int, concurrency: int, database_url: str
 ) -> list[dict[str, Any]]:
     bundle = json.loads(FIXTURE.read_text())
     headers = {"Authorization": f"Bearer {token}"}
@@ -141,6 +170,7 @@ async def run(
             lat, wall, locations = await timed(resolves, concurrency, resolve)
             figures.append(summary(f"manifest ({flag or 'plain'})", lat, wall))
             if not flag:
+                figures.append(await in_process(database_url, urls, resolves, concurrency))
 
                 async def fetch(i: int, locations: list[str] = locations) -> None:
                     (await http.get(locations[i])).raise_for_status()
@@ -166,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         with Service(argv_, port) as service:
             token = asyncio.run(mint_patient_token(url, f"{service.base}/fhir", "bench-patient"))
             figures = asyncio.run(
-                run(service.base, token, args.links, args.resolves, args.concurrency)
+                run(service.base, token, args.links, args.resolves, args.concurrency, url)
             )
     finally:
         databases.drop_all()
