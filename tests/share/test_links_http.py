@@ -293,3 +293,35 @@ def test_long_term_links_polled_too_often_get_429_with_retry_after(as_patient: P
     assert [a.status_code for a in answers] == [200] * 5 + [429]
     assert answers[0].json()["status"] == "can-change"
     assert 0 < int(answers[-1].headers["retry-after"]) <= 3600
+
+
+class _Summaries:
+    """A stand-in for the IPS work's $summary: the fixture, named after the patient."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def summary(self, patient: str) -> dict[str, Any] | None:
+        self.asked.append(patient)
+        return summary_bundle()
+
+
+def test_a_share_without_a_bundle_takes_the_patients_summary_from_the_hook(
+    node: ServerThread, as_patient: Patients
+) -> None:
+    app: Any = node.server.config.app
+    sharing = app.state.share
+    patient = _patient()
+    source = _Summaries()
+    sharing.summaries = source
+    try:
+        created = as_patient(patient).post("/share/links", json={"flag": "U"})
+    finally:
+        from healthmesh.share.service import NoSummaries
+
+        sharing.summaries = NoSummaries()
+    assert created.status_code == 201, created.text
+    assert source.asked == [patient]
+    link = decode(created.json()["shlink"])
+    got = httpx.get(link.url, params={"recipient": "Front desk"})
+    assert orjson.loads(independent_decrypt(got.text, link.key)[0]) == summary_bundle()
