@@ -124,7 +124,11 @@ def mount_share(
                     error.headers,
                 )
             except Exception:
-                log.exception("unexpected error on %s %s", request.method, request.url.path)
+                # The route's template, not the path: link ids and location tickets are
+                # capabilities and stay out of logs.
+                route = request.scope.get("route")
+                where = getattr(route, "path", "?")
+                log.exception("unexpected error on %s %s", request.method, where)
                 response = json_response(
                     {"error": "server_error", "error_description": "internal error; logged"}, 500
                 )
