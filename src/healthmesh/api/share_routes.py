@@ -13,6 +13,7 @@ Errors are JSON ``{error, error_description}``, except the IG's own manifest ans
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -187,7 +188,8 @@ def mount_share(
                 raise InvalidRequest(
                     "give the Bundle to share in 'bundle': this node cannot build your summary yet"
                 )
-        files: list[ShareFile] = [bundle_file(bundle)]
+        # R4 validation of a whole record is CPU work: off the event loop.
+        files: list[ShareFile] = [await asyncio.to_thread(bundle_file, bundle)]
         new = NewLink(
             flag=_string(body, "flag") or "",
             label=_string(body, "label"),

@@ -8,6 +8,7 @@ not the caller's is answered exactly like one that does not exist.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -148,7 +149,10 @@ class LinkStore:
         digest = salt = None
         if new.passcode is not None:
             digest, salt = hash_passcode(new.passcode)
-        encrypted = [(f.content_type, jwe.encrypt(f.content, key, f.content_type)) for f in files]
+        # DEFLATE + AES-GCM of a whole record is CPU work: off the event loop.
+        encrypted = await asyncio.to_thread(
+            lambda: [(f.content_type, jwe.encrypt(f.content, key, f.content_type)) for f in files]
+        )
         exp = datetime.fromtimestamp(new.exp, UTC) if new.exp is not None else None
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
