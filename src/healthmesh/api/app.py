@@ -27,6 +27,7 @@ from healthmesh.api.parsing import (
     to_fhir_request,
 )
 from healthmesh.api.render import error_response, render
+from healthmesh.api.share_routes import mount_share
 from healthmesh.auth.federation import NodeIdentifier
 from healthmesh.auth.grant import InvalidToken, TokenVerifier
 from healthmesh.auth.policy import visibility_for
@@ -45,6 +46,7 @@ from healthmesh.interactions.context import FhirRequest, check_id, check_type
 from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.interactions.relabel import needs_relabel, relabel
+from healthmesh.share.content import OwnRecordBundles
 from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
 from healthmesh.store.repository import Repository
@@ -289,6 +291,11 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         from healthmesh.auth.identity.test_idp import mount_test_idp
 
         mount_test_idp(app, repository.pool, base_url=settings.base_url)
+    mount_share(app, settings, repository, token_verifier)  # SMART Health Links and Cards
+    # A share created without a Bundle carries the patient's own Kill the Clipboard bundle.
+    app.state.share.summaries = OwnRecordBundles(
+        repository, settings.base_url or "http://localhost/fhir"
+    )
     app.state.repository = repository
     app.state.settings = settings
     return app
