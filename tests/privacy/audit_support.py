@@ -7,12 +7,13 @@ gets its own database, cloned from a migrated template (fast: no migration per t
 from __future__ import annotations
 
 import asyncio
+import atexit
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
-import pytest
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 
@@ -25,34 +26,41 @@ from conftest import _with_db
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="session")
-def audit_template(admin_url: str) -> Iterator[str]:
-    name = f"hm_audit_tmpl_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    migrate(_with_db(admin_url, name))
-    yield name
+_templates: dict[str, str] = {}  # admin URL -> migrated template database, per process
+
+
+def _drop(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
 
 
-@pytest.fixture
-def audit_db(admin_url: str, audit_template: str) -> Iterator[str]:
-    """A fresh migrated database (empty chain) for one test."""
+def _template(admin_url: str) -> str:
+    if admin_url not in _templates:
+        name = f"hm_audit_tmpl_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        atexit.register(_drop, admin_url, name)
+        migrate(_with_db(admin_url, name))
+        _templates[admin_url] = name
+    return _templates[admin_url]
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A fresh migrated database (an empty chain) for one test, dropped afterwards."""
     name = f"hm_audit_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(audit_template)
+                sql.Identifier(name), sql.Identifier(_template(admin_url))
             )
         )
-    yield _with_db(admin_url, name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    try:
+        yield _with_db(admin_url, name)
+    finally:
+        _drop(admin_url, name)
 
 
 def run(url: str, body: Callable[[AsyncConnection[TupleRow]], Awaitable[T]]) -> T:
@@ -72,7 +80,7 @@ def tamper(url: str, statement: str, params: tuple[Any, ...] = ()) -> None:
     """Raw SQL behind the node's back, past the append-only trigger (as a superuser could)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
-        conn.execute(statement.encode(), params)  # type: ignore[call-overload]
+        conn.execute(statement.encode(), params)
 
 
 def patient_grant(patient: str, client_id: str = "patient-app") -> AccessGrant:

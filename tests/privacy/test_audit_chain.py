@@ -4,13 +4,16 @@ concurrent writers from several processes and connections, with periodic signed 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import orjson
 import psycopg
 import pytest
+from audit_support import fresh_database, read_event, run
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
@@ -19,14 +22,16 @@ from healthmesh.privacy import chain, checkpoints
 from healthmesh.store import audit_store
 from healthmesh.store.repository import Repository
 
-from audit_support import audit_db, audit_template, read_event, run  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("audit_template")
+@pytest.fixture
+def audit_db(admin_url: str) -> Iterator[str]:
+    with fresh_database(admin_url) as url:
+        yield url
 
 
 def _rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
-        return conn.execute(query.encode(), params).fetchall()  # type: ignore[call-overload]
+        return conn.execute(query.encode(), params).fetchall()
 
 
 def _observation(patient: str) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def test_each_entry_commits_to_its_predecessor(audit_db: str) -> None:
     run(audit_db, body)
     rows = _rows(audit_db, "SELECT seq, prev_hash, hash, event_hash FROM audit_chain ORDER BY seq")
     assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         assert bytes(after[1]) == bytes(before[2])
         assert chain.link_hash(after[0], bytes(after[1]), bytes(after[3])) == bytes(after[2])
     assert _rows(audit_db, "SELECT seq FROM audit_head") == [(5,)]
@@ -86,15 +91,18 @@ def test_a_write_and_its_audit_commit_or_roll_back_together(audit_db: str) -> No
     class Refused(Exception):
         pass
 
+    async def failing(repository: Repository) -> None:
+        async with repository.session() as session:
+            await write.create(session, _observation("ada"), "Observation", id="gone")
+            await chain.record(session, read_event("ada"))
+            raise Refused  # anything failing later in the request
+
     async def body(conn: AsyncConnection[TupleRow]) -> None:
         repository = Repository(audit_db, min_size=1, max_size=2)
         await repository.open()
         try:
             with pytest.raises(Refused):
-                async with repository.session() as session:
-                    await write.create(session, _observation("ada"), "Observation", id="gone")
-                    await chain.record(session, read_event("ada"))
-                    raise Refused  # anything failing later in the request
+                await failing(repository)
             async with repository.session() as session:
                 await write.create(session, _observation("ada"), "Observation", id="kept")
                 await chain.record(session, read_event("ada"))
@@ -112,18 +120,21 @@ def test_a_write_and_its_audit_commit_or_roll_back_together(audit_db: str) -> No
 def test_when_the_audit_cannot_be_written_the_write_fails_and_nothing_is_stored(
     audit_db: str,
 ) -> None:
+    async def audited_write(repository: Repository) -> None:
+        async with repository.session() as session:
+            await write.create(session, _observation("ada"), "Observation", id="o1")
+            # The audit table refuses every row (in this transaction only).
+            await session.conn.execute(
+                "ALTER TABLE audit_chain ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
+            )
+            await chain.record(session, read_event("ada"))
+
     async def body(conn: AsyncConnection[TupleRow]) -> None:
         repository = Repository(audit_db, min_size=1, max_size=2)
         await repository.open()
         try:
             with pytest.raises(psycopg.errors.CheckViolation):
-                async with repository.session() as session:
-                    await write.create(session, _observation("ada"), "Observation", id="o1")
-                    # The audit table refuses every row (in this transaction only).
-                    await session.conn.execute(
-                        "ALTER TABLE audit_chain ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
-                    )
-                    await chain.record(session, read_event("ada"))
+                await audited_write(repository)
         finally:
             await repository.close()
 
