@@ -220,6 +220,11 @@ def migrate_command(data_dir: DataDir = None, database_url: DatabaseUrl = None) 
     console.print(f"applied: {', '.join(applied) if applied else 'nothing (up to date)'}")
 
 
+from healthmesh.audit_cli import audit_app  # noqa: E402 - the sub-app, after the commands
+
+app.add_typer(audit_app, name="audit")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
