@@ -173,7 +173,18 @@ def agents(
     is the ``requestor``; the purpose of use sits on the requestor."""
     client = grant.client_id if grant is not None else client_id
     if grant is None:
-        return [_app_agent(client, requestor=True, address=address, scope=None)] if client else []
+        if client:
+            return [_app_agent(client, requestor=True, address=address, scope=None)]
+        if address:  # a caller that did not (or could not) say who it is
+            return [
+                {
+                    "type": {"coding": [_coding(DCM, "110150", "Application")]},
+                    "who": {"display": "unidentified client"},
+                    "requestor": True,
+                    "network": {"address": address, "type": "2"},
+                }
+            ]
+        return []
     user, org = grant.fhir_user, grant.organization
     found = [
         _app_agent(grant.client_id, requestor=not (user or org), address=address, scope=grant.scope)
