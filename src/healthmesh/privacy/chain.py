@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import datetime
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import orjson
@@ -33,7 +32,7 @@ from healthmesh.privacy.audit import (
     kind_of,
 )
 from healthmesh.store import audit_store
-from healthmesh.store.audit_store import Conn, Entry
+from healthmesh.store.audit_store import Conn
 from healthmesh.store.repository import Session
 from healthmesh.store.rows import content_hash, now, prepare
 
@@ -106,64 +105,55 @@ async def record(
     target: Session | AsyncConnection[TupleRow],
     event: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
+    durable: bool = True,
     checkpoint_every: int | None = None,
 ) -> list[int]:
     """Append one event (or several, in order) to the audit trail; their sequence numbers.
 
     Inside a transaction (a write Session): the events commit or roll back with it — call it
     last, just before commit, since the chain head stays locked until then. Outside one (a
-    read Session, an autocommit connection): the events are committed before this returns.
-    Any failure raises: a request whose audit cannot be written must fail.
+    read Session, an autocommit connection): the events are committed, in one round trip,
+    before this returns; ``durable=False`` then skips waiting for the WAL flush (an entry can
+    be lost in a crash, never corrupted; docs/privacy.md, "Audit"). Any failure raises: a
+    request whose audit cannot be written must fail.
     """
     batch = [event] if isinstance(event, Mapping) else list(event)
     if not batch:
         return []
     conn = _conn(target)
-    if conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        async with conn.transaction():
-            return await _append(conn, batch, checkpoint_every)
-    return await _append(conn, batch, checkpoint_every)
-
-
-async def _append(
-    conn: Conn, batch: Sequence[Mapping[str, Any]], checkpoint_every: int | None
-) -> list[int]:
+    own = conn.info.transaction_status == pq.TransactionStatus.IDLE
     # Everything that needs no lock is done before taking it.
     at = now()
-    versions = [prepare(dict(e), version_id=1, last_updated=at) for e in batch]
-    facts = [facts_of(e) for e in batch]
-    recorded = [datetime.fromisoformat(str(e["recorded"])) for e in batch]
-    seq, prev = await audit_store.lock_head(conn)
+    versions = []
     entries = []
-    for version, fact, when in zip(versions, facts, recorded, strict=True):
-        seq += 1
-        digest = link_hash(seq, prev, version.content_hash)
-        entries.append(
-            Entry(
-                seq=seq,
-                event_id=version.id,
-                recorded=when,
-                event_hash=version.content_hash,
-                prev_hash=prev,
-                hash=digest,
-                kind=fact.kind,
-                client_id=fact.client_id,
-                address=fact.address,
-                patient_id=fact.patient_id,
-                action=fact.action,
-                outcome=fact.outcome,
-                system_access=fact.system_access,
-                object=fact.object,
-                types=fact.types,
-            )
+    for e in batch:
+        fact = facts_of(e)
+        version = replace(
+            prepare(dict(e), version_id=1, last_updated=at), patient_id=fact.patient_id
         )
-        prev = digest
-    await audit_store.append(conn, versions, entries)
+        versions.append(version)
+        entries.append(
+            {
+                "event_id": version.id,
+                "recorded": str(e["recorded"]),
+                "event_hash": version.content_hash.hex(),
+                **asdict(fact),
+            }
+        )
+    last, head = await audit_store.append(conn, versions, entries, begin=own, durable=durable)
     every = checkpoint_every or checkpoints.CHECKPOINT_EVERY
-    first, last = entries[0].seq, entries[-1].seq
+    first = last - len(batch) + 1
     if last // every > (first - 1) // every:  # crossed a multiple of ``every``
-        await checkpoints.sign_head(conn, last, prev, "periodic")
-    return [e.seq for e in entries]
+        await _sign(conn, last, head, own)
+    return list(range(first, last + 1))
+
+
+async def _sign(conn: Conn, seq: int, head: bytes, own: bool) -> None:
+    if not own:
+        await checkpoints.sign_head(conn, seq, head, "periodic")
+        return
+    async with conn.transaction():
+        await checkpoints.sign_head(conn, seq, head, "periodic")
 
 
 async def checkpoint(target: Session | AsyncConnection[TupleRow]) -> int:

@@ -9,7 +9,6 @@ detectors query. Callers pass a connection that is inside a transaction for writ
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,52 +22,10 @@ from healthmesh.store.rows import PreparedVersion
 Conn = AsyncConnection[TupleRow]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One audit_chain row."""
-
-    seq: int
-    event_id: str
-    recorded: datetime
-    event_hash: bytes
-    prev_hash: bytes
-    hash: bytes
-    kind: str
-    client_id: str | None
-    address: str | None
-    patient_id: str | None
-    action: str | None
-    outcome: str
-    system_access: bool
-    object: str | None
-    types: tuple[str, ...]
-
-
 ENTRY_COLUMNS = (
     "seq, event_id, recorded, event_hash, prev_hash, hash, kind, client_id, address,"
     " patient_id, action, outcome, system_access, object, types"
 )
-_INSERT_ENTRY = f"INSERT INTO audit_chain ({ENTRY_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})"  # noqa: S608
-
-
-def _entry_row(e: Entry) -> tuple[Any, ...]:
-    return (
-        e.seq,
-        e.event_id,
-        e.recorded,
-        e.event_hash,
-        e.prev_hash,
-        e.hash,
-        e.kind,
-        e.client_id,
-        e.address,
-        e.patient_id,
-        e.action,
-        e.outcome,
-        e.system_access,
-        e.object,
-        list(e.types),
-    )
 
 
 async def lock_head(conn: Conn) -> tuple[int, bytes]:
@@ -80,25 +37,43 @@ async def lock_head(conn: Conn) -> tuple[int, bytes]:
     return int(row[0]), bytes(row[1])
 
 
-async def append(conn: Conn, versions: Sequence[PreparedVersion], entries: Sequence[Entry]) -> None:
-    """Store events (resource rows, index rows, chain entries) and move the head to the last
-    entry. Runs inside the transaction that holds :func:`lock_head`."""
+async def append(
+    conn: Conn,
+    versions: Sequence[PreparedVersion],
+    entries: Sequence[dict[str, Any]],
+    *,
+    begin: bool = False,
+    durable: bool = True,
+) -> tuple[int, bytes]:
+    """Store events (resource and index rows) and chain them (``audit_append``, migration
+    0014); the new head (seq, hash). Everything goes in one pipeline: with ``begin``, in a
+    transaction of its own (BEGIN … COMMIT in the same round trip), else in the caller's.
+    ``durable=False`` (own transaction only) commits without waiting for the WAL flush."""
     session = Session(conn)  # unrestricted: the node writes its own audit trail
-    head = entries[-1]
-    owned = [replace(v, patient_id=e.patient_id) for v, e in zip(versions, entries, strict=True)]
-    if len(owned) == 1:
-        async with conn.pipeline():
-            await session.insert(owned[0])
-            await conn.execute(_INSERT_ENTRY, _entry_row(head))
-            await conn.execute(
-                "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (head.seq, head.hash)
-            )
-        return
-    await session.insert_many(owned)  # COPY, which pipeline mode cannot carry
-    async with conn.cursor() as cur:
-        await cur.executemany(_INSERT_ENTRY, [_entry_row(e) for e in entries])
-    await conn.execute(
-        "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (head.seq, head.hash)
+    async with conn.pipeline():
+        if begin:
+            async with conn.transaction():
+                if not durable:
+                    await conn.execute("SET LOCAL synchronous_commit = off")
+                cur = await _append(conn, session, versions, entries)
+        else:
+            cur = await _append(conn, session, versions, entries)
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError("audit_append returned nothing")
+    return int(row[0]), bytes(row[1])
+
+
+async def _append(
+    conn: Conn,
+    session: Session,
+    versions: Sequence[PreparedVersion],
+    entries: Sequence[dict[str, Any]],
+) -> Any:
+    for version in versions:
+        await session.insert(version)
+    return await conn.execute(
+        "SELECT last_seq, last_hash FROM audit_append(%s)", (Jsonb(list(entries)),)
     )
 
 

@@ -52,6 +52,35 @@ CREATE TABLE audit_signing_key (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Append entries (a JSON array of {event_id, recorded, event_hash (hex), facts …}) after the
+-- head, under the head's row lock; returns the new head. Hashing here, next to the lock, makes
+-- an append one round trip (privacy/chain.py holds the same formula, for verify):
+-- hash = sha256('healthmesh-audit-v1' | seq as 8 bytes big-endian | prev_hash | event_hash).
+CREATE FUNCTION audit_append(entries jsonb, OUT last_seq bigint, OUT last_hash bytea)
+LANGUAGE plpgsql AS $$
+DECLARE
+    e jsonb;
+    prev bytea;
+    digest bytea;
+BEGIN
+    SELECT seq, hash INTO last_seq, last_hash FROM audit_head WHERE id = 1 FOR UPDATE;
+    FOR e IN SELECT value FROM jsonb_array_elements(entries) LOOP
+        last_seq := last_seq + 1;
+        prev := last_hash;
+        digest := decode(e->>'event_hash', 'hex');
+        last_hash := sha256(convert_to('healthmesh-audit-v1', 'UTF8') || int8send(last_seq)
+                            || prev || digest);
+        INSERT INTO audit_chain (seq, event_id, recorded, event_hash, prev_hash, hash, kind,
+                                 client_id, address, patient_id, action, outcome,
+                                 system_access, object, types)
+        VALUES (last_seq, e->>'event_id', (e->>'recorded')::timestamptz, digest, prev,
+                last_hash, e->>'kind', e->>'client_id', e->>'address', e->>'patient_id',
+                e->>'action', e->>'outcome', (e->>'system_access')::boolean, e->>'object',
+                ARRAY(SELECT jsonb_array_elements_text(e->'types')));
+    END LOOP;
+    UPDATE audit_head SET seq = last_seq, hash = last_hash WHERE id = 1;
+END $$;
+
 -- Defence in depth: the chain is append-only for the application. Entries are removed only
 -- by retention (healthmesh audit purge), which sets healthmesh.audit_purge for its
 -- transaction. (A superuser can still bypass this; the hash chain and the signed
