@@ -237,3 +237,14 @@ def test_the_application_cannot_update_or_delete_chain_entries(audit_db: str) ->
             conn.execute("UPDATE audit_chain SET client_id = 'x'")
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
             conn.execute("DELETE FROM audit_chain")
+
+
+def test_a_non_durable_record_is_committed_and_chained_like_any_other(audit_db: str) -> None:
+    async def body(conn: AsyncConnection[TupleRow]) -> list[int]:
+        first = await chain.record(conn, read_event("ada"), durable=False)
+        return first + await chain.record(conn, read_event("bob"))
+
+    assert run(audit_db, body) == [1, 2]
+    with psycopg.connect(audit_db) as other:  # visible to another connection: committed
+        assert other.execute("SELECT count(*) FROM audit_chain").fetchone() == (2,)
+    assert run(audit_db, chain.verify).ok

@@ -194,3 +194,26 @@ def test_facts_flag_system_scopes_and_list_resource_types() -> None:
     assert fact.system_access and fact.client_id == "payer"
     assert fact.types == ("ExplanationOfBenefit",) and fact.patient_id == "ada"
     assert not facts_of(audit.interaction_event(CLINIC, "read", [], "0")).system_access
+
+
+def test_touched_in_a_bundle_lists_every_served_resource_but_outcomes() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": "ada", "meta": {"versionId": "2"}}},
+            {
+                "resource": {
+                    "resourceType": "Condition",
+                    "id": "c1",
+                    "subject": {"reference": "Patient/ada"},
+                },
+                "search": {"mode": "include"},
+            },
+            {"resource": {"resourceType": "OperationOutcome", "issue": []}},
+        ],
+    }
+    assert audit.touched_in(bundle) == [
+        audit.Touched("Patient", "ada", "2", "ada"),
+        audit.Touched("Condition", "c1", None, "ada"),
+    ]

@@ -125,6 +125,17 @@ class Touched:
         return f"{base}/_history/{self.version_id}" if self.version_id else base
 
 
+def touched_in(bundle: Mapping[str, Any]) -> list[Touched]:
+    """Every resource a Bundle served (search matches and includes, history versions, the
+    entries of $everything), for the events of the interaction that answered it."""
+    found = []
+    for entry in bundle.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
+            found.append(Touched.of(resource))
+    return found
+
+
 def owner(resource: Mapping[str, Any]) -> str | None:
     """The Patient whose compartment holds ``resource`` (as fhir/compartment.py decides)."""
     res_type = str(resource.get("resourceType"))
