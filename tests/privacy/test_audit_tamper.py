@@ -229,3 +229,16 @@ def test_the_verify_command_names_the_first_bad_entry_and_fails(trail: str) -> N
     broken = runner.invoke(app, ["audit", "verify", "--database-url", trail])
     assert broken.exit_code == 1
     assert "first bad: entry 6" in broken.output
+
+
+def test_a_checkpoint_on_demand_catches_a_later_truncated_tail(trail: str) -> None:
+    runner = CliRunner()
+    signed = runner.invoke(app, ["audit", "checkpoint", "--database-url", trail])
+    assert signed.exit_code == 0, signed.output
+    assert "signed the head at entry 8" in signed.output
+    tamper(trail, "DELETE FROM audit_chain WHERE seq >= 7")
+    tamper(
+        trail, "UPDATE audit_head SET seq = 6, hash = (SELECT hash FROM audit_chain WHERE seq = 6)"
+    )
+    first = _first_bad(trail)
+    assert first.seq == 7 and "signed at 8" in first.what
