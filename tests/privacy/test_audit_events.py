@@ -103,15 +103,30 @@ def test_a_search_over_several_patients_is_one_event_per_patient_none_naming_ano
         audit.Touched("Observation", "a2", "1", "ada"),
         audit.Touched("Organization", "org", "1", None),
     ]
-    events = audit.interaction_events(CLINIC, "search-type", touched, "0", query="Observation")
-    assert len(events) == 2
+    query = "Observation?patient=ada,bob"
+    events = audit.interaction_events(CLINIC, "search-type", touched, "0", query=query)
+    facts = [facts_of(e) for e in events]
+    assert [f.patient_id for f in facts] == ["ada", "bob", None]
     refs = [{e.get("what", {}).get("reference") for e in ev["entity"]} for ev in events]
-    assert "Patient/ada" in refs[0] and "Patient/bob" not in refs[0]
-    assert "Observation/b1/_history/1" not in refs[0]
-    assert refs[1] >= {"Patient/bob", "Observation/b1/_history/1"}
-    assert "Observation/a1/_history/1" not in refs[1]
+    assert refs[0] == {"Patient/ada", "Observation/a1/_history/1", "Observation/a2/_history/1"}
+    assert refs[1] == {"Patient/bob", "Observation/b1/_history/1"}
+    # The query names both patients: only the event no patient owns carries it.
+    assert [any("query" in e for e in ev["entity"]) for ev in events] == [False, False, True]
+    assert "Organization/org/_history/1" in refs[2]
+    for ev in events:
+        check_resource(ev, expected_type="AuditEvent")
     with pytest.raises(ValueError, match="several patients"):
         audit.interaction_event(CLINIC, "search-type", touched, "0")
+
+
+def test_a_search_within_one_patients_record_is_one_event_with_its_query() -> None:
+    touched = [
+        audit.Touched("Observation", "a1", "1", "ada"),
+        audit.Touched("Medication", "m1", "1", None),
+    ]
+    [event] = audit.interaction_events(CLINIC, "search-type", touched, "0", query="q=1")
+    assert facts_of(event).patient_id == "ada"
+    assert base64.b64decode(event["entity"][-1]["query"]) == b"q=1"
 
 
 def test_touched_finds_the_owner_of_a_served_resource() -> None:

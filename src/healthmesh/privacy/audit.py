@@ -329,14 +329,41 @@ def interaction_event(
     ``patient`` is whose data it is; by default the one owner of the touched resources, or
     else the grant's patient context. ``query``: the search's query string (entity role 24).
     """
-    if interaction not in INTERACTIONS:
-        raise ValueError(f"unknown interaction {interaction!r}")
     resources = list(touched)
     if patient is None:
         owners = {t.patient for t in resources if t.patient is not None}
         if len(owners) > 1:
             raise ValueError("resources of several patients: use interaction_events()")
         patient = next(iter(owners), None) or (grant.patient if grant is not None else None)
+    return _rest_event(
+        grant,
+        interaction,
+        resources,
+        outcome,
+        patient=patient,
+        query=query,
+        address=address,
+        description=description,
+        node=node,
+        recorded=recorded,
+    )
+
+
+def _rest_event(
+    grant: AccessGrant | None,
+    interaction: str,
+    resources: Sequence[Touched],
+    outcome: str,
+    *,
+    patient: str | None,
+    query: str | None,
+    address: str | None,
+    description: str | None,
+    node: str,
+    recorded: datetime | None,
+) -> dict[str, Any]:
+    if interaction not in INTERACTIONS:
+        raise ValueError(f"unknown interaction {interaction!r}")
     entities = [patient_entity(patient)] if patient else []
     entities += [resource_entity(t) for t in resources]
     if query is not None:
@@ -360,28 +387,42 @@ def interaction_events(
     interaction: str,
     touched: Iterable[Touched],
     outcome: str,
-    **facts: Any,
+    *,
+    query: str | None = None,
+    address: str | None = None,
+    description: str | None = None,
+    node: str = "healthmesh",
+    recorded: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """The events for one interaction, one per patient whose data it touched (BALP).
+    """The events for one interaction: one per patient whose data it touched (IHE BALP).
 
-    Resources no patient owns go with the first patient's event (or one of their own when no
-    patient's data was touched); so every patient finds, in their own compartment, every
-    access to their data, and never sees which other patients the same query returned.
+    With one patient (or none) that is :func:`interaction_event`. With several, each
+    patient's event names only that patient's resources and leaves the query out (a query
+    can name other patients: ``Observation?patient=a,b``); the query and the resources no
+    patient owns go into one more event that no patient owns, for the node's auditors. So
+    every patient finds, in their own compartment, every access to their data, and never
+    learns who else the same request was about.
     """
+    facts: dict[str, Any] = {
+        "address": address,
+        "description": description,
+        "node": node,
+        "recorded": recorded,
+    }
     by_patient: dict[str | None, list[Touched]] = {}
     for t in touched:
         by_patient.setdefault(t.patient, []).append(t)
     shared = by_patient.pop(None, [])
-    if not by_patient:
-        return [interaction_event(grant, interaction, shared, outcome, **facts)]
-    events = []
-    for n, (patient, resources) in enumerate(by_patient.items()):
-        extra = shared if n == 0 else []
-        events.append(
-            interaction_event(
-                grant, interaction, [*resources, *extra], outcome, patient=patient, **facts
-            )
-        )
+    if len(by_patient) <= 1:
+        mine = [t for resources in by_patient.values() for t in resources]
+        return [interaction_event(grant, interaction, mine + shared, outcome, query=query, **facts)]
+    events = [
+        _rest_event(grant, interaction, resources, outcome, patient=patient, query=None, **facts)
+        for patient, resources in by_patient.items()
+    ]
+    events.append(
+        _rest_event(grant, interaction, shared, outcome, patient=None, query=query, **facts)
+    )
     return events
 
 
