@@ -129,3 +129,20 @@ def test_the_purge_command_takes_a_retention_in_days(audit_db: str) -> None:
     assert result.exit_code == 0, result.output
     assert "removed 2 entries (1–2)" in result.output
     assert runner.invoke(app, ["audit", "verify", "--database-url", audit_db]).exit_code == 0
+
+
+def test_a_large_purge_goes_in_batches_each_restarting_the_chain_verifiably(audit_db: str) -> None:
+    _fill(audit_db, old=5, new=1)
+    done = run(audit_db, lambda conn: retention.purge(conn, batch=2))
+    assert (done.removed, done.first, done.last) == (5, 1, 5)
+    assert _rows(
+        audit_db, "SELECT seq FROM audit_checkpoint WHERE kind = 'purge' ORDER BY seq"
+    ) == [
+        (2,),
+        (4,),
+        (5,),
+    ]
+    # Three purge events, appended after the kept entry 6.
+    assert _rows(audit_db, "SELECT count(*) FROM audit_chain WHERE kind = 'purge'") == [(3,)]
+    report = run(audit_db, chain.verify)
+    assert report.ok, [str(p) for p in report.problems]

@@ -40,17 +40,34 @@ async def purge(
     retention: timedelta = DEFAULT_RETENTION,
     at: datetime | None = None,
     node: str = "healthmesh",
+    batch: int = 10_000,
 ) -> Purged:
-    """Remove entries recorded more than ``retention`` before ``at`` (default now)."""
+    """Remove entries recorded more than ``retention`` before ``at`` (default now), at most
+    ``batch`` per transaction, so appends wait on the chain head for one batch at a time."""
     if retention <= timedelta(0):
         raise ValueError("retention must be positive")
     cutoff = (at or datetime.now(UTC)) - retention
+    # Only what was there when the purge began: its own purge events are never purged by it.
+    upto, _ = await audit_store.head(conn)
+    removed, first, last = 0, None, None
+    while True:
+        done = await _purge_batch(conn, cutoff, upto, batch, node)
+        if done is None:
+            return Purged(removed, cutoff, first, last)
+        removed += done[0]
+        first = done[1] if first is None else first
+        last = done[2]
+
+
+async def _purge_batch(
+    conn: Conn, cutoff: datetime, upto: int, batch: int, node: str
+) -> tuple[int, int, int] | None:
     async with conn.transaction():
         head_seq, _ = await audit_store.lock_head(conn)
         bounds = await audit_store.purge_boundary(conn, cutoff, head_seq)
-        if bounds is None:
-            return Purged(0, cutoff)
-        first, last = bounds
+        if bounds is None or bounds[0] > upto:
+            return None
+        first, last = bounds[0], min(bounds[1], bounds[0] + batch - 1, upto)
         hash = await audit_store.entry_hash(conn, last)
         if hash is None:  # the run ends at an entry that is gone: let verify say what broke
             raise RuntimeError(f"audit entry {last} is missing; run healthmesh audit verify")
@@ -60,4 +77,4 @@ async def purge(
         await chain.record(
             conn, purge_event(first=first, last=last, removed=removed, cutoff=stamp, node=node)
         )
-    return Purged(removed, cutoff, first, last)
+    return removed, first, last
