@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from healthmesh.auth.grant import AccessGrant
 from healthmesh.fhir.definitions import patient_compartment
 from healthmesh.fhir.ids import new_id
@@ -131,6 +133,10 @@ def touched_in(bundle: Mapping[str, Any]) -> list[Touched]:
     found = []
     for entry in bundle.get("entry") or ():
         resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if isinstance(resource, orjson.Fragment):
+            # Served as stored bytes (interactions/bundles.py); orjson can only give them back
+            # by serialising the fragment.
+            resource = orjson.loads(orjson.dumps(resource))
         if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
             found.append(Touched.of(resource))
     return found
