@@ -3,6 +3,7 @@ first bad entry — through the library and through ``healthmesh audit verify``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -242,3 +243,19 @@ def test_a_checkpoint_on_demand_catches_a_later_truncated_tail(trail: str) -> No
     )
     first = _first_bad(trail)
     assert first.seq == 7 and "signed at 8" in first.what
+
+
+def test_printed_keys_let_anyone_check_a_checkpoint_outside_the_node(trail: str) -> None:
+    from joserfc import jws
+    from joserfc.jwk import OKPKey
+
+    result = CliRunner().invoke(app, ["audit", "verify", "--print-keys", "--database-url", trail])
+    assert result.exit_code == 0, result.output
+    [jwk] = json.loads(result.stdout)["keys"]
+    assert "d" not in jwk  # public only
+    token = str(_one(trail, "SELECT jws FROM audit_checkpoint WHERE seq = 5"))
+    claims = json.loads(
+        jws.deserialize_compact(token, OKPKey.import_key(jwk), algorithms=["Ed25519"]).payload
+    )
+    hash = bytes(_one(trail, "SELECT hash FROM audit_chain WHERE seq = 5"))
+    assert (claims["seq"], claims["hash"], claims["kind"]) == (5, hash.hex(), "periodic")
