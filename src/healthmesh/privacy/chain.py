@@ -265,8 +265,14 @@ async def verify(conn: Conn) -> Report:
                 if seq > 1:
                     start = purges.get(seq - 1)
                     if start is None:
+                        # Missing since the last legitimate purge (or since the start).
+                        after = max((p for p in purges if p < seq), default=0)
                         report.problems.append(
-                            Problem(1, None, f"entries 1–{seq - 1} missing (no purge checkpoint)")
+                            Problem(
+                                after + 1,
+                                None,
+                                f"entries {after + 1}–{seq - 1} missing (no purge checkpoint)",
+                            )
                         )
                         broken = True
                     expected = seq
