@@ -23,6 +23,15 @@ from healthmesh.store.search.compartment import member_condition
 from healthmesh.store.search.compiler import SYSTEM
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+# AuditEvents are written by the audit trail alone (privacy/chain.py), never through REST:
+# one written any other way would be outside the hash chain.
+READ_ONLY_TYPE = "AuditEvent"
+
+
+def read_only() -> MethodNotAllowed:
+    return MethodNotAllowed(
+        "AuditEvent is read-only: the audit trail writes it, no client can create, change or delete it"
+    )
 
 
 def _resource_body(request: FhirRequest) -> dict[str, object]:
@@ -85,6 +94,8 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
             code="not-supported",
         )
     res_type = check_type(head)
+    if res_type == READ_ONLY_TYPE and method not in READ_METHODS:
+        raise read_only()
     if len(path) == 1:
         match method:
             case "GET" | "HEAD":
