@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -181,3 +182,28 @@ def test_the_chain_verifies_after_all_this_activity(node: SecuredNode) -> None:
     report = asyncio.run(check())
     assert report.ok, report.problems[:3]
     assert report.entries >= 4
+
+
+def _count(node: SecuredNode, marker: str) -> int:
+    with psycopg.connect(node.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM resource WHERE res_type = 'AuditEvent' AND content LIKE %s",
+            (f"%{marker}%",),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_refused_token_request_is_audited_without_its_credentials(node: SecuredNode) -> None:
+    before = _count(node, "token-refused")
+    bogus = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": bogus,
+        "scope": "system/*.rs",
+    }
+    response = httpx.post(f"{node.base}/auth/token", data=form)
+    assert response.status_code in (400, 401)
+    assert _count(node, "token-refused") == before + 1
+    assert _count(node, bogus) == 0
