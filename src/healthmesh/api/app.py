@@ -28,7 +28,7 @@ from healthmesh.api.parsing import (
     response_type,
     to_fhir_request,
 )
-from healthmesh.api.render import error_response, render
+from healthmesh.api.render import StoredResponse, error_response, render
 from healthmesh.api.share_routes import mount_share
 from healthmesh.auth.federation import NodeIdentifier
 from healthmesh.auth.grant import AccessGrant, InvalidToken, TokenVerifier
@@ -43,8 +43,13 @@ from healthmesh.fhir.errors import (
     operation_outcome,
 )
 from healthmesh.interactions import transaction
-from healthmesh.interactions.bundles import http_date
-from healthmesh.interactions.context import FhirRequest, FhirResult, check_id, check_type
+from healthmesh.interactions.context import (
+    FhirRequest,
+    FhirResult,
+    check_id,
+    check_type,
+    check_version,
+)
 from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.interactions.relabel import needs_relabel, relabel
@@ -78,6 +83,18 @@ def _writes_search_parameters(request: FhirRequest) -> bool:
             for e in entries
         )
     return False
+
+
+def _stored_read(path: tuple[str, ...], raw: str) -> bool:
+    """Whether a GET without parameters is a plain read or vread, served by ``read_stored``.
+
+    Paths with an operation (``$``) or a NUL go the general way, which has their errors.
+    """
+    if "$" in raw or "\x00" in raw:
+        return False
+    if len(path) == 2:
+        return path[1][:1] != "_"
+    return len(path) == 4 and path[2] == "_history"
 
 
 def tune_garbage_collector() -> None:
@@ -239,19 +256,24 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
 
         return hook
 
-    async def read_by_id(res_type: str, id: str, media: str) -> Response:
-        """GET [type]/[id] with no parameters: the hot path, one primary-key lookup.
+    async def read_stored(path: tuple[str, ...], media: str) -> Response:
+        """GET [type]/[id] and [type]/[id]/_history/[vid] without parameters: the hot path.
 
-        The same answers as the read interaction (404, 410, ETag, Last-Modified), without the
-        general request machinery a plain read does not need.
+        One primary-key lookup of only what the response needs, and the stored bytes sent as
+        they are. The same answers as the read and vread interactions (their checks in the
+        same order, 404, 410, ETag, Last-Modified), without the general request machinery.
         """
-        version = await repository.read_current(check_type(res_type), check_id(id))
-        if version is None:
-            raise NotFound(f"{res_type}/{id} is not known")
-        if version.deleted or version.content is None:
-            raise Gone(f"{res_type}/{id} was deleted (version {version.version_id})")
-        headers = {"ETag": f'W/"{version.version_id}"', "Last-Modified": http_date(version)}
-        return Response(version.content.encode(), 200, headers, media_type=media)
+        res_type, id = check_type(path[0]), check_id(path[1])
+        if len(path) == 2:
+            found = await repository.read_current(res_type, id)
+        else:
+            found = await repository.read_version(res_type, id, check_version(path[3]))
+        if found is not None and not found.deleted and found.content is not None:
+            return StoredResponse(found.content, found.version_id, found.last_modified, media)
+        what = "/".join(path)
+        if found is None:
+            raise NotFound(f"{what} is not known")
+        raise Gone(f"{what} was deleted (version {found.version_id})")
 
     async def run(
         fhir_request: FhirRequest,
@@ -282,18 +304,18 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         media = "application/fhir+json"
         try:
             media = response_type(request)
-            path = path_segments(request.path_params.get("path", ""))
+            raw_path: str = request.path_params.get("path", "")
+            path = path_segments(raw_path)
             base = base_url(request)
             grant = await access(request, path, base)
             visibility = visibility_of(grant)
             if (
                 grant is None
                 and request.method == "GET"
-                and len(path) == 2
-                and not request.url.query
-                and path[1][:1] not in "$_"
+                and not request.scope.get("query_string")
+                and _stored_read(path, raw_path)
             ):
-                return await read_by_id(path[0], path[1], media)
+                return await read_stored(path, media)
             body: object = None
             extra: list[tuple[str, str]] = []
             if request.method in _BODY_METHODS:
