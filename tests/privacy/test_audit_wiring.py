@@ -17,8 +17,10 @@ import psycopg
 import pytest
 
 from healthmesh.privacy import chain
+from healthmesh.store.migrate import migrate
 from secured import SecuredNode, secured_node
 
+from conftest import _with_db
 from support import FHIR_JSON
 
 RUN = uuid.uuid4().hex[:8]
@@ -39,8 +41,26 @@ def _obs(name: str, patient: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def node(database_url: str) -> Iterator[SecuredNode]:
-    with secured_node(database_url) as running:
+def audit_database(admin_url: str) -> Iterator[str]:
+    """A database of this module's own: the whole chain must verify, so no other test's
+    TRUNCATE (tests/conftest.py empty_store) may remove AuditEvents from under it."""
+    name = f"hm_audit_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    url = _with_db(admin_url, name)
+    migrate(url)
+    yield url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psycopg.sql.Identifier(name)
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def node(audit_database: str) -> Iterator[SecuredNode]:
+    with secured_node(audit_database) as running:
         records = [
             {"resourceType": "Patient", "id": _id("ada")},
             {"resourceType": "Patient", "id": _id("bob")},
