@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import ingest, read
+from bench import auth, ingest, read
 from bench.common import (
     DEFAULT_ADMIN_URL,
     BenchError,
@@ -37,7 +37,11 @@ from bench.common import (
 )
 from bench.dataset import SYNTHEA_DIR, open_dataset
 
-BENCHES: dict[str, Callable[[Context], Section]] = {"ingest": ingest.run, "read": read.run}
+BENCHES: dict[str, Callable[[Context], Section]] = {
+    "ingest": ingest.run,
+    "read": read.run,
+    "auth": auth.run,
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -77,6 +81,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per server")
     parser.add_argument("--concurrency", type=int, default=16, help="read connections")
     parser.add_argument("--clients", type=int, default=2, help="concurrent HTTP ingest clients")
+    parser.add_argument(
+        "--auth-clients", type=int, default=4, help="concurrent clients asking for tokens"
+    )
+    parser.add_argument(
+        "--auth-flows",
+        type=int,
+        default=100,
+        help="token requests and authorization-code flows timed (flows: at most 1 per patient)",
+    )
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (or processes)")
     parser.add_argument(
         "--database-url",
@@ -179,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             py_spy=py_spy,
             log=console,
             wait_quiet=args.wait_quiet,
+            auth_clients=args.auth_clients,
+            auth_flows=args.auth_flows,
         )
         failed: list[str] = []
         try:
