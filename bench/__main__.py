@@ -1,6 +1,7 @@
 """``python -m bench`` (``make bench``): run the benchmarks, print a table, write JSON.
 
     python -m bench [--only ingest,read] [--scale N] [--duration S] [--database-url URL]
+    python -m bench --only search [--keep | --reuse-database bench_search]
 
 Everything runs on this machine against the PostgreSQL at ``--database-url`` (default the
 service on 127.0.0.1:5432), in scratch databases named ``bench_*`` that are dropped at the
@@ -25,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import auth, ingest, read
+from bench import auth, ingest, read, search
 from bench.common import (
     DEFAULT_ADMIN_URL,
     BenchError,
@@ -40,8 +41,11 @@ from bench.dataset import SYNTHEA_DIR, open_dataset
 BENCHES: dict[str, Callable[[Context], Section]] = {
     "ingest": ingest.run,
     "read": read.run,
+    "search": search.run,
     "auth": auth.run,
 }
+# search loads 1M resources (~7 min idle), auth takes ~4 min: asked for by name
+DEFAULT_BENCHES = "ingest,read"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -51,8 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default=",".join(BENCHES),
-        help=f"comma-separated benchmarks to run (default: {','.join(BENCHES)})",
+        default=DEFAULT_BENCHES,
+        help=f"comma-separated benchmarks to run: {', '.join(BENCHES)} (default: {DEFAULT_BENCHES})",
     )
     parser.add_argument(
         "--dataset",
@@ -106,6 +110,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0,
         help="wait up to S seconds for an idle machine before each benchmark (default 0)",
+    )
+    search_options = parser.add_argument_group("search (bench/search.py)")
+    search_options.add_argument(
+        "--search-resources",
+        type=int,
+        default=1_000_000,
+        help="at least this many resources, whole clones of the Synthea set (default 1,000,000)",
+    )
+    search_options.add_argument(
+        "--search-samples", type=int, default=100, help="parameter sets per query (default 100)"
+    )
+    search_options.add_argument(
+        "--search-clients", type=int, default=4, help="clients in the throughput runs (default 4)"
+    )
+    search_options.add_argument("--seed", type=int, default=1, help="seed for the parameters")
+    kept = search_options.add_mutually_exclusive_group()
+    kept.add_argument("--keep", action="store_true", help="keep the bench_search database")
+    kept.add_argument(
+        "--reuse-database",
+        metavar="NAME",
+        default=None,
+        help="measure this existing bench_* database (from --keep) instead of loading one",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
     args = parser.parse_args(argv)
@@ -192,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
             py_spy=py_spy,
             log=console,
             wait_quiet=args.wait_quiet,
+            reuse_database=args.reuse_database,
+            keep=args.keep,
+            search_resources=args.search_resources,
+            search_samples=args.search_samples,
+            search_clients=args.search_clients,
+            seed=args.seed,
+            synthea_dir=args.synthea_dir,
             auth_clients=args.auth_clients,
             auth_flows=args.auth_flows,
         )

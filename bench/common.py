@@ -481,6 +481,14 @@ class Context:
     auth_flows: int = 100  # token requests / authorization-code flows timed per kind
     # A database that holds the dataset loaded by `healthmesh load`, for read to reuse.
     loaded_url: str | None = None
+    # search (bench/search.py): its own data set and database, see its docstring.
+    reuse_database: str | None = None  # an existing bench_* database to measure as it is
+    keep: bool = False  # leave the database search loaded in place
+    search_resources: int = 1_000_000
+    search_samples: int = 100  # parameter sets per query
+    search_clients: int = 4  # concurrent clients in the throughput runs
+    seed: int = 1
+    synthea_dir: Path | None = None
 
 
 def _cpu_times() -> tuple[int, int]:

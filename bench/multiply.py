@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid5
 
 import orjson
 
@@ -137,11 +138,62 @@ class Source:
         return len(self.templates)
 
 
-def load_source(source: Path) -> Source:
+PROVENANCE_NAMESPACE = UUID("5b0c7d52-6c1e-4f43-9a55-3e1f3f8d1a10")
+
+
+def with_provenance(resources: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The resources, then one Provenance per Patient targeting the Patient and its Encounters.
+
+    Synthea writes a Provenance per patient Bundle, but the shared sets have them stripped;
+    the search benchmark needs some for ``_revinclude=Provenance:target``. Its id is a UUID
+    (so clones get fresh ones), derived from the Patient's id; the author is the first
+    Encounter's serviceProvider (or the Patient), ``recorded`` the latest Encounter start.
+    """
+    encounters: dict[str, list[dict[str, Any]]] = {}
+    patients: list[str] = []
+    for resource in resources:
+        if resource["resourceType"] == "Patient":
+            patients.append(resource["id"])
+        elif resource["resourceType"] == "Encounter":
+            subject = (resource.get("subject") or {}).get("reference", "")
+            if subject.startswith("Patient/"):
+                encounters.setdefault(subject.removeprefix("Patient/"), []).append(resource)
+        yield resource
+    for pid in patients:
+        own = encounters.get(pid, [])
+        starts = [e["period"]["start"] for e in own if "start" in e.get("period", {})]
+        author = next(
+            (e["serviceProvider"] for e in own if "reference" in e.get("serviceProvider", {})),
+            {"reference": f"Patient/{pid}"},
+        )
+        yield {
+            "resourceType": "Provenance",
+            "id": str(uuid5(PROVENANCE_NAMESPACE, pid)),
+            "target": [{"reference": f"Patient/{pid}"}]
+            + [{"reference": f"Encounter/{e['id']}"} for e in own],
+            "recorded": max(starts) if starts else "2020-01-01T00:00:00+00:00",
+            "agent": [
+                {
+                    "type": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                                "code": "author",
+                            }
+                        ]
+                    },
+                    "who": {"reference": author["reference"]},
+                }
+            ],
+        }
+
+
+def load_source(source: Path, *, provenance: bool = False) -> Source:
     templates: list[list[bytes]] = []
     types: dict[str, int] = {}
     owners: dict[bytes, bytes] = {}  # UUID without its first 8 digits -> the whole UUID
-    for resource in read_source(source):
+    found = read_source(source)
+    for resource in with_provenance(found) if provenance else found:
         types[resource["resourceType"]] = types.get(resource["resourceType"], 0) + 1
         raw = orjson.dumps(resource)
         for m in _UUID_SUFFIX.finditer(raw):
@@ -182,6 +234,7 @@ def multiply(
     per_file: int = 250_000,
     level: int = 1,
     progress: bool = False,
+    provenance: bool = False,
 ) -> Multiplied:
     """Write ``resources_wanted`` resources (or ``clones`` whole clones) of ``source`` to ``out``.
 
@@ -189,7 +242,7 @@ def multiply(
     its references to the resources left out then point nowhere.
     """
     started = time.perf_counter()
-    src = load_source(source or sample_path())
+    src = load_source(source or sample_path(), provenance=provenance)
     if resources_wanted is None:
         resources_wanted = (clones or 1) * src.size
     out.mkdir(parents=True, exist_ok=True)
@@ -262,6 +315,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="first clone tag")
     parser.add_argument("--per-file", type=int, default=250_000, help="resources per file")
     parser.add_argument("--level", type=int, default=1, help="gzip level (1 fast .. 9 small)")
+    parser.add_argument(
+        "--provenance",
+        action="store_true",
+        help="add a Provenance per Patient (target: the Patient and its Encounters)",
+    )
     args = parser.parse_args(argv)
     result = multiply(
         args.out,
@@ -272,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         per_file=args.per_file,
         level=args.level,
         progress=True,
+        provenance=args.provenance,
     )
     print(
         f"{result.resources:,} resources ({result.clones} clones of {result.source_resources:,})"

@@ -563,6 +563,11 @@ def idp_accounts(
     _print_accounts(accounts, title=f"{len(accounts)} test identity logins")
 
 
+from healthmesh.audit_cli import audit_app  # noqa: E402 - the sub-app, after the commands
+
+app.add_typer(audit_app, name="audit")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from healthmesh.auth.authcode_settings import AuthCodeSettings
 from healthmesh.auth.settings import AuthSettings
+from healthmesh.share.settings import ShareSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +33,8 @@ class Settings:
         if self.consent_default not in ("opt-out", "opt-in"):
             raise ValueError("consent_default is 'opt-out' or 'opt-in'")
 
+    share: ShareSettings = field(default_factory=ShareSettings)
+
     @staticmethod
     def from_env(database_url: str, **overrides: object) -> Settings:
         values: dict[str, object] = {"database_url": database_url}
@@ -43,5 +46,6 @@ class Settings:
         values["authcode"] = AuthCodeSettings.from_env()
         if "HEALTHMESH_CONSENT_DEFAULT" in os.environ:
             values["consent_default"] = os.environ["HEALTHMESH_CONSENT_DEFAULT"]
+        values["share"] = ShareSettings.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

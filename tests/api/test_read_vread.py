@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from email.utils import format_datetime
+
 import httpx
 
 from support import FHIR_JSON, create, patient
@@ -114,3 +117,59 @@ def test_xml_only_accept_is_406_and_json_accept_is_honoured(client: httpx.Client
     assert client.get(url, params={"_format": "xml"}).status_code == 406
     plain = client.get(url, headers={"Accept": "application/json"})
     assert plain.status_code == 200 and plain.headers["content-type"].startswith("application/json")
+
+
+def _served(response: httpx.Response) -> tuple[int, str, str, str, bytes]:
+    h = response.headers
+    return (
+        response.status_code,
+        h["etag"],
+        h["last-modified"],
+        h["content-type"],
+        response.content,
+    )
+
+
+def test_plain_read_and_vread_answer_exactly_as_the_general_path_does(
+    client: httpx.Client,
+) -> None:
+    # Without parameters read and vread take the direct path (app.read_stored); `_format=json`
+    # sends the same request through dispatch and render: both must give the same response.
+    created = create(client, patient(gender="female"))
+    url = f"/Patient/{created['id']}"
+    assert client.put(url, json=dict(created, gender="male"), headers=FHIR_JSON).status_code == 200
+    for path in (url, f"{url}/_history/1", f"{url}/_history/2"):
+        direct, general = client.get(path), client.get(path, params={"_format": "json"})
+        assert _served(direct) == _served(general), path
+        assert direct.headers["content-length"] == str(len(direct.content))
+
+
+def test_last_modified_is_the_imf_fixdate_of_meta_last_updated(client: httpx.Client) -> None:
+    created = create(client, patient())
+    response = client.get(f"/Patient/{created['id']}")
+    stamp = datetime.fromisoformat(created["meta"]["lastUpdated"].replace("Z", "+00:00"))
+    assert response.headers["last-modified"] == format_datetime(
+        stamp.replace(microsecond=0), usegmt=True
+    )
+
+
+def test_direct_path_errors_match_the_general_path(client: httpx.Client) -> None:
+    created = create(client, patient())
+    client.delete(f"/Patient/{created['id']}")
+    for path in (
+        f"/Patient/{created['id']}",  # 410
+        f"/Patient/{created['id']}/_history/2",  # 410, the tombstone
+        f"/Patient/{created['id']}/_history/9",  # 404
+        f"/Patient/{created['id']}/_history/x",  # 404
+        "/Patientt/1/_history/1",  # 404, unknown type
+        "/Patient/" + "x" * 65 + "/_history/1",  # 400
+    ):
+        direct, general = client.get(path), client.get(path, params={"_format": "json"})
+        assert direct.status_code == general.status_code >= 400, path
+        assert direct.json() == general.json(), path
+
+
+def test_nul_in_a_read_path_is_400(client: httpx.Client) -> None:
+    response = client.get("/Pat%00ient/1")
+    assert response.status_code == 400
+    assert "NUL" in response.json()["issue"][0]["diagnostics"]

@@ -77,6 +77,29 @@ def test_summary_count_returns_only_the_total(client: httpx.Client) -> None:
     assert bundle["total"] == 3 and "entry" not in bundle
 
 
+def test_summary_count_on_one_clause_skips_deleted_and_replaced_values_and_counts_once(
+    client: httpx.Client,
+) -> None:
+    # One plain clause is counted from its index rows alone (no resource row visited):
+    # a delete and an update must leave no rows behind, two matching values count once.
+    value = unique()
+    ident = {"system": "urn:count", "value": value}
+    kept = [create(client, patient(identifier=[ident])) for _ in range(3)]
+    twice = create(client, patient(identifier=[ident, {**ident, "use": "old"}]))
+    assert client.delete(f"/Patient/{kept[0]['id']}").status_code in (200, 204)
+    moved = {**kept[1], "identifier": [{"system": "urn:count", "value": unique()}]}
+    assert client.put(f"/Patient/{kept[1]['id']}", json=moved).status_code == 200
+    params = {"identifier": f"urn:count|{value}"}
+    counted = client.get("/Patient", params=params | {"_summary": "count"}).json()
+    listed = client.get("/Patient", params=params).json()
+    assert counted["total"] == 2 and "entry" not in counted
+    assert sorted(e["resource"]["id"] for e in listed["entry"]) == sorted(
+        [kept[2]["id"], twice["id"]]
+    )
+    accurate = client.get("/Patient", params=params | {"_total": "accurate", "_count": 1}).json()
+    assert accurate["total"] == 2
+
+
 def test_total_accurate_on_a_partial_page(client: httpx.Client) -> None:
     ids = [create(client, patient())["id"] for _ in range(3)]
     bundle = client.get(

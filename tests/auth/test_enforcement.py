@@ -201,6 +201,17 @@ def test_counts_and_totals_never_include_withheld_rows(node: SecuredNode) -> Non
     }
 
 
+def test_a_count_on_one_clause_counts_only_visible_rows(node: SecuredNode) -> None:
+    code = {"code": "http://loinc.org|2345-7"}
+    with node.client("system/Observation.rs") as backend:
+        everyone = backend.get("/Observation", params={**code, "_summary": "count"}).json()
+    with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
+        own = ada.get("/Observation", params={**code, "_summary": "count"}).json()
+        listed = ids(ada.get("/Observation", params={**code, "_count": "500"}))
+    assert own["total"] == len(listed) >= 1
+    assert everyone["total"] > own["total"]
+
+
 def test_includes_bring_in_only_what_the_scopes_allow(node: SecuredNode) -> None:
     params = {"_id": ",".join(mine("ada-lab")), "_include": "Observation:subject"}
     with node.client("patient/Observation.rs", patient=_id("ada")) as observations_only:

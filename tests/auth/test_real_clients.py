@@ -42,10 +42,11 @@ def node(database_url: str) -> Iterator[ServerThread]:
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ada(database_url: str, server: ServerThread) -> Person:
     """A person with a test-IdP login, a Patient record, and two Observations, written
-    through the open test server on the same database."""
+    through the open test server on the same database. A new one per test: the test IdP
+    takes each TOTP code once, so two logins of one account in one 30 s step would clash."""
     with httpx.Client(base_url=server.base, timeout=30) as fhir:
         who = person(database_url, fhir)
         for code, value in (("29463-7", 71.5), ("8302-2", 168.0)):

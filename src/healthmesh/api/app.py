@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import psycopg
 from starlette.applications import Starlette
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from healthmesh.api.auditing import Auditor, interaction_of, touched_by
 from healthmesh.api.auth_routes import mount_auth
 from healthmesh.api.authorize_routes import mount_authorize
 from healthmesh.api.parsing import (
@@ -26,9 +28,10 @@ from healthmesh.api.parsing import (
     response_type,
     to_fhir_request,
 )
-from healthmesh.api.render import error_response, render
+from healthmesh.api.render import StoredResponse, error_response, render
+from healthmesh.api.share_routes import mount_share
 from healthmesh.auth.federation import NodeIdentifier
-from healthmesh.auth.grant import InvalidToken, TokenVerifier
+from healthmesh.auth.grant import AccessGrant, InvalidToken, TokenVerifier
 from healthmesh.auth.policy import visibility_for
 from healthmesh.config import Settings
 from healthmesh.fhir.errors import (
@@ -40,14 +43,21 @@ from healthmesh.fhir.errors import (
     operation_outcome,
 )
 from healthmesh.interactions import transaction
-from healthmesh.interactions.bundles import http_date
-from healthmesh.interactions.context import FhirRequest, check_id, check_type
+from healthmesh.interactions.context import (
+    FhirRequest,
+    FhirResult,
+    check_id,
+    check_type,
+    check_version,
+)
 from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.interactions.relabel import needs_relabel, relabel
+from healthmesh.privacy import audit
+from healthmesh.share.content import OwnRecordBundles
 from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
-from healthmesh.store.repository import Repository
+from healthmesh.store.repository import Repository, Session
 
 log = logging.getLogger(__name__)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -73,6 +83,18 @@ def _writes_search_parameters(request: FhirRequest) -> bool:
             for e in entries
         )
     return False
+
+
+def _stored_read(path: tuple[str, ...], raw: str) -> bool:
+    """Whether a GET without parameters is a plain read or vread, served by ``read_stored``.
+
+    Paths with an operation (``$``) or a NUL go the general way, which has their errors.
+    """
+    if "$" in raw or "\x00" in raw:
+        return False
+    if len(path) == 2:
+        return path[1][:1] != "_"
+    return len(path) == 4 and path[2] == "_history"
 
 
 def tune_garbage_collector() -> None:
@@ -145,6 +167,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     accepts; its grant becomes the request's Visibility, compiled into every query
     (store/access.py)."""
     repository = Repository(settings.database_url, max_size=settings.pool_size)
+    auditor = Auditor(settings.base_url or "healthmesh")
 
     parameters = SearchParameterWatch(repository)
 
@@ -173,47 +196,126 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             return settings.base_url
         return f"{request.url.scheme}://{request.url.netloc}/fhir"
 
-    async def access(request: Request, path: tuple[str, ...], base: str) -> Visibility | None:
-        """What the caller may touch: None (everything) with --open or for public paths."""
+    async def access(request: Request, path: tuple[str, ...], base: str) -> AccessGrant | None:
+        """The caller's verified grant; None (everything, nobody) with --open or public paths."""
         if settings.open or path in _PUBLIC_PATHS:
             return None
         token = bearer_token(request)
         try:
-            grant = await token_verifier.verify(token, audience=base)
+            return await token_verifier.verify(token, audience=base)
         except InvalidToken as refused:
             # The reason is for the client; the token itself is never echoed or logged.
             raise Unauthorized(f"The access token was refused: {refused.reason}") from None
+
+    def visibility_of(grant: AccessGrant | None) -> Visibility | None:
+        if grant is None:
+            return None
         return visibility_for(grant, consent_default_permit=settings.consent_default == "opt-out")
 
-    async def read_by_id(res_type: str, id: str, media: str) -> Response:
-        """GET [type]/[id] with no parameters: the hot path, one primary-key lookup.
+    def client_address(request: Request) -> str | None:
+        return request.client.host if request.client else None
 
-        The same answers as the read interaction (404, 410, ETag, Last-Modified), without the
-        general request machinery a plain read does not need.
+    async def audit_read(
+        request: Request,
+        fhir_request: FhirRequest,
+        grant: AccessGrant,
+        *,
+        result: FhirResult | None,
+        status: int,
+        description: str | None = None,
+    ) -> None:
+        """A read's or a refusal's AuditEvents, committed before the answer is sent."""
+        events = auditor.events(
+            fhir_request,
+            grant,
+            result=result,
+            status=status,
+            address=client_address(request),
+            description=description,
+        )
+        if events:
+            async with repository.pool.connection() as conn:
+                await auditor.on_its_own(conn, events)
+
+    def transaction_auditor(
+        request: Request, grant: AccessGrant
+    ) -> Callable[[Session, FhirRequest, list[FhirResult]], Awaitable[None]]:
+        """For transaction and batch Bundles: their entries' events, in their transactions."""
+
+        async def hook(session: Session, entry: FhirRequest, results: list[FhirResult]) -> None:
+            touched = [t for r in results for t in touched_by(r)]
+            events = audit.interaction_events(
+                grant,
+                interaction_of(entry) or "transaction",
+                touched,
+                audit.outcome_of_status(200),
+                address=client_address(request),
+                node=auditor.node,
+            )
+            await auditor.in_transaction(session, events)
+
+        return hook
+
+    async def read_stored(path: tuple[str, ...], media: str) -> Response:
+        """GET [type]/[id] and [type]/[id]/_history/[vid] without parameters: the hot path.
+
+        One primary-key lookup of only what the response needs, and the stored bytes sent as
+        they are. The same answers as the read and vread interactions (their checks in the
+        same order, 404, 410, ETag, Last-Modified), without the general request machinery.
         """
-        version = await repository.read_current(check_type(res_type), check_id(id))
-        if version is None:
-            raise NotFound(f"{res_type}/{id} is not known")
-        if version.deleted or version.content is None:
-            raise Gone(f"{res_type}/{id} was deleted (version {version.version_id})")
-        headers = {"ETag": f'W/"{version.version_id}"', "Last-Modified": http_date(version)}
-        return Response(version.content.encode(), 200, headers, media_type=media)
+        res_type, id = check_type(path[0]), check_id(path[1])
+        if len(path) == 2:
+            found = await repository.read_current(res_type, id)
+        else:
+            found = await repository.read_version(res_type, id, check_version(path[3]))
+        if found is not None and not found.deleted and found.content is not None:
+            return StoredResponse(found.content, found.version_id, found.last_modified, media)
+        what = "/".join(path)
+        if found is None:
+            raise NotFound(f"{what} is not known")
+        raise Gone(f"{what} was deleted (version {found.version_id})")
+
+    async def run(
+        fhir_request: FhirRequest,
+        grant: AccessGrant | None,
+        visibility: Visibility | None,
+        request: Request,
+    ) -> FhirResult:
+        """Run the interaction; with a grant, audit it (writes in their own transaction)."""
+        if not fhir_request.path and fhir_request.method == "POST":
+            return await transaction.process(repository, fhir_request)
+        write = fhir_request.method not in READ_METHODS
+        async with repository.session(write=write, visibility=visibility) as session:
+            result = await dispatch(session, fhir_request)
+            if write and grant is not None:
+                events = auditor.events(
+                    fhir_request,
+                    grant,
+                    result=result,
+                    status=result.status,
+                    address=client_address(request),
+                )
+                await auditor.in_transaction(session, events)
+        if not write and grant is not None:
+            await audit_read(request, fhir_request, grant, result=result, status=result.status)
+        return result
 
     async def fhir(request: Request) -> Response:
         media = "application/fhir+json"
         try:
             media = response_type(request)
-            path = path_segments(request.path_params.get("path", ""))
+            raw_path: str = request.path_params.get("path", "")
+            path = path_segments(raw_path)
             base = base_url(request)
-            visibility = await access(request, path, base)
+            grant = await access(request, path, base)
+            visibility = visibility_of(grant)
             if (
-                visibility is None
+                grant is None
                 and request.method == "GET"
-                and len(path) == 2
-                and not request.url.query
-                and path[1][:1] not in "$_"
+                and not request.scope.get("query_string")
+                and _stored_read(path, raw_path)
             ):
-                return await read_by_id(path[0], path[1], media)
+                return await read_stored(path, media)
             body: object = None
             extra: list[tuple[str, str]] = []
             if request.method in _BODY_METHODS:
@@ -222,13 +324,21 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             fhir_request = to_fhir_request(
                 request, path, body, extra, base, visibility, secured=not settings.open
             )
-            if not path and request.method == "POST":
-                result = await transaction.process(repository, fhir_request)
-            else:
-                async with repository.session(
-                    write=request.method not in READ_METHODS, visibility=visibility
-                ) as session:
-                    result = await dispatch(session, fhir_request)
+            if grant is not None and fhir_request.method not in READ_METHODS:
+                fhir_request = replace(fhir_request, audit_hook=transaction_auditor(request, grant))
+            try:
+                result = await run(fhir_request, grant, visibility, request)
+            except FhirError as error:
+                if grant is not None:  # the refusal is an access attempt too
+                    await audit_read(
+                        request,
+                        fhir_request,
+                        grant,
+                        result=None,
+                        status=error.status,
+                        description=str(error)[:200],
+                    )
+                raise
             if _writes_search_parameters(fhir_request):
                 await parameters.refresh(force=True)  # searchable from the very next request
             return render(fhir_request, result, media)
@@ -289,6 +399,11 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         from healthmesh.auth.identity.test_idp import mount_test_idp
 
         mount_test_idp(app, repository.pool, base_url=settings.base_url)
+    mount_share(app, settings, repository, token_verifier)  # SMART Health Links and Cards
+    # A share created without a Bundle carries the patient's own Kill the Clipboard bundle.
+    app.state.share.summaries = OwnRecordBundles(
+        repository, settings.base_url or "http://localhost/fhir"
+    )
     app.state.repository = repository
     app.state.settings = settings
     return app

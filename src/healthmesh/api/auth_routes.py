@@ -24,9 +24,11 @@ from starlette.routing import Route
 from healthmesh.auth.clients import Client, valid_client_id
 from healthmesh.auth.discovery import openid_configuration, smart_configuration
 from healthmesh.auth.errors import OAuthError
+from healthmesh.auth.grant import AccessGrant
 from healthmesh.auth.introspection import introspect, revoke
 from healthmesh.auth.server import AuthServer
 from healthmesh.config import Settings
+from healthmesh.privacy import audit, chain
 from healthmesh.store.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -123,12 +125,48 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
 
     async def token(request: Request) -> Response:
         form = await read_form(request)
-        await auth.rate_limiter.hit(client_id=_client_hint(form), address=remote(request))
+        hint = _client_hint(form)
+        await auth.rate_limiter.hit(client_id=hint, address=remote(request))
         base = base_url(request)
-        body = await auth.token_endpoint.handle(
-            form, issuer=base, token_url=f"{base}/auth/token", remote=remote(request)
+        grant_type = form.get("grant_type", "")
+        try:
+            body = await auth.token_endpoint.handle(
+                form, issuer=base, token_url=f"{base}/auth/token", remote=remote(request)
+            )
+        except OAuthError as refused:
+            # Refusals are audited (breach signals count them); the reason is the one the
+            # client gets, never the assertion, code or token (privacy/audit.py).
+            await _audit_token(
+                audit.token_event(
+                    client_id=hint,
+                    issued=False,
+                    grant_type=grant_type,
+                    reason=refused.description,
+                    address=remote(request),
+                    node=base,
+                )
+            )
+            raise
+        issued = AccessGrant(
+            client_id=hint or "",
+            scope=str(body.get("scope", "")),
+            patient=body.get("patient"),
+        )
+        await _audit_token(
+            audit.token_event(
+                client_id=hint,
+                issued=True,
+                grant_type=grant_type,
+                grant=issued,
+                address=remote(request),
+                node=base,
+            )
         )
         return json_response(body, headers=NO_STORE)
+
+    async def _audit_token(event: dict[str, Any]) -> None:
+        async with repository.pool.connection() as conn:
+            await chain.record(conn, event)
 
     async def authenticated(request: Request, endpoint: str) -> tuple[dict[str, str], Client, str]:
         """For introspection and revocation: the form, the calling client, the issuer."""

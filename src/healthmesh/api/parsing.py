@@ -25,14 +25,27 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 _PASSED_HEADERS = ("if-match", "if-none-exist", "if-none-match", "if-modified-since", "prefer")
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """One request header by its lower-case name (ASGI gives names lower-cased).
+
+    Cheaper than ``request.headers.get`` for an absent header, the common case on reads,
+    where Starlette raises and catches a KeyError.
+    """
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 def response_type(request: Request) -> str:
     """The JSON media type to answer with; XML-only clients get 406 (JSON is all we speak)."""
-    wanted = request.query_params.get("_format")
+    # Most requests (every plain read) have no query: skip parsing an empty one.
+    wanted = request.query_params.get("_format") if request.scope.get("query_string") else None
     if wanted is not None:
         if wanted in ("json", *JSON_TYPES):
             return "application/json" if wanted == "application/json" else "application/fhir+json"
         raise NotAcceptable(f"_format={wanted} is not supported; this server speaks JSON only")
-    accept = request.headers.get("accept", "")
+    accept = header(request, b"accept")
     if not accept:
         return "application/fhir+json"
     offered = [part.split(";")[0].strip().lower() for part in accept.split(",")]

@@ -21,6 +21,28 @@ def json_response(
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=media)
 
 
+class StoredResponse(Response):
+    """A version's stored bytes, served as they are (read, vread without parameters).
+
+    The same status and headers as ``render`` gives a read (ETag, Last-Modified, then
+    Content-Length and Content-Type, in Starlette's order), built directly as raw header
+    pairs: on the hottest path, Starlette's generic header handling is a measurable share.
+    """
+
+    def __init__(self, content: str, version_id: int, last_modified: str, media: str) -> None:
+        body = content.encode()
+        self.status_code = 200
+        self.media_type = media
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"etag", b'W/"%d"' % version_id),
+            (b"last-modified", last_modified.encode("latin-1")),
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", media.encode("latin-1")),
+        ]
+
+
 def error_response(error: FhirError, media: str = "application/fhir+json") -> Response:
     return json_response(error.outcome(), error.status, media, error.headers or None)
 

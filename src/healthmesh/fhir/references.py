@@ -25,17 +25,25 @@ def iter_references(node: Any) -> Iterator[str]:
 
 def rewrite_references(node: Any, rewrite: Callable[[str], str | None]) -> int:
     """Replace references in place where ``rewrite`` returns a new value; return how many."""
+    # Every write's hot path (the loader walks each resource): most values are strings that
+    # are not a reference, so they are passed over with one type check.
     changed = 0
     if isinstance(node, dict):
         for key, value in node.items():
+            if type(value) is str and key != "reference":
+                continue
             if key == "reference" and isinstance(value, str):
                 new = rewrite(value)
                 if new is not None and new != value:
                     node[key] = new
                     changed += 1
-            elif isinstance(value, dict | list):
+            elif isinstance(value, _CONTAINERS):
                 changed += rewrite_references(value, rewrite)
     elif isinstance(node, list):
         for item in node:
-            changed += rewrite_references(item, rewrite)
+            if isinstance(item, _CONTAINERS):
+                changed += rewrite_references(item, rewrite)
     return changed
+
+
+_CONTAINERS = (dict, list)

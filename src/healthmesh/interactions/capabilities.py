@@ -69,7 +69,19 @@ def _resources() -> list[dict[str, Any]]:
                 {
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                }
+                },
+                {  # IPS IG: the International Patient Summary document (share/ips.py)
+                    "name": "summary",
+                    "definition": "http://hl7.org/fhir/uv/ips/OperationDefinition/summary",
+                },
+                {  # CMS Kill the Clipboard PatientSharedBundle (share/bundle.py); no published
+                    # OperationDefinition exists, so the canonical is this project's own
+                    "name": "shared-bundle",
+                    "definition": "https://healthmesh.invalid/OperationDefinition/Patient-shared-bundle",
+                    "documentation": "A Kill the Clipboard PatientSharedBundle: the patient"
+                    " summary's resources, the C4DIC insurance card, patient-provided PDFs"
+                    " (POST Parameters 'document') and a PDF rendering ('rendering', default true).",
+                },
             ]
         out.append(
             {

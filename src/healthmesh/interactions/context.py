@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +10,9 @@ from healthmesh.fhir.errors import InvalidRequest, NotFound
 from healthmesh.fhir.ids import is_valid_id
 from healthmesh.fhir.structure import is_resource_type
 from healthmesh.store.access import Visibility
-from healthmesh.store.repository import StoredVersion
+from healthmesh.store.repository import Session, StoredVersion
+
+AuditHook = Callable[["Session", "FhirRequest", "list[FhirResult]"], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,6 +28,9 @@ class FhirRequest:
     # What the caller's token lets it touch (store/access.py); None: unrestricted (--open).
     visibility: Visibility | None = None
     secured: bool = False  # the node requires tokens (not --open): metadata says so
+    # Called inside each write transaction of a batch/transaction Bundle, before commit, with
+    # the entry (or the whole Bundle request) and its results: the audit (api/auditing.py).
+    audit_hook: AuditHook | None = None
 
     def param(self, name: str) -> str | None:
         for key, value in self.params:

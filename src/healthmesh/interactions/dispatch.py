@@ -17,11 +17,21 @@ from healthmesh.fhir.structure import is_resource_type
 from healthmesh.interactions import create, delete, everything, history, patch, read, search, update
 from healthmesh.interactions.capabilities import capability_statement
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_id, check_type
+from healthmesh.share import bundle, ips
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compartment import member_condition
 from healthmesh.store.search.compiler import SYSTEM
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+# AuditEvents are written by the audit trail alone (privacy/chain.py), never through REST:
+# one written any other way would be outside the hash chain.
+READ_ONLY_TYPE = "AuditEvent"
+
+
+def read_only() -> MethodNotAllowed:
+    return MethodNotAllowed(
+        "AuditEvent is read-only: the audit trail writes it, no client can create, change or delete it"
+    )
 
 
 def _resource_body(request: FhirRequest) -> dict[str, object]:
@@ -74,6 +84,8 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
         if method not in READ_METHODS:
             raise _not_allowed(request)
         return await everything.everything(session, request, path[1])
+    if len(path) == 3 and head == "Patient" and path[2] in _SHARE_OPERATIONS:
+        return await _share_operation(session, request, path[1], path[2])
     if len(path) == 3 and (is_resource_type(path[2]) or path[2] == "*") and method in READ_METHODS:
         return await _compartment_search(session, request, head, path[1], path[2])
     if head.startswith("$") or any(p.startswith("$") for p in path):
@@ -82,6 +94,8 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
             code="not-supported",
         )
     res_type = check_type(head)
+    if res_type == READ_ONLY_TYPE and method not in READ_METHODS:
+        raise read_only()
     if len(path) == 1:
         match method:
             case "GET" | "HEAD":
@@ -162,6 +176,21 @@ async def dispatch(session: Session, request: FhirRequest) -> FhirResult:
         _require(session, res_type, "r")
         return await read.vread(session, res_type, second, path[3])
     raise NotFound(f"No FHIR interaction at /{'/'.join(path)}", code="not-found")
+
+
+# Patient-level operations that package the record for sharing (src/healthmesh/share/):
+# $summary (IPS IG) and $shared-bundle (CMS Kill the Clipboard). GET, or POST with Parameters.
+_SHARE_OPERATIONS = frozenset({"$summary", "$shared-bundle"})
+
+
+async def _share_operation(
+    session: Session, request: FhirRequest, patient_id: str, operation: str
+) -> FhirResult:
+    if request.method not in (*READ_METHODS, "POST"):
+        raise _not_allowed(request)
+    if operation == "$summary":
+        return await ips.summary_operation(session, request, patient_id)
+    return await bundle.shared_bundle_operation(session, request, patient_id)
 
 
 async def _compartment_search(

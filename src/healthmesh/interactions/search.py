@@ -240,9 +240,24 @@ async def search(
             f"_total must be none, estimate or accurate, not '{total_mode}'", expression="_total"
         )
     if summary == "count" or total_mode == "accurate":
-        rows = await session.fetch(
-            sql.SQL("SELECT count(*) FROM resource r WHERE {w}").format(w=where)
+        # One plain clause (`Observation?code=X&_summary=count`): count its index rows'
+        # distinct ids, index-only: 32k matches at 1M resources, 70 ms where counting them
+        # through their resource rows took 540 ms (docs/PERFORMANCE.md#search).
+        ids = (
+            compiler.matching_ids(parsed.clauses[0])
+            # Only unrestricted: index rows know nothing of scopes, consent or labels.
+            if len(parsed.clauses) == 1
+            and scope is None
+            and res_type != SYSTEM
+            and session.visibility is None
+            else None
         )
+        counting = (
+            sql.SQL("SELECT count(*) FROM ({}) m").format(ids)
+            if ids is not None
+            else sql.SQL("SELECT count(*) FROM resource r WHERE {w}").format(w=where)
+        )
+        rows = await session.fetch(counting)
         total = int(rows[0][0])
     elif total_mode == "estimate":
         # The planner's estimate (R4 search.html#total): cheap, and close with fresh statistics.

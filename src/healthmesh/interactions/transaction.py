@@ -34,7 +34,7 @@ from healthmesh.fhir.references import iter_references, rewrite_references
 from healthmesh.interactions import create, write
 from healthmesh.interactions.conditional import find_matches
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_type
-from healthmesh.interactions.dispatch import dispatch, split_url
+from healthmesh.interactions.dispatch import READ_ONLY_TYPE, dispatch, read_only, split_url
 from healthmesh.store.repository import Repository, Session, StoredVersion
 from healthmesh.store.rows import PreparedVersion, content_hash, format_instant, now, prepare
 
@@ -358,6 +358,9 @@ async def run_transaction(
 ) -> dict[int, FhirResult]:
     """Run entries as one transaction; results by entry index. Raises on the first failure."""
     results: dict[int, FhirResult] = {}
+    for e in entries:
+        if e.path[:1] == (READ_ONLY_TYPE,) and e.method not in ("GET", "HEAD"):
+            raise _at_entry(read_only(), e.index)
     async with repository.session(visibility=request.visibility) as session:
         ids = _Identities(request.base)
         await _settle_identities(session, entries, ids)
@@ -384,6 +387,8 @@ async def run_transaction(
                     results[e.index] = await dispatch(session, _sub_request(e, request))
             except FhirError as error:
                 raise _at_entry(error, e.index) from None
+        if request.audit_hook is not None:  # in the same transaction, before it commits
+            await request.audit_hook(session, request, list(results.values()))
     return results
 
 
@@ -424,7 +429,10 @@ async def batch(repository: Repository, request: FhirRequest) -> FhirResult:
             async with repository.session(
                 write=e.method not in ("GET", "HEAD"), visibility=request.visibility
             ) as session:
-                result = await dispatch(session, _sub_request(e, request))
+                sub = _sub_request(e, request)
+                result = await dispatch(session, sub)
+                if request.audit_hook is not None:
+                    await request.audit_hook(session, sub, [result])
             entries.append(_response(result, prefer, e.method))
         except FhirError as error:
             located = _at_entry(error, e.index)

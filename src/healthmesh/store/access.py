@@ -27,6 +27,8 @@ from healthmesh.store.search.sqlbits import FALSE, TRUE, all_of, any_of
 if TYPE_CHECKING:
     from healthmesh.store.search.compiler import Compiler
 
+# The audit trail is not subject to Consent (see Visibility.condition).
+CONSENT_EXEMPT = frozenset({"AuditEvent"})
 PERMISSIONS = (
     "cruds"  # SMART App Launch 2.2 scopes-and-launch-context: create read update delete search
 )
@@ -134,12 +136,22 @@ class Visibility:
         if not options:
             return FALSE
         allowed = TRUE if any(option is TRUE for option in options) else any_of(options)
-        if self.consent is None or permission not in "rs":
+        if self.consent is None or permission not in "rs" or res_type in CONSENT_EXEMPT:
             # Consent governs disclosure (read, search); writes answer to the scopes alone.
+            # The audit trail is exempt: who looked at a record must stay visible to those
+            # allowed to audit it, whatever the record's owner has decided about sharing it.
             return allowed
         from healthmesh.store.consent_sql import consent_condition
 
-        return all_of([allowed, consent_condition(self.consent, r)])
+        consented = consent_condition(self.consent, r)
+        if res_type is None:  # the row's own type decides
+            consented = any_of(
+                [
+                    sql.SQL("{}.res_type = ANY({})").format(r, sql.Literal(sorted(CONSENT_EXEMPT))),
+                    consented,
+                ]
+            )
+        return all_of([allowed, consented])
 
 
 def _owned_by(patient: str, r: sql.Identifier, res_type: str | None) -> sql.Composable:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
@@ -51,6 +51,15 @@ class StoredVersion:
     content_hash: bytes | None = None
 
 
+class Served(NamedTuple):
+    """What read and vread answer with: the version's number, state, Last-Modified and bytes."""
+
+    version_id: int
+    deleted: bool
+    last_modified: str  # RFC 9110 IMF-fixdate
+    content: str | None  # None for a tombstone
+
+
 def _stored(row: Sequence[Any]) -> StoredVersion:
     return StoredVersion(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
@@ -59,7 +68,20 @@ _SELECT_CURRENT = (
     "SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
     " FROM resource WHERE res_type = %s AND id = %s"
 )
-_READ = "SELECT version_id, last_updated, deleted, content FROM resource WHERE res_type = %s AND id = %s"
+# read and vread serve a version as stored: the columns the response needs, with
+# Last-Modified formatted by PostgreSQL as RFC 9110 IMF-fixdate (``Mon, 23 Nov 2026 10:00:00
+# GMT``; to_char's English names without the TM prefix do not depend on lc_time), which spares
+# the hot path a datetime per row and its formatting. bundles.http_date is the same format.
+_SERVED = (
+    "SELECT version_id, deleted,"
+    " to_char(last_updated AT TIME ZONE 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS \"GMT\"'), content"
+)
+_READ = f"{_SERVED} FROM resource WHERE res_type = %s AND id = %s"
+_VREAD = (
+    f"{_SERVED} FROM resource WHERE res_type = %s AND id = %s AND version_id = %s"
+    f" UNION ALL {_SERVED} FROM resource_history"
+    " WHERE res_type = %s AND id = %s AND version_id = %s"
+)
 _SELECT_VERSION = (
     "SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
     " FROM resource WHERE res_type = %(t)s AND id = %(id)s AND version_id = %(v)s"
@@ -563,11 +585,16 @@ class Repository:
             else:
                 yield Session(conn, visibility)
 
-    async def read_current(self, res_type: str, id: str) -> StoredVersion | None:
+    async def read_current(self, res_type: str, id: str) -> Served | None:
         """The hot read path: one primary-key lookup of what a read serves, no transaction."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(_READ, (res_type, id))
             row = await cur.fetchone()
-        if row is None:
-            return None
-        return StoredVersion(res_type, id, row[0], row[1], row[2], row[3])
+        return None if row is None else Served(*row)
+
+    async def read_version(self, res_type: str, id: str, version_id: int) -> Served | None:
+        """vread's hot path: the version from either table (at most one has it), no transaction."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_VREAD, (res_type, id, version_id, res_type, id, version_id))
+            row = await cur.fetchone()
+        return None if row is None else Served(*row)

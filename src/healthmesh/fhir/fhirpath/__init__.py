@@ -29,6 +29,7 @@ from .model import Node, resource_node
 from .nodes import Expr
 from .parser import parse
 from .quantity import Quantity
+from .roots import root_keys
 from .temporal import Temporal
 from .typesys import TypeInfo, system_type
 
@@ -60,6 +61,11 @@ class CompiledPath:
 
     def __repr__(self) -> str:
         return f"CompiledPath({self.expression!r})"
+
+    def root_keys(self, resource_type: str) -> frozenset[str] | None:
+        """JSON keys of which a ``resource_type`` resource needs one for this expression to
+        select anything; None when the expression's shape does not tell (see roots.py)."""
+        return root_keys(self._ast, resource_type)
 
     def run(
         self,

@@ -304,9 +304,13 @@ def extract(resource: Mapping[str, Any]) -> IndexRows:
     rows = IndexRows()
     root = resource_node(resource)  # built once, shared by every expression
     memo: _Memo = {}
+    present = resource.keys()
     for param in indexed_params(str(resource.get("resourceType"))):
+        if param.keys is not None and present.isdisjoint(param.keys):
+            continue  # none of the elements it selects from: nothing to index
         if param.components:
-            _composite(param, root, rows, memo)
+            if not any(present.isdisjoint(keys) for keys in param.component_keys):
+                _composite(param, root, rows, memo)
             continue
         if param.type == "special":
             if param.code == "near":

@@ -33,6 +33,12 @@ class IndexedParam:
     # Composite parameters: each component's type and expression, relative to the element
     # the composite's own expression selects.
     components: tuple[tuple[str, fhirpath.CompiledPath], ...] = ()
+    # JSON keys of which a resource needs one for ``path`` to select anything (None: unknown):
+    # the indexer skips the parameter on a resource that has none of them.
+    keys: frozenset[str] | None = None
+    # A composite on the resource itself (``Observation`` with components ``code`` and
+    # ``value.as(Quantity)``) selects nothing unless every component can: their keys.
+    component_keys: tuple[frozenset[str], ...] = ()
 
 
 def split_union(expression: str) -> list[str]:
@@ -105,7 +111,14 @@ def indexed_params(resource_type: str) -> tuple[IndexedParam, ...]:
         if expression is None:
             continue
         path = fhirpath.compile(expression)
-        params.append(IndexedParam(code, definition.type, path, definition, components))
+        keys = path.root_keys(resource_type)
+        component_keys: tuple[frozenset[str], ...] = ()
+        if components and expression.strip() == resource_type:
+            found = (c.root_keys(resource_type) for _, c in components)
+            component_keys = tuple(k for k in found if k is not None)
+        params.append(
+            IndexedParam(code, definition.type, path, definition, components, keys, component_keys)
+        )
     return tuple(params)
 
 

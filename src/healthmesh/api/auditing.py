@@ -1,0 +1,122 @@
+"""Every FHIR access by a token holder becomes AuditEvents (privacy/audit.py, docs/privacy.md).
+
+- Writes are audited inside the write's own database transaction, as its last step: the
+  events commit with the change or not at all.
+- Reads (and refusals) are audited after the answer is computed and before it is sent, in a
+  transaction of their own; if the audit cannot be written the request fails (500), so no data
+  leaves without its record.
+- ``--open`` has no token, hence nobody to name: it is not audited (it is for experiments).
+
+The interaction is named from the request's shape (R4 http.html#summary), the resources from
+what was served: the version of a read or write, every entry of a Bundle answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+
+from healthmesh.auth.grant import AccessGrant
+from healthmesh.fhir.structure import is_resource_type
+from healthmesh.interactions.context import FhirRequest, FhirResult
+from healthmesh.privacy import audit, chain
+from healthmesh.store.repository import Session
+
+
+def interaction_of(request: FhirRequest) -> str | None:
+    """The FHIR interaction a request is (privacy/audit.py INTERACTIONS); None: not audited."""
+    path, method = request.path, request.method
+    if path[:1] == ("metadata",):
+        return None
+    if not path:
+        if method == "POST":
+            body = request.body if isinstance(request.body, dict) else {}
+            return "batch" if body.get("type") == "batch" else "transaction"
+        return "search-system"
+    if path[0] == "_history":
+        return "history-system"
+    if any(p.startswith("$") for p in path):
+        return "operation"
+    if len(path) == 1:
+        return {
+            "GET": "search-type",
+            "HEAD": "search-type",
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete",
+        }.get(method)
+    if path[1] == "_search":
+        return "search-type"
+    if path[1] == "_history":
+        return "history-type"
+    if len(path) == 2:
+        return {
+            "GET": "read",
+            "HEAD": "read",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete",
+        }.get(method)
+    if len(path) == 3 and is_resource_type(path[2]):
+        return "search-compartment"
+    if path[2] == "_history":
+        return "history-instance" if len(path) == 3 else "vread"
+    return None
+
+
+def touched_by(result: FhirResult) -> list[audit.Touched]:
+    version = result.version
+    if version is not None:
+        if version.content is not None:
+            return [audit.Touched.of(orjson.loads(version.content))]
+        return [audit.Touched(version.res_type, version.id, str(version.version_id))]
+    if result.body is not None and result.body.get("resourceType") == "Bundle":
+        return audit.touched_in(result.body)
+    return []
+
+
+class Auditor:
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    def events(
+        self,
+        request: FhirRequest,
+        grant: AccessGrant,
+        *,
+        result: FhirResult | None = None,
+        status: int,
+        address: str | None,
+        description: str | None = None,
+    ) -> list[dict[str, Any]]:
+        interaction = interaction_of(request)
+        if interaction is None:
+            return []
+        touched = touched_by(result) if result is not None else []
+        query = request.query_string if interaction.startswith("search") else None
+        return audit.interaction_events(
+            grant,
+            interaction,
+            touched,
+            audit.outcome_of_status(status),
+            query=f"{'/'.join(request.path)}?{query}" if query else None,
+            address=address,
+            description=description,
+            node=self.node,
+        )
+
+    async def in_transaction(self, session: Session, events: list[dict[str, Any]]) -> None:
+        """A write's events, in its own transaction (call last, before commit)."""
+        if events:
+            await chain.record(session, events)
+
+    async def on_its_own(
+        self, conn: AsyncConnection[TupleRow], events: list[dict[str, Any]]
+    ) -> None:
+        """A read's (or refusal's) events, committed before this returns."""
+        if events:
+            await chain.record(conn, events)

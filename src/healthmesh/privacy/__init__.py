@@ -1,0 +1,1 @@
+"""Patient privacy: the audit trail (audit, chain, checkpoints, retention, breach)."""

@@ -1,0 +1,45 @@
+"""Sharing, assembled: links, manifests, the card issuer, and what creates a share's content.
+
+One :class:`Sharing` per application (``app.state.share``). ``summaries`` is where a
+patient's own ``$summary`` comes from when a share is created without a Bundle: the IPS work
+plugs in there; until it does, a share needs an explicit Bundle.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from healthmesh.share.issuer import CardIssuer, IssuerKeys
+from healthmesh.share.links import LinkStore
+from healthmesh.share.manifest import ManifestService
+from healthmesh.share.settings import ShareSettings
+
+Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
+
+
+class SummarySource(Protocol):
+    async def summary(self, patient: str) -> dict[str, Any] | None:
+        """The patient's summary Bundle (e.g. ``Patient/[id]/$summary``), or None."""
+        ...
+
+
+class NoSummaries:
+    async def summary(self, patient: str) -> dict[str, Any] | None:
+        return None
+
+
+class Sharing:
+    def __init__(self, pool: Pool, settings: ShareSettings) -> None:
+        self.settings = settings
+        self.links = LinkStore(pool, attempts=settings.passcode_attempts)
+        self.manifests = ManifestService(pool, settings)
+        self.issuer_keys = IssuerKeys(pool)
+        self.cards = CardIssuer(pool, self.issuer_keys)
+        self.summaries: SummarySource = NoSummaries()
+
+    async def start(self) -> None:
+        await self.issuer_keys.ensure_active()
