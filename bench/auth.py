@@ -529,7 +529,8 @@ def run(ctx: Context) -> Section:
 
     audited = importlib.util.find_spec("healthmesh.privacy") is not None
     section.details["audit"] = (
-        "healthmesh.privacy present but this benchmark does not measure it yet"
+        "not measured on/off: every secured request is audited and there is no switch to"
+        " turn it off (--open is not audited), so the secured figures above include it"
         if audited
         else "not measured: auditing not wired yet (no healthmesh.privacy module)"
     )
