@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import ingest, read, search
+from bench import auth, ingest, read, search
 from bench.common import (
     DEFAULT_ADMIN_URL,
     BenchError,
@@ -42,8 +42,10 @@ BENCHES: dict[str, Callable[[Context], Section]] = {
     "ingest": ingest.run,
     "read": read.run,
     "search": search.run,
+    "auth": auth.run,
 }
-DEFAULT_BENCHES = "ingest,read"  # search loads 1M resources (~7 min idle): asked for by name
+# search loads 1M resources (~7 min idle), auth takes ~4 min: asked for by name
+DEFAULT_BENCHES = "ingest,read"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -83,6 +85,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per server")
     parser.add_argument("--concurrency", type=int, default=16, help="read connections")
     parser.add_argument("--clients", type=int, default=2, help="concurrent HTTP ingest clients")
+    parser.add_argument(
+        "--auth-clients", type=int, default=4, help="concurrent clients asking for tokens"
+    )
+    parser.add_argument(
+        "--auth-flows",
+        type=int,
+        default=100,
+        help="token requests and authorization-code flows timed (flows: at most 1 per patient)",
+    )
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (or processes)")
     parser.add_argument(
         "--database-url",
@@ -214,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             search_clients=args.search_clients,
             seed=args.seed,
             synthea_dir=args.synthea_dir,
+            auth_clients=args.auth_clients,
+            auth_flows=args.auth_flows,
         )
         failed: list[str] = []
         try:

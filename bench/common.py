@@ -477,6 +477,8 @@ class Context:
     py_spy: str | None
     log: Console  # progress lines
     wait_quiet: float = 0.0  # seconds to wait for an idle machine before each benchmark
+    auth_clients: int = 4  # concurrent clients of the token-issuance benchmarks
+    auth_flows: int = 100  # token requests / authorization-code flows timed per kind
     # A database that holds the dataset loaded by `healthmesh load`, for read to reuse.
     loaded_url: str | None = None
     # search (bench/search.py): its own data set and database, see its docstring.

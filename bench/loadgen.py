@@ -48,14 +48,34 @@ class Load:
 
 
 def run_load(
-    url: str, paths: Path | None, *, duration: float, concurrency: int, threads: int
+    url: str,
+    paths: Path | None,
+    *,
+    duration: float,
+    concurrency: int,
+    threads: int,
+    script: Path = LUA,
 ) -> Load:
+    """``script``: another wrk Lua script taking the list file (bench/wrk_auth.lua sends a
+    bearer token per line); only the default one has an httpx fallback."""
     if shutil.which("wrk"):
-        return _wrk(url, paths, duration=duration, concurrency=concurrency, threads=threads)
+        return _wrk(
+            url, paths, duration=duration, concurrency=concurrency, threads=threads, script=script
+        )
+    if script != LUA:
+        raise BenchError(f"{script.name} needs wrk (apt-get install wrk)")
     return _httpx(url, paths, duration=duration, concurrency=concurrency, processes=threads)
 
 
-def _wrk(url: str, paths: Path | None, *, duration: float, concurrency: int, threads: int) -> Load:
+def _wrk(
+    url: str,
+    paths: Path | None,
+    *,
+    duration: float,
+    concurrency: int,
+    threads: int,
+    script: Path = LUA,
+) -> Load:
     argv = [
         "wrk",
         f"-t{threads}",
@@ -64,7 +84,7 @@ def _wrk(url: str, paths: Path | None, *, duration: float, concurrency: int, thr
         "--timeout",
         "10s",
         "-s",
-        str(LUA),
+        str(script),
         url,
     ]
     if paths is not None:

@@ -16,6 +16,8 @@ totals and paging never count a withheld row.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from psycopg import sql
 
 from healthmesh.fhir.consent import ALWAYS_DENIED_PURPOSES, SENSITIVE_LABELS
@@ -23,7 +25,7 @@ from healthmesh.store.access import ConsentContext
 from healthmesh.store.search.sqlbits import all_of
 
 
-def _applies(x: str, context: ConsentContext, r: sql.Identifier) -> sql.Composable:
+def _applies(x: str, context: ConsentContext, r: sql.Composable) -> sql.Composable:
     """Rule alias ``x`` applies to this access and to row ``r``.
 
     On the acting patient's own rows only rules that name an actor of the access apply;
@@ -66,7 +68,7 @@ def _applies(x: str, context: ConsentContext, r: sql.Identifier) -> sql.Composab
 
 
 def _undenied_permit(
-    context: ConsentContext, r: sql.Identifier, *, labelled: bool, suffix: str
+    context: ConsentContext, r: sql.Composable, *, labelled: bool, suffix: str
 ) -> sql.Composable:
     """Some applicable permit (naming a label, if ``labelled``) outranks every applicable deny."""
     p, d = f"cp{suffix}", f"cd{suffix}"
@@ -87,6 +89,21 @@ def _undenied_permit(
 
 
 def consent_condition(context: ConsentContext, r: sql.Identifier) -> sql.Composable:
+    """SQL: the patients' Consents let this access touch row ``r``, composed and rendered
+    once per (context, alias) and kept: composing it costs ~0.5 ms and rendering the tree
+    as much again, on every request of a token (docs/PERFORMANCE.md, "Authorization and
+    privacy"). The rendering needs no connection: identifiers and literals (text, text[])
+    quote the same for every UTF-8 connection.
+    """
+    return _rendered(context, r.as_string(None))
+
+
+@lru_cache(maxsize=4096)
+def _rendered(context: ConsentContext, alias: str) -> sql.SQL:
+    return sql.SQL(_consent_condition(context, sql.SQL(alias)).as_string(None))
+
+
+def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Composable:
     """SQL: the patients' Consents let this access touch row ``r``.
 
     Written as a conjunction of NOT EXISTS, without a top-level OR, so that PostgreSQL can plan
