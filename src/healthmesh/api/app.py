@@ -139,11 +139,15 @@ class _ApiCors:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path.startswith("/fhir") and not path.startswith(("/fhir/auth/", "/fhir/.well-known/")):
-            await self.cors(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        # Only cross-origin requests carry Origin: the rest (servers, scripts) go straight on.
+        if scope["type"] == "http" and any(name == b"origin" for name, _ in scope["headers"]):
+            path = scope.get("path", "")
+            if path.startswith("/fhir") and not path.startswith(
+                ("/fhir/auth/", "/fhir/.well-known/")
+            ):
+                await self.cors(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _cors() -> Middleware:
@@ -196,13 +200,13 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             return settings.base_url
         return f"{request.url.scheme}://{request.url.netloc}/fhir"
 
-    async def access(request: Request, path: tuple[str, ...], base: str) -> AccessGrant | None:
+    async def access(request: Request, path: tuple[str, ...]) -> AccessGrant | None:
         """The caller's verified grant; None (everything, nobody) with --open or public paths."""
         if settings.open or path in _PUBLIC_PATHS:
             return None
         token = bearer_token(request)
         try:
-            return await token_verifier.verify(token, audience=base)
+            return await token_verifier.verify(token, audience=base_url(request))
         except InvalidToken as refused:
             # The reason is for the client; the token itself is never echoed or logged.
             raise Unauthorized(f"The access token was refused: {refused.reason}") from None
@@ -306,9 +310,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             media = response_type(request)
             raw_path: str = request.path_params.get("path", "")
             path = path_segments(raw_path)
-            base = base_url(request)
-            grant = await access(request, path, base)
-            visibility = visibility_of(grant)
+            grant = await access(request, path)
             if (
                 grant is None
                 and request.method == "GET"
@@ -316,6 +318,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
                 and _stored_read(path, raw_path)
             ):
                 return await read_stored(path, media)
+            base = base_url(request)  # after the direct read, which does not need it
+            visibility = visibility_of(grant)
             body: object = None
             extra: list[tuple[str, str]] = []
             if request.method in _BODY_METHODS:
