@@ -35,6 +35,10 @@ def content_hash(resource: dict[str, Any]) -> bytes:
     what will be stored, whichever path computes it.
     """
     apply_security_labels(resource)
+    return _digest(resource)
+
+
+def _digest(resource: dict[str, Any]) -> bytes:
     meta = resource.get("meta")
     if isinstance(meta, dict) and ("versionId" in meta or "lastUpdated" in meta):
         trimmed = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
@@ -96,7 +100,8 @@ def prepare(
         version_id=version_id,
         last_updated=last_updated,
         patient_id=patient_key(resource, index.reference),
-        content_hash=digest if digest is not None else content_hash(resource),
+        # Labelled above already: hash without labelling again.
+        content_hash=digest if digest is not None else _digest(resource),
         content=orjson.dumps(resource).decode(),
         index=index,
         consent=rules,
