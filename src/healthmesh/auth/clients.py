@@ -136,7 +136,9 @@ def _client(row: tuple[Any, ...]) -> Client:
 
 
 def new_client_id() -> str:
-    return secrets.token_urlsafe(16)
+    # Never starting with "-" or "_": an id that looks like a command-line option breaks
+    # `healthmesh clients disable ID` and scripts that pass it along.
+    return "c" + secrets.token_urlsafe(16)
 
 
 class ClientStore:
