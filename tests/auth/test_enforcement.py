@@ -450,3 +450,19 @@ def test_browser_apps_may_call_from_any_origin_with_a_bearer_token(node: Secured
     assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
     assert actual.status_code == 200
     assert actual.headers["access-control-allow-origin"] == "*"
+
+
+def test_a_patient_deleting_their_own_resource_then_reading_it_gets_410(
+    node: SecuredNode,
+) -> None:
+    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
+        mine = _observation(_id("ada-gone"), _id("ada"), "vital-signs", "8867-4", 50)
+        assert (
+            ada.put(f"/Observation/{mine['id']}", json=mine, headers=FHIR_JSON).status_code == 201
+        )
+        assert ada.delete(f"/Observation/{mine['id']}").status_code in (200, 204)
+        assert ada.get(f"/Observation/{mine['id']}").status_code == 410
+        history = ada.get(f"/Observation/{mine['id']}/_history").json()
+        assert len(history["entry"]) == 2
+    with node.client("patient/Observation.rs", patient=_id("bob")) as bob:
+        assert bob.get(f"/Observation/{_id('ada-gone')}").status_code == 404

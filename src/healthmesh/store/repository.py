@@ -90,12 +90,14 @@ _SELECT_VERSION = (
 )
 _INSERT = f"INSERT INTO resource ({_COLUMNS}) VALUES (%s, %s, %s, %s, false, %s, %s, %s)"  # noqa: S608
 # Move the current row to history and write the new one in one statement: both parts see
-# the same snapshot, so the history row is exactly the version being replaced.
+# the same snapshot, so the history row is exactly the version being replaced. A tombstone
+# keeps its owner (docs/storage.md), so a patient's deleted records stay theirs: 410, history.
 _REPLACE = (
     f"WITH moved AS (INSERT INTO resource_history ({_COLUMNS})"  # noqa: S608
     f" SELECT {_COLUMNS} FROM resource WHERE res_type = %(t)s AND id = %(id)s)"
     " UPDATE resource SET version_id = %(v)s, last_updated = %(at)s, deleted = %(del)s,"
-    " patient_id = %(pid)s, content_hash = %(hash)s, content = %(content)s"
+    " patient_id = CASE WHEN %(del)s THEN patient_id ELSE %(pid)s END,"
+    " content_hash = %(hash)s, content = %(content)s"
     " WHERE res_type = %(t)s AND id = %(id)s"
 )
 # Identity matching (auth/identity): Patients by birthDate, and all Patients page by page.
