@@ -21,7 +21,7 @@ carry are reduced to their display (share/ips_refs.py).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,18 +171,19 @@ def _closure(record: PatientRecord, chosen: dict[str, Resource]) -> None:
 
 
 def choose(
-    record: PatientRecord, extra: Iterable[Resource] = ()
+    record: PatientRecord, extra: Iterable[Resource] = (), only: Collection[str] | None = None
 ) -> tuple[list[Section], dict[str, Resource]]:
     """The filled sections and every stored resource the document carries, Patient first.
 
     ``extra``: more of the record's resources to carry besides the sections' (the shared
-    bundle's Coverage). Carried resources come back with their references internalised.
+    bundle's Coverage); ``only``: the LOINC codes of the sections to fill (default all).
+    Carried resources come back with their references internalised.
     """
     by_type: dict[str, list[Resource]] = {}
     for key, resource in record.resources.items():
         if record.is_about_patient(resource):
             by_type.setdefault(key.partition("/")[0], []).append(resource)
-    sections = fill_sections(Record(record.patient, by_type, record.resolve_own))
+    sections = fill_sections(Record(record.patient, by_type, record.resolve_own), only)
     chosen: dict[str, Resource] = {record.patient_key: record.patient}
     for section in sections:
         for resource in section.entries:
