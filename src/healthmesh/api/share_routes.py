@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from healthmesh.api.share_page import mount_share_page
 from healthmesh.auth.grant import AccessGrant, InvalidToken, TokenVerifier
 from healthmesh.config import Settings
 from healthmesh.fhir.errors import FhirError, Issue, Unauthorized, operation_outcome
@@ -327,6 +328,7 @@ def mount_share(
     def private(endpoint: Endpoint) -> Endpoint:
         return guarded(endpoint, public=False)
 
+    mount_share_page(app, settings)  # GET /share: the patient's page over this API
     get, post = ["GET"], ["POST"]
     app.router.routes.extend(
         [
