@@ -141,7 +141,9 @@ def test_a_share_of_chosen_sections_carries_those_and_the_patients_own_pdf_only(
     bundle = _received(created.json())
     assert _types(bundle) == {"Patient", "Condition", "Immunization", "DocumentReference"}
     (document,) = [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DocumentReference"
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "DocumentReference"
     ]
     assert document["meta"]["security"][0]["code"] == PATAST
     assert document["description"] == "My letter"
@@ -200,7 +202,9 @@ def test_a_one_time_link_is_served_once_by_direct_get_then_answers_404(
     assert httpx.post(url, json={"recipient": "Second clinic"}).status_code == 404
     link = me.get(f"/share/links/{created['link']['id']}").json()
     assert link["status"] == "used" and "used" in link
-    outcomes = [a["outcome"] for a in me.get(f"/share/links/{link['id']}/accesses").json()["accesses"]]
+    outcomes = [
+        a["outcome"] for a in me.get(f"/share/links/{link['id']}/accesses").json()["accesses"]
+    ]
     assert sorted(outcomes) == ["inactive", "inactive", "ok"]
 
 
@@ -213,7 +217,9 @@ def test_concurrent_receivers_of_a_one_time_link_get_it_exactly_once(
     url = decode(created.json()["shlink"]).url
 
     def ask(i: int) -> httpx.Response:
-        return httpx.post(url, json={"recipient": f"Clinic {i}", "embeddedLengthMax": 0}, timeout=30)
+        return httpx.post(
+            url, json={"recipient": f"Clinic {i}", "embeddedLengthMax": 0}, timeout=30
+        )
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(ask, range(8)))
@@ -265,7 +271,9 @@ def test_sharing_needs_a_patient_token_and_never_reaches_another_patients_links(
     for path in ("/share/links", "/share/contents", "/share/accesses"):
         _outcome(httpx.get(f"{origin(node)}{path}"), 401)
     system = token(node, database_url, "system/*.rs")
-    refused = httpx.get(f"{origin(node)}/share/links", headers={"Authorization": f"Bearer {system}"})
+    refused = httpx.get(
+        f"{origin(node)}/share/links", headers={"Authorization": f"Bearer {system}"}
+    )
     assert "patient in context" in _outcome(refused, 403)
 
 

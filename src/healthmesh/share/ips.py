@@ -6,10 +6,11 @@ sections), then the Patient, then what the sections list, then the reference dat
 point at (Medication, Practitioner, Organization …). Which resources each section lists is
 share/ips_sections.py's business.
 
-The record is read with the same query and the same access condition as ``$everything``
-(store/search/compartment.py ``everything_query``, ``session.visible``): a patient token sees
-its own summary, limited to what its scopes allow, and another patient's is a 404. One SQL
-statement for the Patient, one for everything else, whatever the size of the record.
+The record is read with the same access condition as ``$everything`` (``session.visible``),
+by a query that asks only for what a summary can use (store/search/summary_query.py): a
+patient token sees its own summary, limited to what its scopes allow, and another patient's
+is a 404. One SQL statement for the Patient, one for everything else, whatever the size of
+the record.
 
 Every reference in the document resolves inside it (R4 bundle.html#references): stored
 resources keep their RESTful fullUrl ``[base]/Type/id``, so their relative references
@@ -42,7 +43,7 @@ from healthmesh.share.ips_sections import (
 )
 from healthmesh.store.repository import Session
 from healthmesh.store.rows import format_instant, now
-from healthmesh.store.search.compartment import everything_query
+from healthmesh.store.search.summary_query import summary_record_query
 
 Resource = dict[str, Any]
 IPS_BUNDLE_PROFILE = "http://hl7.org/fhir/uv/ips/StructureDefinition/Bundle-uv-ips"
@@ -126,14 +127,13 @@ async def read_record(
     current = await session.readable("Patient", patient_id)
     if current is None or current.deleted or current.content is None:
         raise NotFound(f"Patient/{patient_id} is not known")
-    types = sorted({*SECTION_TYPES, *REFERENCE_TYPES, *extra_types} - {"Patient"})
+    types = sorted({*SECTION_TYPES, *extra_types} - {"Patient"})
     rows = await session.fetch(
-        everything_query(
+        summary_record_query(
             patient_id,
             types=types,
-            since=None,
+            reference_types=REFERENCE_TYPES,
             limit=MAX_RESOURCES + 1,
-            offset=0,
             visible=session.visible("s", sql.Identifier("r"), None),
         )
     )
