@@ -168,7 +168,17 @@ def main(argv: list[str] | None = None) -> int:
                 ms, count, size = sql_timings(url, pid, args.requests)
                 baseline = p(ms, 0.95)
                 rows.append(
-                    (label, "raw SQL", count, size, statistics.median(ms), baseline, max(ms), 0.0, 0.0)
+                    (
+                        label,
+                        "raw SQL",
+                        count,
+                        size,
+                        statistics.median(ms),
+                        baseline,
+                        max(ms),
+                        0.0,
+                        0.0,
+                    )
                 )
                 for operation in ("$summary", "$shared-bundle"):
                     meters = (CpuMeter(service.pid), CpuMeter(database_url=url))
