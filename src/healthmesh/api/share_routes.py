@@ -223,7 +223,7 @@ def mount_share(
             bundle = await sharing.summaries.summary(grant, contents)
             if bundle is None:
                 raise InvalidRequest(
-                    "give the Bundle to share in 'bundle': this node cannot build your summary"
+                    "your record is not on this node: give the Bundle to share in 'bundle'"
                 )
         # R4 validation of a whole record is CPU work: off the event loop.
         files: list[ShareFile] = [await asyncio.to_thread(bundle_file, bundle)]

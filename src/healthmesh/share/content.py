@@ -13,6 +13,7 @@ not, PDFs of their own, the PDF rendering or not.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from typing import Any
 from healthmesh.auth.grant import AccessGrant
 from healthmesh.auth.policy import visibility_for
 from healthmesh.fhir.errors import NotFound
-from healthmesh.share.bundle import DEFAULT_TITLE, PatientDocument, shared_bundle
+from healthmesh.share.bundle import DEFAULT_TITLE, PatientDocument, compose_shared_bundle
 from healthmesh.share.errors import InvalidRequest
+from healthmesh.share.ips import read_record
 from healthmesh.share.ips_sections import SECTION_CODES, SECTIONS
 from healthmesh.store.repository import Repository
 
@@ -121,15 +123,19 @@ class OwnRecordBundles:
         visibility = visibility_for(grant, consent_default_permit=self.consent_default_permit)
         async with self.repository.session(write=False, visibility=visibility) as session:
             try:
-                bundle = await shared_bundle(
-                    session,
-                    grant.patient,
-                    base=self.base,
-                    documents=contents.documents,
-                    with_rendering=contents.rendering,
-                    sections=contents.sections,
-                    insurance=contents.insurance,
+                record = await read_record(
+                    session, grant.patient, base=self.base, extra_types=("Coverage",)
                 )
             except NotFound:
                 return None
-            return dict(bundle)
+        # Choosing, composing and the PDF rendering are CPU work (tens of ms for a large
+        # record): off the event loop, so other requests are not held up behind them.
+        bundle = await asyncio.to_thread(
+            compose_shared_bundle,
+            record,
+            documents=contents.documents,
+            with_rendering=contents.rendering,
+            sections=contents.sections,
+            insurance=contents.insurance,
+        )
+        return dict(bundle)
