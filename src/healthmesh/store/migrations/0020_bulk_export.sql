@@ -46,3 +46,12 @@ CREATE TABLE export_chunk (
     PRIMARY KEY (job_id, n, seq),
     FOREIGN KEY (job_id, n) REFERENCES export_file (job_id, n) ON DELETE CASCADE
 );
+
+-- lz4 compresses and decompresses several times faster than the default pglz (the chunks are
+-- written once and read once); servers built without lz4 keep pglz.
+DO $$
+BEGIN
+    ALTER TABLE export_chunk ALTER COLUMN data SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    NULL;
+END $$;
