@@ -178,11 +178,17 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute("ANALYZE")
         rates = asyncio.run(measure(url, args.rounds))
         raw = statistics.median(rates["COPY raw"])
-        print(f"\n{'step':18} {'median /s':>12} {'vs COPY raw':>12}   (rounds: {args.rounds})")
+        policy = statistics.median(rates["COPY policy"])
+        print(
+            f"\n{'step':18} {'median /s':>12} {'vs COPY raw':>12} {'vs COPY policy':>15}"
+            f"   (rounds: {args.rounds})"
+        )
         for name, values in rates.items():
             median = statistics.median(values)
-            ratio = f"{median / raw:12.2f}" if "audit" not in name else f"{'':>12}"
-            print(f"{name:18} {median:12,.0f} {ratio}")
+            if "audit" in name:
+                print(f"{name:18} {median:12,.0f}")
+                continue
+            print(f"{name:18} {median:12,.0f} {median / raw:12.2f} {median / policy:15.2f}")
         return 0
     finally:
         databases.drop_all()

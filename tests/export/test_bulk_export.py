@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 from export_support import (
@@ -25,7 +26,9 @@ from export_support import (
     search_ids,
     wait,
 )
+from typer.testing import CliRunner
 
+from healthmesh.cli import app
 from healthmesh.export.settings import ExportSettings
 from healthmesh.fhir.consent import CLIENT_ID_SYSTEM
 from healthmesh.load.loader import Loader, find_inputs
@@ -509,3 +512,24 @@ def test_the_capability_statement_lists_the_export_operations(node: SecuredNode)
     group = next(r for r in rest["resource"] if r["type"] == "Group")
     assert "export" in {o["name"] for o in patient["operation"]}
     assert "export" in {o["name"] for o in group["operation"]}
+
+
+def test_the_export_command_downloads_every_file_of_an_export(
+    node: SecuredNode, tmp_path: Path
+) -> None:
+    token = node.token("system/*.rs", client_id=f"cli-{RUN}")
+    result = CliRunner().invoke(
+        app,
+        ["export", "--out", str(tmp_path), "--url", node.base, "--type", "Patient,Condition"],
+        env={"HEALTHMESH_TOKEN": token},
+    )
+    assert result.exit_code == 0, result.output
+    written = {p.name.split(".")[0] for p in tmp_path.iterdir()}
+    assert written == {"Patient", "Condition"}
+    with node.client("system/*.rs", client_id=f"cli-{RUN}") as c:
+        exported = {
+            orjson.loads(line)["id"]
+            for p in tmp_path.glob("Patient.*.ndjson")
+            for line in p.read_bytes().splitlines()
+        }
+        assert exported == search_ids(c, "Patient")
