@@ -478,6 +478,11 @@ def test_a_token_may_not_export_a_type_its_scopes_do_not_cover(node: SecuredNode
         assert response.status_code == 403
         exported = export_all(c, kickoff(c))
         assert set(exported) == {"Patient"}
+        lenient = {"Prefer": "respond-async, handling=lenient"}
+        status = kickoff(c, params={"_type": "Observation,Patient"}, headers=lenient)
+        body = manifest(c, status)
+        assert {e["type"] for e in body["output"]} == {"Patient"}
+        assert "Observation" in str(download(c, body["error"][0]["url"]))
 
 
 # --- audit and capabilities --------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC
 from email.utils import format_datetime
 from typing import Any
@@ -161,15 +162,13 @@ def mount_export(
                     f"This token's scopes do not permit reading {refused[0]}", expression="_type"
                 )
             if refused:
-                export = ExportRequest(
-                    **{
-                        **{f: getattr(export, f) for f in export.__dataclass_fields__},
-                        "types": tuple(t for t in export.types if t not in refused),
-                        "warnings": (
-                            *export.warnings,
-                            *(f"_type: this token may not read {t}; left out" for t in refused),
-                        ),
-                    }
+                export = replace(
+                    export,
+                    types=tuple(t for t in export.types if t not in refused),
+                    warnings=(
+                        *export.warnings,
+                        *(f"_type: this token may not read {t}; left out" for t in refused),
+                    ),
                 )
         if export.level == "group" and export.group is not None:
             async with repository.session(write=False, visibility=visibility) as session:
