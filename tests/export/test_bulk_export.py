@@ -5,6 +5,7 @@ holds Ada (active) and Bob (inactive). Files are split at 200 resources to exerc
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -106,6 +107,7 @@ def node(database: str) -> Iterator[SecuredNode]:
     asyncio.run(load())
     settings = ExportSettings(max_file_resources=200, poll_interval=0.2, stale_after=2)
     with secured_node(database, export=settings) as running:
+        _relabelled(database)
         bundle = {
             "resourceType": "Bundle",
             "type": "transaction",
@@ -121,6 +123,16 @@ def node(database: str) -> Iterator[SecuredNode]:
             response = admin.post("", json=bundle, headers=FHIR_JSON)
             assert response.status_code == 200, response.text
         yield running
+
+
+def _relabelled(database: str) -> None:
+    """Wait for the start-up re-labelling of the loaded sample (interactions/relabel.py): a
+    file produced before it finishes is refused afterwards, as docs/export.md says."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(database, autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM label_rules_state").fetchone() != (1,):
+            assert time.monotonic() < deadline, "the start-up re-labelling did not finish"
+            time.sleep(0.1)
 
 
 def backend(node: SecuredNode, name: str = "backend", **context: Any) -> httpx.Client:

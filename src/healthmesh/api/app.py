@@ -135,7 +135,13 @@ class _ApiCors:
             allow_origins=["*"],
             allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"],
             allow_headers=_CORS_HEADERS,
-            expose_headers=["ETag", "Location", "Last-Modified", "Content-Location"],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Last-Modified",
+                "Content-Location",
+                *("X-Progress", "Retry-After", "Expires"),  # bulk export status (docs/export.md)
+            ],
             max_age=600,
         )
 
