@@ -1,6 +1,7 @@
 """FHIR Bulk Data export over real HTTP with real tokens, on the bundled Synthea sample plus
 Ada and Bob: Ada has a lab Observation, a Condition and an Observation labelled PSY; a Group
-holds Ada (active) and Bob (inactive). Files are split at 200 resources to exercise that."""
+holds Ada (active) and Bob (inactive). Files are split at 200 resources or 3 patients to
+exercise that."""
 
 from __future__ import annotations
 
@@ -105,7 +106,9 @@ def node(database: str) -> Iterator[SecuredNode]:
             await repository.close()
 
     asyncio.run(load())
-    settings = ExportSettings(max_file_resources=200, poll_interval=0.2, stale_after=2)
+    settings = ExportSettings(
+        max_file_resources=200, max_file_patients=3, poll_interval=0.2, stale_after=2
+    )
     with secured_node(database, export=settings) as running:
         _relabelled(database)
         bundle = {
@@ -205,8 +208,13 @@ def test_a_system_export_holds_exactly_what_search_returns_for_each_type(
         assert body["request"].endswith("/$export")
         assert datetime.fromisoformat(body["transactionTime"]) <= datetime.now(UTC)
         exported = export_all(c, status)
-        # The sample's 609 Observations (and ours) do not fit one 200-resource file.
-        assert len([e for e in body["output"] if e["type"] == "Observation"]) >= 4
+        # The sample's 609 Observations (and ours) do not fit one 200-resource file, and a
+        # file holds at most 3 patients' data.
+        observations = [e for e in body["output"] if e["type"] == "Observation"]
+        assert len(observations) >= 4
+        for entry in observations:
+            subjects = {r["subject"]["reference"] for r in download(c, entry["url"])}
+            assert 1 <= len(subjects) <= 3
         types = set(exported) - {"AuditEvent"}  # the searches below add AuditEvents
         assert {"Patient", "Observation", "Organization", "Group", "Claim"} <= types
         for res_type in sorted(types):
@@ -337,17 +345,23 @@ def test_a_file_produced_before_the_patients_consent_changed_is_not_served(
 ) -> None:
     with clinic(node) as c:
         body = manifest(c, kickoff(c, params={"_type": "Patient,Organization"}))
-        files = {e["type"]: e["url"] for e in body["output"]}
+        patients = {
+            e["url"]: ids(download(c, e["url"])) for e in body["output"] if e["type"] == "Patient"
+        }
+        hers = next(url for url, held in patients.items() if _id("ada") in held)
+        others = next(url for url, held in patients.items() if _id("ada") not in held)
+        organizations = next(e["url"] for e in body["output"] if e["type"] == "Organization")
         consent = deny_consent(node, f"clinic-{RUN}")
         try:
-            response = c.get(files["Patient"])
+            response = c.get(hers)
             assert response.status_code == 410
             assert response.json()["resourceType"] == "OperationOutcome"
-            # No patient's decision governs reference data: that file is still served.
-            assert download(c, files["Organization"])
+            # Files of other patients, and reference data, are still served.
+            assert download(c, others)
+            assert download(c, organizations)
         finally:
             revoke(node, consent)
-        assert c.get(files["Patient"]).status_code == 410  # changed again, still refused
+        assert c.get(hers).status_code == 410  # changed again, still refused
 
 
 # --- jobs: isolation, cancel, restarts, expiry ------------------------------------------------

@@ -200,7 +200,7 @@ class ExportRunner:
                 if progress.stopped:
                     raise Cancelled
                 for _id, patient, content in rows:
-                    if writer is None or writer.count >= self.settings.max_file_resources:
+                    if writer is None or self._full(writer, patient):
                         if writer is not None:
                             await self._finish(conn, out, writer)
                         n += 1
@@ -219,6 +219,17 @@ class ExportRunner:
         if writer is not None:
             await self._finish(conn, out, writer)
         return n
+
+    def _full(self, writer: _FileWriter, patient: str | None) -> bool:
+        """Whether the row must go to a new file: this one has its resources, or its
+        patients and the row belongs to another one."""
+        if writer.count >= self.settings.max_file_resources:
+            return True
+        return (
+            patient is not None
+            and patient not in writer.patients
+            and len(writer.patients) >= self.settings.max_file_patients
+        )
 
     async def _start(self, out: AsyncConnection[TupleRow], job_id: str, n: int, t: str) -> None:
         try:
