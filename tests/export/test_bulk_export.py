@@ -469,6 +469,7 @@ def test_a_client_may_not_run_unbounded_exports_at_once(node: SecuredNode, datab
         ({}, {"_type": "Nonsense"}, "_type"),
         ({}, {"_typeFilter": "no-query"}, "_typeFilter"),
         ({}, {"_typeFilter": "Observation?nonsense=1"}, "_typeFilter"),
+        ({}, {"_typeFilter": "Observation?code:in=http://example.org/unknown-vs"}, "code:in"),
         ({}, {"_elements": "id"}, "_elements"),
         ({}, {"includeAssociatedData": "LatestProvenanceResources"}, "includeAssociatedData"),
         ({}, {"patient": "Patient/x"}, "patient"),

@@ -36,6 +36,7 @@ from healthmesh.config import Settings
 from healthmesh.export import jobs
 from healthmesh.export.audit_events import download_events, kickoff_event
 from healthmesh.export.params import ExportRequest, pairs_of_parameters, parse_export
+from healthmesh.export.query import filter_clauses
 from healthmesh.export.runner import ExportRunner
 from healthmesh.export.worker import ExportWorker
 from healthmesh.fhir.errors import (
@@ -45,11 +46,13 @@ from healthmesh.fhir.errors import (
     InvalidRequest,
     Issue,
     NotFound,
+    Severity,
     Unauthorized,
     operation_outcome,
 )
 from healthmesh.fhir.ids import is_valid_id
 from healthmesh.fhir.jsonio import loads_resource
+from healthmesh.interactions.valuesets import expand_value_sets
 from healthmesh.privacy import chain
 from healthmesh.store.access import Visibility
 from healthmesh.store.repository import Repository, Session
@@ -57,6 +60,19 @@ from healthmesh.store.repository import Repository, Session
 log = logging.getLogger(__name__)
 NDJSON = "application/fhir+ndjson"
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def outcome_response(
+    status: int,
+    text: str,
+    *,
+    severity: Severity = "information",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A one-issue OperationOutcome answer (informational unless said otherwise)."""
+    code = "exception" if severity == "fatal" else "informational"
+    outcome = operation_outcome([Issue(severity=severity, code=code, diagnostics=text)])
+    return JSONResponse(outcome, status, headers=headers, media_type="application/fhir+json")
 
 
 class TooMany(FhirError):
@@ -114,16 +130,9 @@ def mount_export(
             except Exception:
                 route = getattr(request.scope.get("route"), "path", "?")
                 log.exception("unexpected error on %s %s", request.method, route)
-                outcome = operation_outcome(
-                    [
-                        Issue(
-                            severity="fatal",
-                            code="exception",
-                            diagnostics="Internal server error; it has been logged",
-                        )
-                    ]
+                return outcome_response(
+                    500, "Internal server error; it has been logged", severity="fatal"
                 )
-                return JSONResponse(outcome, 500, media_type="application/fhir+json")
 
         return run
 
@@ -170,11 +179,14 @@ def mount_export(
                         *(f"_type: this token may not read {t}; left out" for t in refused),
                     ),
                 )
-        if export.level == "group" and export.group is not None:
-            async with repository.session(write=False, visibility=visibility) as session:
-                found = await _group(session, export.group)
-            if not found:
-                raise NotFound(f"Group/{export.group} is not known")
+        async with repository.session(write=False, visibility=visibility) as session:
+            # A _typeFilter's value sets (:in, :not-in) must expand here, or say why now.
+            for res_type in export.filters:
+                for clauses in filter_clauses(export, res_type):
+                    await expand_value_sets(session, clauses)
+            group = export.group if export.level == "group" else None
+            if group is not None and not await _group(session, group):
+                raise NotFound(f"Group/{group} is not known")
         return export
 
     def kickoff(level: str) -> Endpoint:
@@ -235,20 +247,8 @@ def mount_export(
             )
         worker.wake()
         status_url = f"{base_url(request)}/$export-status/{job_id}"
-        outcome = operation_outcome(
-            [
-                Issue(
-                    severity="information",
-                    code="informational",
-                    diagnostics=f"Export accepted; poll {status_url}",
-                )
-            ]
-        )
-        return JSONResponse(
-            outcome,
-            202,
-            headers={"Content-Location": status_url},
-            media_type="application/fhir+json",
+        return outcome_response(
+            202, f"Export accepted; poll {status_url}", headers={"Content-Location": status_url}
         )
 
     async def owned_job(request: Request) -> tuple[AccessGrant | None, jobs.Job]:
@@ -268,16 +268,7 @@ def mount_export(
             async with repository.pool.connection() as conn:
                 if not await jobs.delete(conn, job.id, job.owner):
                     raise NotFound(f"No export job {job.id} is known to this client")
-            outcome = operation_outcome(
-                [
-                    Issue(
-                        severity="information",
-                        code="informational",
-                        diagnostics="Export cancelled; its files are deleted",
-                    )
-                ]
-            )
-            return JSONResponse(outcome, 202, media_type="application/fhir+json")
+            return outcome_response(202, "Export cancelled; its files are deleted")
         if job.status in jobs.ACTIVE:
             return Response(
                 status_code=202,

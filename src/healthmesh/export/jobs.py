@@ -130,6 +130,7 @@ async def create(
 
 
 async def get(conn: Conn, job_id: str, owner: str | None) -> Job | None:
+    """The job if ``owner``'s and not expired; None otherwise (whichever it is)."""
     cur = await conn.execute(
         "SELECT id, owner, grant_facts, request, params, status, attempts, progress,"
         " transaction_time, expires_at, error_status, error FROM export_job"
