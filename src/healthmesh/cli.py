@@ -1,4 +1,4 @@
-"""The ``healthmesh`` command: serve, demo, load, migrate, clients, token, keys."""
+"""The ``healthmesh`` command: serve, demo, load, migrate, clients, token, keys, export."""
 
 from __future__ import annotations
 
@@ -621,3 +621,47 @@ def launch_command(
         console.print(f"[red]Patient/{patient} is not in the store[/]")
         raise typer.Exit(2)
     print(launch)  # noqa: T201 (the output scripts read)
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option(help="Folder the NDJSON files are written to.")],
+    url: Annotated[str, typer.Option(help="The FHIR base URL.")] = "http://127.0.0.1:8080/fhir",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HEALTHMESH_TOKEN", help="Bearer token (e.g. from `healthmesh token`)."
+        ),
+    ] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="_type: Patient,Observation")] = None,
+    since: Annotated[str | None, typer.Option(help="_since: an instant")] = None,
+    type_filter: Annotated[
+        list[str] | None, typer.Option("--type-filter", help="_typeFilter (repeatable)")
+    ] = None,
+    group: Annotated[str | None, typer.Option(help="Export this Group's members.")] = None,
+    patients: Annotated[bool, typer.Option(help="Patient-level export.")] = False,
+) -> None:
+    """Run a FHIR Bulk Data export against a server and download its files (docs/export.md)."""
+    import httpx
+
+    from healthmesh.export.client import ExportFailed, run_export
+
+    path = f"/Group/{group}/$export" if group else "/Patient/$export" if patients else "/$export"
+    params = [("_type", type_)] if type_ else []
+    params += [("_since", since)] if since else []
+    params += [("_typeFilter", f) for f in type_filter or []]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with (
+        httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=120) as client,
+        console.status("starting the export") as status,
+    ):
+        try:
+            manifest, files = run_export(
+                client, path=path, params=params, out=out, progress=status.update
+            )
+        except (ExportFailed, httpx.HTTPError) as failed:
+            console.print(f"[red]export failed: {failed}[/]")
+            raise typer.Exit(1) from None
+    console.print(f"transactionTime {manifest['transactionTime']}: {len(files)} files in {out}")
+    for f in files:
+        console.print(f"  {f.path.name}: {f.count} {f.type}")

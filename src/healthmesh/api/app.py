@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from healthmesh.api.auditing import Auditor, interaction_of, touched_by
 from healthmesh.api.auth_routes import mount_auth
 from healthmesh.api.authorize_routes import mount_authorize
+from healthmesh.api.export_routes import mount_export
 from healthmesh.api.parsing import (
     parse_body,
     path_segments,
@@ -134,7 +135,13 @@ class _ApiCors:
             allow_origins=["*"],
             allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"],
             allow_headers=_CORS_HEADERS,
-            expose_headers=["ETag", "Location", "Last-Modified", "Content-Location"],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Last-Modified",
+                "Content-Location",
+                *("X-Progress", "Retry-After", "Expires"),  # bulk export status (docs/export.md)
+            ],
             max_age=600,
         )
 
@@ -404,6 +411,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
 
         mount_test_idp(app, repository.pool, base_url=settings.base_url)
     mount_share(app, settings, repository, token_verifier)  # SMART Health Links and Cards
+    # Bulk Data $export: kick-off, status and file routes ahead of /fhir/{path}; its worker.
+    app.state.export = mount_export(app, settings, repository, token_verifier, auditor)
     # A share created without a Bundle carries the patient's own Kill the Clipboard bundle.
     app.state.share.summaries = OwnRecordBundles(
         repository,
