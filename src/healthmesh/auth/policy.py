@@ -57,11 +57,15 @@ def consent_context(grant: AccessGrant, *, default_permit: bool = True) -> Conse
     if grant.organization:
         actors.append(f"organization:{grant.organization}")
     user = grant.fhir_user or ""
-    if user and not user.startswith("Patient/"):
-        actors.append(user)
     patient = grant.patient
     if patient is None and user.startswith("Patient/"):
         patient = user.removeprefix("Patient/")
+    if user and user != f"Patient/{patient}":
+        # Someone other than the patient is the user — a practitioner's app launched with
+        # the patient in context (SMART launch/patient), a caregiver: they are a recipient
+        # like any other, not the patient seeing their own record (docs/privacy.md).
+        actors.append(user)
+        patient = None
     return ConsentContext(
         actors=tuple(actors),
         purpose=grant.purpose_of_use,
