@@ -388,31 +388,52 @@ LABELS = ["ETH", "HIV", "PSY", "R"]
 PERIODS = [CURRENT, PAST, FUTURE]
 
 
-def _random_provision(rng: random.Random, depth: int, *, period_above: bool) -> dict[str, Any]:
+POOLS: dict[str, list[Any]] = {
+    "actor": list(range(len(ACTORS))),
+    "purpose": PURPOSES,
+    "class": TYPES,
+    "code": CATEGORY_CODES,
+    "securityLabel": LABELS,
+}
+BUILD: dict[str, Callable[[list[Any]], list[dict[str, Any]]]] = {
+    "actor": lambda picked: [ACTORS[n]() for n in picked],
+    "purpose": lambda picked: purpose(*picked),
+    "class": lambda picked: resource_class(*picked),
+    "code": lambda picked: category(*picked),
+    "securityLabel": lambda picked: labels(*picked),
+}
+
+
+def _random_provision(
+    rng: random.Random, depth: int, *, inherited: dict[str, list[Any]], period_above: bool
+) -> dict[str, Any]:
+    """A provision and its exceptions. A nested one narrows what it inherits (values of its
+    parent's, never disjoint ones: the server refuses those as contradictions)."""
     node: dict[str, Any] = {}
     if depth == 0 or rng.random() < 0.7:
         node["type"] = rng.choice(["permit", "deny"])
-    dimensions = ["actor", "purpose", "class", "code", "securityLabel"]
+    dimensions = list(POOLS)
     if not period_above:
         dimensions.append("period")  # one period per path: nested periods must lie inside
+    narrowed = dict(inherited)
     for dimension in rng.sample(dimensions, rng.choice([0, 1, 1, 2])):
-        if dimension == "actor":
-            node["actor"] = [f() for f in rng.sample(ACTORS, rng.choice([1, 1, 2]))]
-        elif dimension == "purpose":
-            node["purpose"] = purpose(*rng.sample(PURPOSES, rng.choice([1, 2])))
-        elif dimension == "class":
-            node["class"] = resource_class(*rng.sample(TYPES, rng.choice([1, 2])))
-        elif dimension == "code":
-            node["code"] = category(*rng.sample(CATEGORY_CODES, rng.choice([1, 2])))
-        elif dimension == "securityLabel":
-            node["securityLabel"] = labels(*rng.sample(LABELS, rng.choice([1, 2])))
-        else:
+        if dimension == "period":
             node["period"] = rng.choice(PERIODS)
+            continue
+        pool = inherited.get(dimension, POOLS[dimension])
+        picked = rng.sample(pool, min(len(pool), rng.choice([1, 1, 2])))
+        node[dimension] = BUILD[dimension](picked)
+        narrowed[dimension] = picked
     if not node:  # an empty object is not valid JSON FHIR (json.html)
         node["type"] = rng.choice(["permit", "deny"])
     if depth < 2:
         children = [
-            _random_provision(rng, depth + 1, period_above=period_above or "period" in node)
+            _random_provision(
+                rng,
+                depth + 1,
+                inherited=narrowed,
+                period_above=period_above or "period" in node,
+            )
             for _ in range(rng.choice([0, 1, 1, 2] if depth == 0 else [0, 0, 1]))
         ]
         if children:
@@ -422,7 +443,8 @@ def _random_provision(rng: random.Random, depth: int, *, period_above: bool) -> 
 
 def random_scenario(rng: random.Random) -> Scenario:
     provisions = [
-        _random_provision(rng, 0, period_above=False) for _ in range(rng.choice([1, 1, 2]))
+        _random_provision(rng, 0, inherited={}, period_above=False)
+        for _ in range(rng.choice([1, 1, 2]))
     ]
     return lambda p: [consent(p, provision) for provision in provisions]
 
