@@ -32,6 +32,7 @@ from healthmesh.share.errors import (
     TooManyRequests,
     WrongPasscode,
 )
+from healthmesh.share.link_consent import consented
 from healthmesh.share.passcode import MAX_PASSCODE, check_passcode
 from healthmesh.share.settings import ShareSettings
 
@@ -57,6 +58,7 @@ class _Link:
     passcode_salt: bytes | None
     attempts_left: int | None
     now: datetime
+    consented: bool  # the owner's Consents let it serve (share/link_consent.py)
 
     @property
     def active(self) -> bool:
@@ -64,18 +66,25 @@ class _Link:
             self.status == "active"
             and (self.exp is None or self.exp > self.now)
             and self.attempts_left != 0
+            and self.consented
         )
+
+    @property
+    def outcome_if_refused(self) -> str:
+        """What the access log says of a refusal: ``withheld`` when only Consent stops it."""
+        return "inactive" if self.consented else "withheld"
 
 
 _LINK = (
-    "SELECT id, flag, status, exp, passcode_hash, passcode_salt, attempts_left, now()"
-    " FROM shl_link WHERE id = %s"
+    "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt, l.attempts_left,"  # noqa: S608
+    f" now(), {consented('l.patient_id')} FROM shl_link l WHERE l.id = %s"
 )
 
 
 _LINK_WITH_FILES = (
-    "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt,"
-    " l.attempts_left, now(), f.seq, f.content_type, f.last_updated,"
+    "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt,"  # noqa: S608
+    f" l.attempts_left, now(), {consented('l.patient_id')},"
+    " f.seq, f.content_type, f.last_updated,"
     " CASE WHEN length(f.jwe) <= %s THEN f.jwe END"
     " FROM shl_link l LEFT JOIN shl_file f ON f.link_id = l.id WHERE l.id = %s"
     " ORDER BY f.seq"
@@ -116,7 +125,7 @@ async def _record(conn: Conn, link_id: str, recipient: str, kind: str, outcome: 
 
 
 async def _load(conn: Conn, link_id: str, *, lock: bool) -> _Link | None:
-    cur = await conn.execute(_LINK + (" FOR UPDATE" if lock else ""), (link_id,))
+    cur = await conn.execute(_LINK + (" FOR UPDATE OF l" if lock else ""), (link_id,))
     row = await cur.fetchone()
     return None if row is None else _Link(*row)
 
@@ -180,7 +189,7 @@ class ManifestService:
         rows = await cur.fetchall()
         if not rows:
             raise LinkNotFound()
-        return _Link(*rows[0][:8]), [r[8:] for r in rows if r[8] is not None]
+        return _Link(*rows[0][:9]), [r[9:] for r in rows if r[9] is not None]
 
     async def _answer(
         self,
@@ -234,7 +243,7 @@ class ManifestService:
         tickets: list[tuple[bytes, int]],
     ) -> dict[str, Any]:
         if not link.active:
-            raise LinkNotFound()
+            raise LinkWithheld() if not link.consented else LinkNotFound()
         if "L" in link.flag:
             await self._poll(conn, link)
         if "P" in link.flag:
@@ -277,7 +286,9 @@ class ManifestService:
                 )
                 row = await cur.fetchone()
                 token = None if row is None else str(row[0])
-            await _record(conn, link.id, recipient, "direct", "ok" if token else "inactive")
+            await _record(
+                conn, link.id, recipient, "direct", "ok" if token else link.outcome_if_refused
+            )
         if token is None:
             raise LinkNotFound()
         return token
@@ -297,7 +308,13 @@ class ManifestService:
             link_id, recipient, live, token = row
             link = await _load(conn, link_id, lock=False)
             served = bool(live) and link is not None and link.active
-            outcome = "ok" if served else ("expired" if not live else "inactive")
+            outcome = (
+                "ok"
+                if served
+                else "expired"
+                if not live
+                else (link.outcome_if_refused if link is not None else "inactive")
+            )
             await _record(conn, link_id, recipient, "file", outcome)
         if not served:
             raise LinkNotFound("no file at this location (unknown or expired)")
@@ -309,4 +326,11 @@ def _outcome(refused: Exception) -> str:
         return "wrong_passcode"
     if isinstance(refused, TooManyRequests):
         return "rate_limited"
+    if isinstance(refused, LinkWithheld):
+        return "withheld"
     return "inactive"
+
+
+class LinkWithheld(LinkNotFound):
+    """The link is live, but its owner's Consents withdraw it (share/link_consent.py): 404
+    to the receiver, like any inactive link; ``withheld`` in the owner's access log."""
