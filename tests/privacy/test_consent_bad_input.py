@@ -331,3 +331,51 @@ def test_an_operator_with_system_scopes_may_write_a_patients_consent(
         assert not _shared(clinic)
         assert operator.delete(f"/Consent/{written.json()['id']}").status_code in (200, 204)
     assert _shared(clinic)
+
+
+def test_a_practitioner_cannot_write_or_remove_a_patients_privacy_consent(
+    node: SecuredNode, ann: httpx.Client, clinic: httpx.Client
+) -> None:
+    # A recipient must not be able to grant itself access: user/ scopes of someone other
+    # than the patient write other Consents, never a patient-privacy one.
+    doctor = node.client(
+        "user/*.cruds",
+        client_id=rid("ehr"),
+        fhir_user="Practitioner/dr-bad",
+        purpose_of_use="TREAT",
+    )
+    with doctor:
+        refused = doctor.post("/Consent", json=consent(ANN, {"type": "deny"}), headers=FHIR_JSON)
+        assert refused.status_code == 403, refused.text
+        assert _shared(clinic)
+        research = {**consent(ANN, {"type": "permit"}), "scope": {"coding": [{"code": "research"}]}}
+        other = doctor.post("/Consent", json=research, headers=FHIR_JSON)
+        assert other.status_code == 201, other.text  # other kinds of Consent: as before
+        assert doctor.delete(f"/Consent/{other.json()['id']}").status_code in (200, 204)
+        assert (
+            doctor.post(
+                "/Observation",
+                json={
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "bp"},
+                    "subject": {"reference": f"Patient/{ANN}"},
+                },
+                headers=FHIR_JSON,
+            ).status_code
+            == 201
+        )  # and every other type
+        own = ann.post(
+            "/Consent",
+            json=consent(ANN, {"type": "deny", "code": category("claims")}),
+            headers=FHIR_JSON,
+        )
+        assert own.status_code == 201
+        assert doctor.delete(f"/Consent/{own.json()['id']}").status_code == 403
+        changed = {**own.json(), "provision": {"type": "permit"}}
+        assert (
+            doctor.put(f"/Consent/{own.json()['id']}", json=changed, headers=FHIR_JSON).status_code
+            == 403
+        )
+    assert ann.get(f"/Consent/{own.json()['id']}").json()["meta"]["versionId"] == "1"
+    assert ann.delete(f"/Consent/{own.json()['id']}").status_code in (200, 204)
