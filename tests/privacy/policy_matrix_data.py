@@ -272,6 +272,21 @@ def consent(patient: str, provision: dict[str, Any], status: str = "active") -> 
     }
 
 
+def transaction(resources: list[dict[str, Any]], method: str = "PUT") -> dict[str, Any]:
+    """A transaction Bundle writing ``resources``: PUT by id, or POST."""
+
+    def request(r: dict[str, Any]) -> dict[str, str]:
+        if method == "POST":
+            return {"method": "POST", "url": r["resourceType"]}
+        return {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}
+
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": r, "request": request(r)} for r in resources],
+    }
+
+
 Scenario = Callable[[str], list[dict[str, Any]]]
 
 # The cases docs/privacy.md and the issue name, one patient each.

@@ -13,10 +13,8 @@ from typing import Any
 import httpx
 import pytest
 from policy_matrix_data import (
-    CLIENT_ID_SYSTEM,
     FUTURE,
     PAST,
-    PURPOSE_SYSTEM,
     app,
     category,
     consent,
@@ -24,8 +22,10 @@ from policy_matrix_data import (
     purpose,
     resource_class,
     rid,
+    transaction,
 )
 
+from healthmesh.fhir.consent import CLIENT_ID_SYSTEM, PURPOSE_SYSTEM
 from secured import SecuredNode, secured_node
 
 from support import FHIR_JSON
@@ -36,7 +36,7 @@ MARKETING = purpose("HMARKT")
 
 @pytest.fixture(scope="module")
 def node(database_url: str) -> Iterator[SecuredNode]:
-    records = [
+    records: list[dict[str, Any]] = [
         {"resourceType": "Patient", "id": ANN},
         {"resourceType": "Patient", "id": BEN},
         {
@@ -47,14 +47,7 @@ def node(database_url: str) -> Iterator[SecuredNode]:
             "subject": {"reference": f"Patient/{ANN}"},
         },
     ]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in records
-        ],
-    }
+    bundle = transaction(records)
     with secured_node(database_url) as running:
         with running.client("system/*.cruds", client_id=rid("bad-loader")) as admin:
             assert admin.post("", json=bundle, headers=FHIR_JSON).status_code == 200

@@ -27,6 +27,7 @@ from policy_matrix_data import (
     organizations,
     record,
     rid,
+    transaction,
 )
 from policy_oracle import Oracle, Row
 
@@ -85,19 +86,6 @@ class World:
         return ",".join(row.id for row in self.rows.values())
 
 
-def _transaction(resources: list[dict[str, Any]], method: str = "PUT") -> dict[str, Any]:
-    def request(r: dict[str, Any]) -> dict[str, str]:
-        if method == "POST":
-            return {"method": "POST", "url": r["resourceType"]}
-        return {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}
-
-    return {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [{"resource": r, "request": request(r)} for r in resources],
-    }
-
-
 def _row(resource: dict[str, Any], patient: str | None) -> Row:
     codes = {
         c["code"]
@@ -125,7 +113,7 @@ def world(database_url: str, server: ServerThread) -> Iterator[World]:
     ):
         records = [r for p in patients for r in record(p)] + REFERENCE_DATA
         with opt_out.client("system/*.cruds", client_id=rid("loader")) as admin:
-            loaded = admin.post("", json=_transaction(records), headers=FHIR_JSON)
+            loaded = admin.post("", json=transaction(records), headers=FHIR_JSON)
             assert loaded.status_code == 200, loaded.text
         recipients = organizations() + [r for p in patients for r in for_patient(p)]
         world = World({"opt-out": opt_out, "opt-in": opt_in}, {}, {}, recipients, {})
@@ -138,7 +126,7 @@ def world(database_url: str, server: ServerThread) -> Iterator[World]:
             if consents:
                 own = next(r for r in recipients if r.access.name == f"own-app/{patient}")
                 written = world.client("opt-out", own).post(
-                    "", json=_transaction(consents, "POST"), headers=FHIR_JSON
+                    "", json=transaction(consents, "POST"), headers=FHIR_JSON
                 )
                 assert written.status_code == 200, f"{name}: {written.text}"
         # The oracle's input is what was stored: labels as labelled at write time, Consents

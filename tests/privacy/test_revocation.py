@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from policy_matrix_data import app, consent, organization, purpose, rid
+from policy_matrix_data import app, consent, organization, purpose, rid, transaction
 
 from secured import SecuredNode, secured_node
 
@@ -27,7 +27,7 @@ RAY_OBS = f"{RAY}-obs"
 
 @pytest.fixture(scope="module")
 def node(database_url: str) -> Iterator[SecuredNode]:
-    records = [
+    records: list[dict[str, Any]] = [
         {"resourceType": "Patient", "id": RAY},
         {
             "resourceType": "Observation",
@@ -37,14 +37,7 @@ def node(database_url: str) -> Iterator[SecuredNode]:
             "subject": {"reference": f"Patient/{RAY}"},
         },
     ]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in records
-        ],
-    }
+    bundle = transaction(records)
     with secured_node(database_url) as running:
         with running.client("system/*.cruds", client_id=rid("rev-loader")) as admin:
             assert admin.post("", json=bundle, headers=FHIR_JSON).status_code == 200

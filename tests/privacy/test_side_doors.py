@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from policy_matrix_data import ACT_CODE, OBSERVATION_CATEGORY, consent, rid
+from policy_matrix_data import ACT_CODE, OBSERVATION_CATEGORY, consent, rid, transaction
 
 from healthmesh.fhir.search.extract import extract
 from secured import SecuredNode, secured_node
@@ -75,7 +75,7 @@ def _record(p: str, *, psy: bool) -> list[dict[str, Any]]:
         }
 
     results = [{"reference": f"Observation/{p}-obs"}]
-    record = [
+    record: list[dict[str, Any]] = [
         {
             "resourceType": "Patient",
             "id": p,
@@ -141,14 +141,7 @@ def node(database_url: str) -> Iterator[SecuredNode]:
         *_record(VAL, psy=True),
         {"resourceType": "Practitioner", "id": rid("dr-side"), "name": [{"family": "Side"}]},
     ]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in records
-        ],
-    }
+    bundle = transaction(records)
     with secured_node(database_url) as running:
         with running.client("system/*.cruds", client_id=rid("side-loader")) as admin:
             assert admin.post("", json=bundle, headers=FHIR_JSON).status_code == 200
