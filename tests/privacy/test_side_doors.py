@@ -499,3 +499,25 @@ def test_conditional_writes_do_not_reveal_or_touch_withheld_resources(
         headers={**FHIR_JSON, "If-None-Exist": f"identifier=urn:test:side-doors|{VAL}-obs"},
     )
     assert twin.status_code == 200 and twin.json()["id"] == f"{VAL}-obs", twin.text
+
+
+def test_a_patch_by_id_neither_shows_nor_changes_a_withheld_resource(
+    clinic: httpx.Client, open_fhir: httpx.Client
+) -> None:
+    # A JSON Patch answers with the patched resource, and its "test" operation answers
+    # yes or no about the content: on a withheld resource both are disclosure.
+    for key in (f"Observation/{VAL}-psy", f"Observation/{HOPE}-obs"):
+        before = get(open_fhir, f"/{key}")["meta"]["versionId"]
+        probe = [{"op": "test", "path": "/status", "value": "final"}]
+        patch = {"Content-Type": "application/json-patch+json"}
+        patched = clinic.patch(f"/{key}", json=probe, headers=patch)
+        unknown = clinic.patch(f"/Observation/no-such-{rid('o')}", json=probe, headers=patch)
+        assert patched.status_code == unknown.status_code == 404, patched.text
+        assert "44261-6" not in patched.text and "7.25" not in patched.text
+        assert get(open_fhir, f"/{key}")["meta"]["versionId"] == before
+    twin = clinic.patch(
+        f"/Observation/{VAL}-obs",
+        json=[{"op": "test", "path": "/status", "value": "final"}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert twin.status_code == 200, twin.text
