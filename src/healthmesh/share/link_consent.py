@@ -17,11 +17,11 @@ link was the patient's explicit permit, also on an opt-in node.
 
 from __future__ import annotations
 
-LINK_PURPOSE = "PATRQT"
+LINK_PURPOSE = "PATRQT"  # v3 ActReason; a constant, so it may sit in the SQL text
 
 _APPLIES = (
     "{x}.patient_id = {owner} AND {x}.actors IS NULL"
-    " AND ({x}.purposes IS NULL OR 'PATRQT' = ANY({x}.purposes))"
+    f" AND ({{x}}.purposes IS NULL OR '{LINK_PURPOSE}' = ANY({{x}}.purposes))"
     " AND ({x}.period_start IS NULL OR {x}.period_start <= now())"
     " AND ({x}.period_end IS NULL OR {x}.period_end > now())"
 )
