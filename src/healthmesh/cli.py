@@ -208,7 +208,9 @@ def demo(
         _print_report(report, seconds)
     base = f"http://{host}:{port}/fhir"
     if not open_:
-        _ensure_demo_client(url, f"http://{host}:{port}/demo/callback")
+        _ensure_demo_client(
+            url, f"http://{host}:{port}/demo/callback", f"http://{host}:{port}/share"
+        )
     console.print(f"\n[bold green]HealthMesh demo[/] on {redact(url)}")
     console.print(f"  FHIR base        {base}")
     console.print(f"  capabilities     {base}/metadata")
@@ -220,6 +222,10 @@ def demo(
         from healthmesh.auth.identity.test_idp import demo_accounts_sync
 
         console.print(f"  TEST identity    http://{host}:{port}/idp  (synthetic people only)")
+        if not open_:
+            console.print(
+                f"  share my record  http://{host}:{port}/share  (sign in as one of them)"
+            )
         _print_accounts(demo_accounts_sync(url, 3), title="A few test identity logins")
     if open_:
         console.print(OPEN_WARNING)
@@ -239,8 +245,11 @@ def demo(
 DEMO_CLIENT = "healthmesh-demo"
 
 
-def _ensure_demo_client(url: str, redirect_uri: str) -> None:
-    """The demo's own client, for `healthmesh token` and trying the code flow by hand."""
+def _ensure_demo_client(url: str, redirect_uri: str, share_page: str) -> None:
+    """The demo's own client, for `healthmesh token`, trying the code flow by hand, and the
+    patient's sharing page (``share_page``, its redirect URI: docs/sharing.md)."""
+    import psycopg
+
     from healthmesh.auth.clients import Client
 
     async def body(auth: AuthServer) -> None:
@@ -249,13 +258,19 @@ def _ensure_demo_client(url: str, redirect_uri: str) -> None:
                 Client(
                     client_id=DEMO_CLIENT,
                     name="HealthMesh demo (scripts and browser)",
-                    redirect_uris=(redirect_uri,),
+                    redirect_uris=(redirect_uri, share_page),
                     scope="system/*.rs patient/*.rs user/*.rs openid fhirUser launch/patient"
                     " offline_access",
                 )
             )
 
     _with_auth(url, body)
+    with psycopg.connect(url) as conn:  # a demo client from before the sharing page
+        conn.execute(
+            "UPDATE auth_client SET redirect_uris = array_append(redirect_uris, %s)"
+            " WHERE client_id = %s AND NOT (%s = ANY (redirect_uris))",
+            (share_page, DEMO_CLIENT, share_page),
+        )
 
 
 def _is_empty(url: str) -> bool:

@@ -406,7 +406,9 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     mount_share(app, settings, repository, token_verifier)  # SMART Health Links and Cards
     # A share created without a Bundle carries the patient's own Kill the Clipboard bundle.
     app.state.share.summaries = OwnRecordBundles(
-        repository, settings.base_url or "http://localhost/fhir"
+        repository,
+        settings.base_url or "http://localhost/fhir",
+        consent_default_permit=settings.consent_default == "opt-out",
     )
     app.state.repository = repository
     app.state.settings = settings
