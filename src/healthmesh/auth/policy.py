@@ -14,10 +14,14 @@ Rules of several scopes add up (a row is allowed if any rule allows it), as SMAR
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from healthmesh.auth.grant import AccessGrant
 from healthmesh.auth.scopes import ResourceScope, resource_scopes
+from healthmesh.fhir.consent import SCOPE_SYSTEM
 from healthmesh.fhir.errors import FhirError
 from healthmesh.fhir.search.query import UnknownParameter, parse_clause
+from healthmesh.fhir.structure import resource_types
 from healthmesh.store.access import PERMISSIONS, ConsentContext, RowRule, Visibility
 
 SYSTEM_TYPE = "Resource"  # the search layer's name for "any type"
@@ -57,17 +61,43 @@ def consent_context(grant: AccessGrant, *, default_permit: bool = True) -> Conse
     if grant.organization:
         actors.append(f"organization:{grant.organization}")
     user = grant.fhir_user or ""
-    if user and not user.startswith("Patient/"):
-        actors.append(user)
     patient = grant.patient
     if patient is None and user.startswith("Patient/"):
         patient = user.removeprefix("Patient/")
+    if user and user != f"Patient/{patient}":
+        # Someone other than the patient is the user — a practitioner's app launched with
+        # the patient in context (SMART launch/patient), a caregiver: they are a recipient
+        # like any other, not the patient seeing their own record (docs/privacy.md).
+        actors.append(user)
+        patient = None
     return ConsentContext(
         actors=tuple(actors),
         purpose=grant.purpose_of_use,
         patient=patient,
         default_permit=default_permit,
     )
+
+
+# Only the patient (through their compartment) or an operator with system/ scopes writes a
+# patient's privacy Consent (docs/privacy.md): a practitioner's user/ scopes write other
+# Consents, never one deciding who sees a patient's record — that would let a recipient
+# grant itself access. As a granular criterion, the check is compiled into the write's SQL.
+_NOT_PRIVACY = parse_clause("Consent", "scope:not", f"{SCOPE_SYSTEM}|patient-privacy")
+_WRITES = frozenset("cud")
+
+
+def _someone_elses_user(grant: AccessGrant, scope: ResourceScope) -> bool:
+    return scope.context == "user" and not (grant.fhir_user or "").startswith("Patient/")
+
+
+def _write_rules(rule: RowRule) -> list[RowRule]:
+    """``rule`` for writes by a user who is not the patient: privacy Consents left out."""
+    if rule.res_type == "Consent":
+        return [replace(rule, clauses=(*rule.clauses, _NOT_PRIVACY))]
+    if rule.res_type is not None:
+        return [rule]
+    others = [replace(rule, res_type=t) for t in sorted(resource_types()) if t != "Consent"]
+    return [*others, replace(rule, res_type="Consent", clauses=(*rule.clauses, _NOT_PRIVACY))]
 
 
 def visibility_for(grant: AccessGrant, *, consent_default_permit: bool = True) -> Visibility:
@@ -79,7 +109,10 @@ def visibility_for(grant: AccessGrant, *, consent_default_permit: bool = True) -
         if rule is None:
             continue
         for permission in scope.permissions:
-            rules[permission].append(rule)
+            if permission in _WRITES and _someone_elses_user(grant, scope):
+                rules[permission].extend(_write_rules(rule))
+            else:
+                rules[permission].append(rule)
     return Visibility(
         {p: tuple(r) for p, r in rules.items() if r},
         consent=consent_context(grant, default_permit=consent_default_permit),

@@ -304,15 +304,32 @@ def _walk(
     if effect is None and parent.depth >= 0:
         effect = "deny" if parent.effect == "permit" else "permit"  # an exception to its parent
     start, end = reader.period(provision, where)
+    own = {
+        "actor": (parent.actors, reader.actors(provision, where)),
+        "purpose": (parent.purposes, reader.purposes(provision, where)),
+        "class": (parent.types, reader.types(provision, where)),
+        "code": (parent.categories, reader.categories(provision, where)),
+        "securityLabel": (parent.labels, reader.labels(provision, where)),
+    }
+    for element, (inherited, given) in own.items():
+        # A nested provision narrows its parent (R4 Consent.provision.provision): one whose
+        # values are all outside its parent's could never apply — a contradiction, refused
+        # rather than silently ignored.
+        if inherited is not None and given and not inherited & given:
+            reader.fail(
+                f"{where}.{element}",
+                f"none of this provision's {element} values is among its parent's,"
+                " so it could never apply",
+            )
     rule = replace(
         parent,
         effect=str(effect),
         depth=parent.depth + 1,
-        actors=_narrow(parent.actors, reader.actors(provision, where)),
-        purposes=_narrow(parent.purposes, reader.purposes(provision, where)),
-        types=_narrow(parent.types, reader.types(provision, where)),
-        categories=_narrow(parent.categories, reader.categories(provision, where)),
-        labels=_narrow(parent.labels, reader.labels(provision, where)),
+        actors=_narrow(*own["actor"]),
+        purposes=_narrow(*own["purpose"]),
+        types=_narrow(*own["class"]),
+        categories=_narrow(*own["code"]),
+        labels=_narrow(*own["securityLabel"]),
         start=max(filter(None, (parent.start, start)), default=None),
         end=min(filter(None, (parent.end, end)), default=None),
     )

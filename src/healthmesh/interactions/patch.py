@@ -7,7 +7,7 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from healthmesh.fhir.errors import InvalidRequest, PreconditionFailed
+from healthmesh.fhir.errors import InvalidRequest, NotFound, PreconditionFailed
 from healthmesh.interactions import write
 from healthmesh.interactions.conditional import find_matches
 from healthmesh.interactions.context import FhirResult, check_id
@@ -37,6 +37,11 @@ async def patch(
     session: Session, res_type: str, id: str, operations: Any, *, if_match: str | None = None
 ) -> FhirResult:
     check_id(id)
+    if session.visibility is not None and await session.readable(res_type, id) is None:
+        # A patch shows what it patches (the answer, a "test" operation's yes or no): on a
+        # resource the caller may not read — its scopes, or the patient's Consents — it
+        # answers exactly as for one that does not exist.
+        raise NotFound(f"{res_type}/{id} is not known")
     current = await write.require_current(session, res_type, id)
     expected = write.parse_if_match(if_match)
     if expected is not None and expected != current.version_id:

@@ -308,21 +308,25 @@ async def _write_plain(
     fresh: list[tuple[Entry, PreparedVersion]] = []
     results: dict[int, FhirResult] = {}
     for e in entries:
+        # prepare() refuses what it cannot store (a Consent it cannot enforce): that error,
+        # too, names its entry.
         try:
             if not e.validated:
                 write.check_valid(e.resource, expected_type=e.path[0])
+            e.resource["id"] = e.assigned_id
+            current = existing.get((e.path[0], e.assigned_id or ""))
+            if current is None:
+                fresh.append((e, prepare(e.resource, version_id=1, last_updated=at)))
+                continue
+            digest = content_hash(e.resource)
+            if not current.deleted and current.content_hash == digest:
+                results[e.index] = FhirResult(status=200, version=current, unchanged=True)
+                continue
+            p = prepare(
+                e.resource, version_id=current.version_id + 1, last_updated=at, digest=digest
+            )
         except FhirError as error:
             raise _at_entry(error, e.index) from None
-        e.resource["id"] = e.assigned_id
-        current = existing.get((e.path[0], e.assigned_id or ""))
-        if current is None:
-            fresh.append((e, prepare(e.resource, version_id=1, last_updated=at)))
-            continue
-        digest = content_hash(e.resource)
-        if not current.deleted and current.content_hash == digest:
-            results[e.index] = FhirResult(status=200, version=current, unchanged=True)
-            continue
-        p = prepare(e.resource, version_id=current.version_id + 1, last_updated=at, digest=digest)
         await session.replace(p)
         results[e.index] = FhirResult(
             status=201 if current.deleted else 200, version=_version(p, at)

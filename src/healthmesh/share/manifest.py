@@ -37,6 +37,7 @@ from healthmesh.share.errors import (
     TooManyRequests,
     WrongPasscode,
 )
+from healthmesh.share.link_consent import consented
 from healthmesh.share.passcode import MAX_PASSCODE, check_passcode
 from healthmesh.share.settings import ShareSettings
 
@@ -64,30 +65,40 @@ class _Link:
     single_use: bool
     used: bool
     now: datetime
+    consented: bool  # the owner's Consents let it serve (share/link_consent.py)
 
     @property
     def live(self) -> bool:
-        """Active, not expired, passcode budget left (a used one-time link still is)."""
+        """Active, not expired, passcode budget left, not withheld by its owner's Consents (a
+        used one-time link still is live)."""
         return (
             self.status == "active"
             and (self.exp is None or self.exp > self.now)
             and self.attempts_left != 0
+            and self.consented
         )
 
     @property
     def active(self) -> bool:
         return self.live and not self.used
 
+    @property
+    def outcome_if_refused(self) -> str:
+        """What the access log says of a refusal: ``withheld`` when only Consent stops it."""
+        return "inactive" if self.consented else "withheld"
+
 
 _LINK = (
-    "SELECT id, flag, status, exp, passcode_hash, passcode_salt, attempts_left, single_use,"
-    " used_at IS NOT NULL, now() FROM shl_link WHERE id = %s"
+    "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt, l.attempts_left,"  # noqa: S608
+    " l.single_use, l.used_at IS NOT NULL, now(),"
+    f" {consented('l.patient_id')} FROM shl_link l WHERE l.id = %s"
 )
 
 
 _LINK_WITH_FILES = (
-    "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt,"
+    "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt,"  # noqa: S608
     " l.attempts_left, l.single_use, l.used_at IS NOT NULL, now(),"
+    f" {consented('l.patient_id')},"
     " f.seq, f.content_type, f.last_updated,"
     " CASE WHEN length(f.jwe) <= %s THEN f.jwe END"
     " FROM shl_link l LEFT JOIN shl_file f ON f.link_id = l.id WHERE l.id = %s"
@@ -129,7 +140,7 @@ async def _record(conn: Conn, link_id: str, recipient: str, kind: str, outcome: 
 
 
 async def _load(conn: Conn, link_id: str, *, lock: bool) -> _Link | None:
-    cur = await conn.execute(_LINK + (" FOR UPDATE" if lock else ""), (link_id,))
+    cur = await conn.execute(_LINK + (" FOR UPDATE OF l" if lock else ""), (link_id,))
     row = await cur.fetchone()
     return None if row is None else _Link(*row)
 
@@ -193,7 +204,7 @@ class ManifestService:
         rows = await cur.fetchall()
         if not rows:
             raise LinkNotFound()
-        return _Link(*rows[0][:10]), [r[10:] for r in rows if r[10] is not None]
+        return _Link(*rows[0][:11]), [r[11:] for r in rows if r[11] is not None]
 
     async def _answer(
         self,
@@ -250,7 +261,7 @@ class ManifestService:
         tickets: list[tuple[bytes, int]],
     ) -> dict[str, Any]:
         if not link.active:
-            raise LinkNotFound()
+            raise LinkWithheld() if not link.consented else LinkNotFound()
         if "L" in link.flag:
             await self._poll(conn, link)
         if "P" in link.flag:
@@ -296,7 +307,9 @@ class ManifestService:
                 token = None if row is None else str(row[0])
             if token is not None and link.single_use:
                 await conn.execute("UPDATE shl_link SET used_at = now() WHERE id = %s", (link.id,))
-            await _record(conn, link.id, recipient, "direct", "ok" if token else "inactive")
+            await _record(
+                conn, link.id, recipient, "direct", "ok" if token else link.outcome_if_refused
+            )
         if token is None:
             raise LinkNotFound()
         return token
@@ -317,7 +330,13 @@ class ManifestService:
             link = await _load(conn, link_id, lock=False)
             # ``live``, not ``active``: a one-time link's own manifest handed this ticket out.
             served = bool(live) and link is not None and link.live
-            outcome = "ok" if served else ("expired" if not live else "inactive")
+            outcome = (
+                "ok"
+                if served
+                else "expired"
+                if not live
+                else (link.outcome_if_refused if link is not None else "inactive")
+            )
             await _record(conn, link_id, recipient, "file", outcome)
         if not served:
             raise LinkNotFound("no file at this location (unknown or expired)")
@@ -329,4 +348,11 @@ def _outcome(refused: Exception) -> str:
         return "wrong_passcode"
     if isinstance(refused, TooManyRequests):
         return "rate_limited"
+    if isinstance(refused, LinkWithheld):
+        return "withheld"
     return "inactive"
+
+
+class LinkWithheld(LinkNotFound):
+    """The link is live, but its owner's Consents withdraw it (share/link_consent.py): 404
+    to the receiver, like any inactive link; ``withheld`` in the owner's access log."""

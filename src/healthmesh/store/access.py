@@ -117,6 +117,7 @@ class Visibility:
         None when it comes from the row (system search, includes, history).
         """
         options: list[sql.Composable] = []
+        exempt: list[sql.Composable] = []  # rules naming the audit trail's type itself
         for rule in self.rules.get(permission, ()):
             if res_type is not None and rule.res_type not in (None, res_type):
                 continue
@@ -132,26 +133,46 @@ class Visibility:
 
                     compiler = Compiler()
                 parts.append(compiler.where(rule.clauses, r))
-            options.append(all_of(parts))
-        if not options:
+            (exempt if rule.res_type in CONSENT_EXEMPT else options).append(all_of(parts))
+        if not options and not exempt:
             return FALSE
-        allowed = TRUE if any(option is TRUE for option in options) else any_of(options)
-        if self.consent is None or permission not in "rs" or res_type in CONSENT_EXEMPT:
+        if self.consent is None or permission not in "rs":
             # Consent governs disclosure (read, search); writes answer to the scopes alone.
-            # The audit trail is exempt: who looked at a record must stay visible to those
-            # allowed to audit it, whatever the record's owner has decided about sharing it.
-            return allowed
-        from healthmesh.store.consent_sql import consent_condition
+            return _either([*exempt, *options])
+        # The audit trail is exempt for those who were given it by name
+        # (``patient/AuditEvent.rs``, ``system/AuditEvent.rs``): who looked at a record must
+        # stay visible to those allowed to audit it, whatever the record's owner decided
+        # about sharing it. A wildcard (``system/*.rs``) is not an auditor's grant.
+        consented: list[sql.Composable] = []
+        if options:
+            from healthmesh.store.consent_sql import consent_condition
 
-        consented = consent_condition(self.consent, r)
-        if res_type is None:  # the row's own type decides
-            consented = any_of(
-                [
-                    sql.SQL("{}.res_type = ANY({})").format(r, sql.Literal(sorted(CONSENT_EXEMPT))),
-                    consented,
-                ]
-            )
-        return all_of([allowed, consented])
+            parts = [_either(options), consent_condition(self.consent, r)]
+            if res_type is None or res_type in CONSENT_EXEMPT:
+                parts.append(self._own_trail_only(r, res_type))
+            consented.append(all_of(parts))
+        return _either([*exempt, *consented])
+
+    def _own_trail_only(self, r: sql.Identifier, res_type: str | None) -> sql.Composable:
+        """Under a wildcard, audit events only of the acting patient's own record: they name
+        every resource touched, sensitive ones too, so a recipient given ``*`` must not
+        learn from them what it may not see (a patient still reads "who looked at my
+        record" with ``patient/*.rs``)."""
+        assert self.consent is not None
+        own = (
+            sql.SQL("{}.patient_id = {}").format(r, sql.Literal(self.consent.patient))
+            if self.consent.patient is not None
+            else FALSE
+        )
+        if res_type is not None:
+            return own
+        return any_of(
+            [sql.SQL("{}.res_type <> ALL({})").format(r, sql.Literal(sorted(CONSENT_EXEMPT))), own]
+        )
+
+
+def _either(options: list[sql.Composable]) -> sql.Composable:
+    return TRUE if any(option is TRUE for option in options) else any_of(options)
 
 
 def _owned_by(patient: str, r: sql.Identifier, res_type: str | None) -> sql.Composable:
