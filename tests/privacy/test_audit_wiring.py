@@ -184,7 +184,7 @@ def test_no_data_leaves_when_its_audit_cannot_be_written(node: SecuredNode) -> N
                 "patient/Observation.rs", client_id=f"blocked-{RUN}", patient=_id("ada")
             ) as c:
                 response = c.get(f"/Observation/{_id('ada-w')}")
-            assert response.status_code == 500
+            assert response.status_code == 503
             assert _id("ada-w") not in response.text
             assert response.json()["resourceType"] == "OperationOutcome"
         finally:

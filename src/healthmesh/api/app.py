@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from healthmesh.api.auditing import Auditor, interaction_of, touched_by
+from healthmesh.api.auditing import AuditFailed, Auditor, interaction_of, touched_by
 from healthmesh.api.auth_routes import mount_auth
 from healthmesh.api.authorize_routes import mount_authorize
 from healthmesh.api.parsing import (
@@ -54,12 +54,17 @@ from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.interactions.relabel import needs_relabel, relabel
 from healthmesh.privacy import audit
+from healthmesh.privacy.appender import GroupAppender
 from healthmesh.share.content import OwnRecordBundles
 from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
 from healthmesh.store.repository import Repository, Session
 
 log = logging.getLogger(__name__)
+AUDIT_OFF_WARNING = (
+    "AUDITING IS OFF (HEALTHMESH_AUDIT=off): no access, change, token or login is recorded."
+    " For benchmarks and nodes audited elsewhere only, never in production (docs/security.md)."
+)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -171,13 +176,17 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     accepts; its grant becomes the request's Visibility, compiled into every query
     (store/access.py)."""
     repository = Repository(settings.database_url, max_size=settings.pool_size)
-    auditor = Auditor(settings.base_url or "healthmesh")
+    # One appender per process: reads' events go to the chain by group commit (its module).
+    appender = GroupAppender(repository.pool.connection) if settings.audit else None
+    auditor = Auditor(settings.base_url or "healthmesh", appender)
 
     parameters = SearchParameterWatch(repository)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         migrate(settings.database_url)
+        if not settings.audit:
+            log.warning(AUDIT_OFF_WARNING)
         await repository.open()
         await parameters.refresh(force=True)
         watcher = asyncio.create_task(parameters.watch())
@@ -237,9 +246,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             address=client_address(request),
             description=description,
         )
-        if events:
-            async with repository.pool.connection() as conn:
-                await auditor.on_its_own(conn, events)
+        await auditor.record(events)
 
     def transaction_auditor(
         request: Request, grant: AccessGrant
@@ -328,12 +335,13 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             fhir_request = to_fhir_request(
                 request, path, body, extra, base, visibility, secured=not settings.open
             )
-            if grant is not None and fhir_request.method not in READ_METHODS:
+            if grant is not None and auditor.enabled and fhir_request.method not in READ_METHODS:
                 fhir_request = replace(fhir_request, audit_hook=transaction_auditor(request, grant))
             try:
                 result = await run(fhir_request, grant, visibility, request)
             except FhirError as error:
-                if grant is not None:  # the refusal is an access attempt too
+                # The refusal is an access attempt too (unless the audit itself failed).
+                if grant is not None and not isinstance(error, AuditFailed):
                     await audit_read(
                         request,
                         fhir_request,
@@ -391,6 +399,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         Route("/fhir/{path:path}", fhir, methods=methods),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[_cors()])
+    app.state.auditor = auditor  # the auth, authorize and share routes record through it
     # SMART authorization server: /fhir/auth, .well-known
     auth = mount_auth(app, settings, repository)
     token_verifier: TokenVerifier = verifier if verifier is not None else auth.verifier

@@ -3,8 +3,11 @@
 - Writes are audited inside the write's own database transaction, as its last step: the
   events commit with the change or not at all.
 - Reads (and refusals) are audited after the answer is computed and before it is sent, in a
-  transaction of their own; if the audit cannot be written the request fails (500), so no data
-  leaves without its record.
+  transaction shared with the other requests waiting at that moment (group commit,
+  privacy/appender.py); if the audit cannot be written the request fails (503, an
+  OperationOutcome), so no data leaves without its record.
+- ``HEALTHMESH_AUDIT=off`` turns all of it off (benchmarks, operators who audit elsewhere):
+  not for production (docs/security.md).
 - ``--open`` has no token, hence nobody to name: it is not audited (it is for experiments).
 
 The interaction is named from the request's shape (R4 http.html#summary), the resources from
@@ -16,13 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
-from psycopg.rows import TupleRow
 
 from healthmesh.auth.grant import AccessGrant
+from healthmesh.fhir.errors import FhirError, Issue
 from healthmesh.fhir.structure import is_resource_type
 from healthmesh.interactions.context import FhirRequest, FhirResult
 from healthmesh.privacy import audit, chain
+from healthmesh.privacy.appender import AuditUnavailable, GroupAppender
 from healthmesh.store.repository import Session
 
 
@@ -79,9 +82,37 @@ def touched_by(result: FhirResult) -> list[audit.Touched]:
     return []
 
 
+class AuditFailed(FhirError):
+    """The audit trail cannot be written: the request fails with no data (503: the node's
+    infrastructure, not the client, is at fault; worth retrying later)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            [
+                Issue(
+                    severity="fatal",
+                    code="transient",
+                    diagnostics="The access could not be recorded in the audit trail,"
+                    " so it was not performed; try again later",
+                )
+            ],
+            503,
+        )
+
+
 class Auditor:
-    def __init__(self, node: str) -> None:
+    """The node's auditing: builds the events of FHIR interactions and records them.
+
+    ``appender`` records reads, refusals and other events outside a write (None: auditing
+    is off, ``enabled`` False, and nothing is built or recorded)."""
+
+    def __init__(self, node: str, appender: GroupAppender | None) -> None:
         self.node = node
+        self.appender = appender
+
+    @property
+    def enabled(self) -> bool:
+        return self.appender is not None
 
     def events(
         self,
@@ -93,7 +124,7 @@ class Auditor:
         address: str | None,
         description: str | None = None,
     ) -> list[dict[str, Any]]:
-        interaction = interaction_of(request)
+        interaction = interaction_of(request) if self.appender is not None else None
         if interaction is None:
             return []
         touched = touched_by(result) if result is not None else []
@@ -111,12 +142,15 @@ class Auditor:
 
     async def in_transaction(self, session: Session, events: list[dict[str, Any]]) -> None:
         """A write's events, in its own transaction (call last, before commit)."""
-        if events:
+        if events and self.appender is not None:
             await chain.record(session, events)
 
-    async def on_its_own(
-        self, conn: AsyncConnection[TupleRow], events: list[dict[str, Any]]
-    ) -> None:
-        """A read's (or refusal's) events, committed before this returns."""
-        if events:
-            await chain.record(conn, events)
+    async def record(self, events: list[dict[str, Any]]) -> None:
+        """A read's (or refusal's, a token's, a login's …) events, committed before this
+        returns; AuditFailed (503) if they cannot be."""
+        if not events or self.appender is None:
+            return
+        try:
+            await self.appender.record(events)
+        except AuditUnavailable:
+            raise AuditFailed() from None

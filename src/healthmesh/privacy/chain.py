@@ -34,7 +34,7 @@ from healthmesh.privacy.audit import (
 from healthmesh.store import audit_store
 from healthmesh.store.audit_store import Conn
 from healthmesh.store.repository import Session
-from healthmesh.store.rows import content_hash, now, prepare
+from healthmesh.store.rows import PreparedVersion, content_hash, now, prepare
 
 GENESIS = bytes(32)
 _DOMAIN = b"healthmesh-audit-v1"
@@ -101,6 +101,47 @@ def _conn(target: Session | AsyncConnection[TupleRow]) -> Conn:
     return target.conn if isinstance(target, Session) else target
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Events made ready for the chain: everything that needs no lock, done before taking it."""
+
+    versions: list[PreparedVersion]
+    entries: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    @staticmethod
+    def joined(parts: Sequence[Prepared]) -> Prepared:
+        """Several requests' events as one append, in the order given (group commit)."""
+        return Prepared(
+            [v for p in parts for v in p.versions], [e for p in parts for e in p.entries]
+        )
+
+
+def prepare_events(events: Sequence[Mapping[str, Any]]) -> Prepared:
+    """Each event as its stored version (resource and index rows) and its chain entry
+    (event hash and facts). CPU only: callers do it before any lock or transaction."""
+    at = now()
+    versions = []
+    entries = []
+    for e in events:
+        fact = facts_of(e)
+        version = replace(
+            prepare(dict(e), version_id=1, last_updated=at), patient_id=fact.patient_id
+        )
+        versions.append(version)
+        entries.append(
+            {
+                "event_id": version.id,
+                "recorded": str(e["recorded"]),
+                "event_hash": version.content_hash.hex(),
+                **asdict(fact),
+            }
+        )
+    return Prepared(versions, entries)
+
+
 async def record(
     target: Session | AsyncConnection[TupleRow],
     event: Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -115,34 +156,34 @@ async def record(
     read Session, an autocommit connection): the events are committed, in one round trip,
     before this returns; ``durable=False`` then skips waiting for the WAL flush (an entry can
     be lost in a crash, never corrupted; docs/privacy.md, "Audit"). Any failure raises: a
-    request whose audit cannot be written must fail.
+    request whose audit cannot be written must fail. Many concurrent reads are cheaper
+    through :class:`healthmesh.privacy.appender.GroupAppender` (one commit for all).
     """
     batch = [event] if isinstance(event, Mapping) else list(event)
     if not batch:
         return []
+    return await append_prepared(
+        target, prepare_events(batch), durable=durable, checkpoint_every=checkpoint_every
+    )
+
+
+async def append_prepared(
+    target: Session | AsyncConnection[TupleRow],
+    prepared: Prepared,
+    *,
+    durable: bool = True,
+    checkpoint_every: int | None = None,
+) -> list[int]:
+    """:func:`record` for events already prepared (:func:`prepare_events`)."""
+    if not len(prepared):
+        return []
     conn = _conn(target)
     own = conn.info.transaction_status == pq.TransactionStatus.IDLE
-    # Everything that needs no lock is done before taking it.
-    at = now()
-    versions = []
-    entries = []
-    for e in batch:
-        fact = facts_of(e)
-        version = replace(
-            prepare(dict(e), version_id=1, last_updated=at), patient_id=fact.patient_id
-        )
-        versions.append(version)
-        entries.append(
-            {
-                "event_id": version.id,
-                "recorded": str(e["recorded"]),
-                "event_hash": version.content_hash.hex(),
-                **asdict(fact),
-            }
-        )
-    last, head = await audit_store.append(conn, versions, entries, begin=own, durable=durable)
+    last, head = await audit_store.append(
+        conn, prepared.versions, prepared.entries, begin=own, durable=durable
+    )
     every = checkpoint_every or checkpoints.CHECKPOINT_EVERY
-    first = last - len(batch) + 1
+    first = last - len(prepared) + 1
     if last // every > (first - 1) // every:  # crossed a multiple of ``every``
         await _sign(conn, last, head, own)
     return list(range(first, last + 1))

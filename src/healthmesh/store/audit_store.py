@@ -70,8 +70,7 @@ async def _append(
     versions: Sequence[PreparedVersion],
     entries: Sequence[dict[str, Any]],
 ) -> Any:
-    for version in versions:
-        await session.insert(version)
+    await session.insert_pipelined(versions)
     return await conn.execute(
         "SELECT last_seq, last_hash FROM audit_append(%s)", (Jsonb(list(entries)),)
     )

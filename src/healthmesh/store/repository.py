@@ -463,6 +463,38 @@ class Session:
             if consent:
                 await cur.executemany(_INSERT_CONSENT, consent)
 
+    async def insert_pipelined(self, versions: Sequence[PreparedVersion]) -> None:
+        """Insert new resources with one multi-row statement per table and no COPY, so that
+        everything can travel in the caller's pipeline, in one round trip (the audit trail's
+        group commit, privacy/appender.py)."""
+        if not versions:
+            return
+        if self.visibility is not None:
+            self._written.extend(("c", p.res_type, p.id) for p in versions)
+        async with self.conn.cursor() as cur:
+            await cur.executemany(
+                _INSERT,
+                [
+                    (
+                        p.res_type,
+                        p.id,
+                        p.version_id,
+                        p.last_updated,
+                        p.patient_id,
+                        p.content_hash,
+                        p.content,
+                    )
+                    for p in versions
+                ],
+            )
+            for kind in INDEX_TABLES:
+                rows = [row for p in versions for row in _index_rows_of(p, kind)]
+                if rows:
+                    await cur.executemany(_INSERT_INDEX[kind], rows)
+            consent = [row for p in versions for row in _consent_rows(p)]
+            if consent:
+                await cur.executemany(_INSERT_CONSENT, consent)
+
     async def replace_param_index(
         self, res_type: str, code: str, rows: Sequence[tuple[str, str | None, IndexRows]]
     ) -> None:
