@@ -54,7 +54,7 @@ from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.interactions.relabel import needs_relabel, relabel
 from healthmesh.privacy import audit
-from healthmesh.privacy.appender import GroupAppender
+from healthmesh.privacy.appender import AuditAppender
 from healthmesh.share.content import OwnRecordBundles
 from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
@@ -176,8 +176,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     accepts; its grant becomes the request's Visibility, compiled into every query
     (store/access.py)."""
     repository = Repository(settings.database_url, max_size=settings.pool_size)
-    # One appender per process: reads' events go to the chain by group commit (its module).
-    appender = GroupAppender(repository.pool.connection) if settings.audit else None
+    # One appender per process: reads' events committed durably, chained by its chainer.
+    appender = AuditAppender(repository.pool.connection) if settings.audit else None
     auditor = Auditor(settings.base_url or "healthmesh", appender)
 
     parameters = SearchParameterWatch(repository)
@@ -188,6 +188,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         if not settings.audit:
             log.warning(AUDIT_OFF_WARNING)
         await repository.open()
+        if appender is not None:
+            appender.chain_soon()  # whatever an earlier run queued and did not chain
         await parameters.refresh(force=True)
         watcher = asyncio.create_task(parameters.watch())
         # A changed security-label rule table: label what was stored before (in the background).
@@ -202,6 +204,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             if labelling is not None:
                 labelling.cancel()
             await parameters.close()
+            if appender is not None:
+                await appender.close()
             await repository.close()
 
     def base_url(request: Request) -> str:
@@ -404,10 +408,12 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     auth = mount_auth(app, settings, repository)
     token_verifier: TokenVerifier = verifier if verifier is not None else auth.verifier
     # cms_smart: IAL2 id_tokens of the allow-listed providers (and of the test IdP if served).
-    auth.patient_identifier = NodeIdentifier(
-        repository, auth.replay, test_idp=settings.test_identity_provider
-    )
-    mount_authorize(app, settings, repository, auth)  # authorize, login, consent, register
+    identifier = NodeIdentifier(repository, auth.replay, test_idp=settings.test_identity_provider)
+    auth.patient_identifier = identifier
+    flow = mount_authorize(app, settings, repository, auth)  # authorize, login, consent, register
+    if auditor.enabled:  # every identity-match decision, cms_smart's and the login's
+        identifier.identifier.on_decision = auditor.match_decision
+        flow.identities.identifier.on_decision = auditor.match_decision
     if settings.test_identity_provider:  # synthetic people only; refuses in production
         from healthmesh.auth.identity.test_idp import mount_test_idp
 

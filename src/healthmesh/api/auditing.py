@@ -3,9 +3,9 @@
 - Writes are audited inside the write's own database transaction, as its last step: the
   events commit with the change or not at all.
 - Reads (and refusals) are audited after the answer is computed and before it is sent, in a
-  transaction shared with the other requests waiting at that moment (group commit,
-  privacy/appender.py); if the audit cannot be written the request fails (503, an
-  OperationOutcome), so no data leaves without its record.
+  transaction of their own that takes no chain lock (they are chained right after, by the
+  process's chainer: privacy/appender.py); if the audit cannot be written the request fails
+  (503, an OperationOutcome), so no data leaves without its record.
 - ``HEALTHMESH_AUDIT=off`` turns all of it off (benchmarks, operators who audit elsewhere):
   not for production (docs/security.md).
 - ``--open`` has no token, hence nobody to name: it is not audited (it is for experiments).
@@ -21,11 +21,14 @@ from typing import Any
 import orjson
 
 from healthmesh.auth.grant import AccessGrant
+from healthmesh.auth.identity.claims import IdentityClaims
+from healthmesh.auth.identity.matching import MATCHED, MatchDecision
 from healthmesh.fhir.errors import FhirError, Issue
 from healthmesh.fhir.structure import is_resource_type
 from healthmesh.interactions.context import FhirRequest, FhirResult
 from healthmesh.privacy import audit, chain
-from healthmesh.privacy.appender import AuditUnavailable, GroupAppender
+from healthmesh.privacy.appender import AuditAppender, AuditUnavailable
+from healthmesh.share.manifest import Conn, LinkAccess
 from healthmesh.store.repository import Session
 
 
@@ -106,7 +109,7 @@ class Auditor:
     ``appender`` records reads, refusals and other events outside a write (None: auditing
     is off, ``enabled`` False, and nothing is built or recorded)."""
 
-    def __init__(self, node: str, appender: GroupAppender | None) -> None:
+    def __init__(self, node: str, appender: AuditAppender | None) -> None:
         self.node = node
         self.appender = appender
 
@@ -154,3 +157,61 @@ class Auditor:
             await self.appender.record(events)
         except AuditUnavailable:
             raise AuditFailed() from None
+
+    async def link_access(self, conn: Conn, access: LinkAccess) -> None:
+        """A shared-link access, in the access's transaction (share/manifest.py): an event
+        of the link's patient naming the recipient and the outcome."""
+        if self.appender is None:
+            return
+        refused = access.outcome != "ok"
+        step = "passcode-refused" if access.outcome == "wrong_passcode" else access.kind
+        event = audit.shared_link_event(
+            link_id=access.link_id,
+            patient=access.patient_id,
+            recipient=access.recipient,
+            outcome=audit.MINOR_FAILURE if refused else audit.SUCCESS,
+            step=step,
+            address=access.address,
+            reason=f"{access.kind}: {access.outcome}" if refused else None,
+            node=self.node,
+        )
+        await chain.record(conn, event)
+
+    async def login(
+        self,
+        user: str | None,
+        success: bool,
+        method: str,
+        address: str | None,
+        reason: str | None,
+        client_id: str | None = None,
+    ) -> None:
+        """A login at the authorization UI (the IdP callback), succeeded or refused."""
+        if self.appender is None:
+            return
+        event = audit.login_event(
+            user=user,
+            success=success,
+            method=method,
+            address=address,
+            reason=reason,
+            client_id=client_id,
+            node=self.node,
+        )
+        await self.record([event])
+
+    async def match_decision(self, claims: IdentityClaims, decision: MatchDecision) -> None:
+        """An identity-match decision (auth/identity ``on_decision``): cms_smart or a login.
+        A unique match is the patient's event; none or several, an event no patient owns
+        listing the candidates (privacy/audit.py match_event)."""
+        if self.appender is None:
+            return
+        event = audit.match_event(
+            None,
+            rule=decision.rule,
+            fuzzy=not decision.exact,
+            candidates=list(decision.matched_ids),
+            matched=decision.patient_id if decision.outcome == MATCHED else None,
+            node=self.node,
+        )
+        await self.record([event])

@@ -1,25 +1,32 @@
-"""Group commit for the audit trail: many requests' AuditEvents in one transaction.
+"""Recording reads' AuditEvents durably without queueing on the chain head.
 
-A read's events must be durable before its answer leaves (docs/privacy.md, "Audit"). Each
-read committing on its own pays a WAL flush and holds the chain head (``audit_head``, locked
-by every append) across it, so concurrent reads queue on the lock one flush at a time. Here a
-request hands its prepared events to the process's one appender and waits; the appender
-writes everything that is waiting as one append — one head lock, one statement per table,
-one commit, one WAL flush, in one round trip — and then answers every waiter. While a batch
-commits, the next one gathers, so the batch grows with the load (PostgreSQL's own group
-commit does the same for WAL flushes; ``commit_delay`` in its manual).
+A read's events must be on disk before its answer leaves (docs/privacy.md, "Audit"). When
+each read appended to the chain itself, it held the chain head (``audit_head``, locked by
+every append) across its commit's WAL flush, so concurrent reads — of every process — went
+through one flush at a time: at 16 concurrent readers, secured throughput fell to a third.
 
-Nothing is weaker than appending one request at a time:
+Here the two steps are separated:
 
-- durable: a waiter is answered only after its batch's COMMIT returned (synchronous commit,
-  the WAL flushed), so no answer leaves before its record is on disk;
-- all or nothing: a batch is one transaction; if it fails, every waiter gets
-  :class:`AuditUnavailable` and must fail its request — nothing was recorded, and no
-  sequence number was used (the head moves only on commit);
-- the chain: the batch's entries are numbered and hashed by ``audit_append`` under the head
-  lock exactly as single appends are, in the order the requests arrived, so appends of
-  several processes (each with its own appender) still serialise on the lock with no gaps
-  or duplicates.
+1. **durable, per request, no lock**: the request commits its events — the AuditEvent
+   resources with their index rows, and their chain entries-to-be in ``audit_pending``
+   (migration 0017) — in one transaction of its own, in one round trip, and answers only
+   after that commit returned (synchronous commit: the WAL is flushed). Concurrent requests
+   take no common lock, so PostgreSQL flushes their commits together (one WAL flush covers
+   every commit record written before it: its group commit).
+2. **chained, in order, soon after**: a chainer (one task per process, woken by every
+   record) moves the queued entries, oldest first, into ``audit_chain`` under the head lock
+   — numbered and hashed by the same ``audit_append`` as every other append — and deletes
+   them from the queue in that same transaction. Chainers of several processes serialise on
+   the head lock, so the chain stays gap-free and duplicate-free; an entry is chained
+   exactly once. The chaining's commit need not wait for its flush: until it is on disk the
+   queued rows are too, and a chaining lost in a crash is done again (here at start-up, or
+   by ``healthmesh audit verify``, which chains what is queued before it judges).
+
+Nothing an answer depends on is weaker: an answered read's record is durable; a request
+whose record cannot be committed fails (:class:`AuditUnavailable`) and nothing of it is
+stored. Between 1 and 2 (milliseconds) an entry is durable and visible to the patient, but
+not yet under a hash: like entries after the newest signed checkpoint, it is protected by
+the database's access control alone until it is chained.
 
 Writes do not come here: their events belong in their own transaction (chain.record).
 """
@@ -40,16 +47,15 @@ from healthmesh.privacy import chain
 log = logging.getLogger(__name__)
 
 Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection[TupleRow]]]
-# Enough for any concurrency a process serves; bounds one transaction's size.
-MAX_BATCH_EVENTS = 1000
+RETRY_SECONDS = 1.0  # a failed chaining is tried again after this (the rows wait, durable)
 
 
 class AuditUnavailable(Exception):
     """The events could not be recorded; the request they describe must fail."""
 
 
-class GroupAppender:
-    """The process's appender of reads' (and refusals') AuditEvents, by group commit.
+class AuditAppender:
+    """The process's recorder of reads' (and refusals', tokens', logins' …) AuditEvents.
 
     ``connect`` lends a connection outside any transaction (a pool's ``connection``).
     """
@@ -59,78 +65,62 @@ class GroupAppender:
         connect: Connect,
         *,
         durable: bool = True,
-        max_batch: int = MAX_BATCH_EVENTS,
         checkpoint_every: int | None = None,
     ) -> None:
         self._connect = connect
         self._durable = durable
-        self._max_batch = max_batch
         self._checkpoint_every = checkpoint_every
-        self._waiting: list[tuple[chain.Prepared, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self.batches = 0  # committed batches, for tests and benchmarks
-        self.events = 0
+        self._wanted = False
+        self._chainer: asyncio.Task[None] | None = None
+        self.chained = 0  # entries this process's chainer chained (tests, benchmarks)
 
     async def record(self, events: Sequence[Mapping[str, Any]]) -> None:
-        """Return once ``events`` are committed to the chain; AuditUnavailable if they
-        cannot be. The events are prepared (serialised, indexed, hashed) here, in the
-        caller's turn, so the writer does only I/O."""
+        """Return once ``events`` are committed (durably, unless the appender is not);
+        AuditUnavailable if they cannot be. The chain entries follow within milliseconds."""
         if not events:
             return
-        prepared = chain.prepare_events(events)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((prepared, done))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write())
-        # A waiter that goes away (client disconnect) leaves its events to be written all
-        # the same: the access was attempted, and the batch is shared.
-        await asyncio.shield(done)
-
-    async def _write(self) -> None:
-        batch: list[tuple[chain.Prepared, asyncio.Future[None]]] = []
+        prepared = chain.prepare_events(events)  # CPU only, before taking a connection
         try:
-            while self._waiting:
-                batch = self._take()
+            async with self._connect() as conn:
+                await chain.record_pending(conn, prepared, durable=self._durable)
+        except Exception as error:  # the database, the pool, a bug: nothing was stored
+            log.error("the audit trail could not be written (%s)", type(error).__name__)
+            raise AuditUnavailable(type(error).__name__) from None
+        self.chain_soon()
+
+    def chain_soon(self) -> None:
+        """Have the chainer run (again) as soon as it can."""
+        self._wanted = True
+        if self._chainer is None:
+            self._chainer = asyncio.create_task(self._chain())
+
+    async def _chain(self) -> None:
+        try:
+            while self._wanted:
+                self._wanted = False
                 try:
                     async with self._connect() as conn:
-                        await chain.append_prepared(
-                            conn,
-                            chain.Prepared.joined([p for p, _ in batch]),
-                            durable=self._durable,
-                            checkpoint_every=self._checkpoint_every,
+                        self.chained += await chain.chain_pending(
+                            conn, checkpoint_every=self._checkpoint_every
                         )
-                except Exception as error:  # the database, the pool, a bug: no record
-                    log.error(
-                        "the audit trail could not be written (%s): failing %d requests",
-                        type(error).__name__,
-                        len(batch),
-                    )
-                    failure = AuditUnavailable(type(error).__name__)
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(failure)
-                    continue
-                self.batches += 1
-                self.events += sum(len(p) for p, _ in batch)
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+                except Exception as error:  # the entries wait in audit_pending, durable
+                    log.warning("chaining audit entries failed (%s)", type(error).__name__)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    self._wanted = True
         finally:
-            self._writer = None
-            # Cancelled (the app shutting down): nobody may wait for ever, nor be told yes.
-            for _, done in [*batch, *self._waiting]:
-                if not done.done():
-                    done.set_exception(AuditUnavailable("the audit writer stopped"))
-            self._waiting.clear()
+            self._chainer = None
 
-    def _take(self) -> list[tuple[chain.Prepared, asyncio.Future[None]]]:
-        """The oldest waiters, up to ``max_batch`` events (at least one waiter)."""
-        taken, size = 0, 0
-        for prepared, _ in self._waiting:
-            if taken and size + len(prepared) > self._max_batch:
-                break
-            taken += 1
-            size += len(prepared)
-        batch = self._waiting[:taken]
-        del self._waiting[:taken]
-        return batch
+    async def drain(self) -> None:
+        """Wait until everything recorded so far is chained (tests, shutdown)."""
+        self.chain_soon()
+        while self._chainer is not None:
+            await asyncio.shield(self._chainer)
+
+    async def close(self) -> None:
+        """Chain what is queued, then stop (the app's shutdown); errors are logged."""
+        try:
+            await asyncio.wait_for(self.drain(), timeout=5)
+        except (TimeoutError, Exception) as error:
+            log.warning("audit entries left to chain at shutdown (%s)", type(error).__name__)
+            if self._chainer is not None:
+                self._chainer.cancel()

@@ -2,7 +2,9 @@
 
 None of these needs a token: the link is the capability (SHL IG). Every request for a link
 that exists is recorded in ``shl_access`` with the recipient it names and its outcome, in the
-same transaction as its effects.
+same transaction as its effects — and, when the node audits, as an AuditEvent for the link's
+patient (``audit``: privacy/audit.py shared_link_event, via api/share_routes.py), in that
+same transaction too.
 
 The passcode limit is a **lifetime** budget (IG): the link row is locked (``FOR UPDATE``)
 while a passcode is checked, and a wrong one decrements ``attempts_left`` in that same
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +43,22 @@ LocationOf = Callable[[str], str]  # a ticket -> its URL
 
 
 @dataclass(frozen=True, slots=True)
+class LinkAccess:
+    """One request for a link that exists: for the audit trail (no URL, key or passcode)."""
+
+    link_id: str
+    patient_id: str
+    recipient: str
+    kind: str  # manifest, direct, file
+    outcome: str  # ok, wrong_passcode, rate_limited, inactive, expired
+    address: str | None = None
+
+
+# Records an access inside the access's own transaction; raising fails (and rolls back) it.
+AccessAudit = Callable[[Conn, LinkAccess], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
 class ManifestRequest:
     recipient: str
     passcode: str | None = None
@@ -57,6 +75,7 @@ class _Link:
     passcode_salt: bytes | None
     attempts_left: int | None
     now: datetime
+    patient_id: str
 
     @property
     def active(self) -> bool:
@@ -68,14 +87,14 @@ class _Link:
 
 
 _LINK = (
-    "SELECT id, flag, status, exp, passcode_hash, passcode_salt, attempts_left, now()"
-    " FROM shl_link WHERE id = %s"
+    "SELECT id, flag, status, exp, passcode_hash, passcode_salt, attempts_left, now(),"
+    " patient_id FROM shl_link WHERE id = %s"
 )
 
 
 _LINK_WITH_FILES = (
     "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt,"
-    " l.attempts_left, now(), f.seq, f.content_type, f.last_updated,"
+    " l.attempts_left, now(), l.patient_id, f.seq, f.content_type, f.last_updated,"
     " CASE WHEN length(f.jwe) <= %s THEN f.jwe END"
     " FROM shl_link l LEFT JOIN shl_file f ON f.link_id = l.id WHERE l.id = %s"
     " ORDER BY f.seq"
@@ -126,9 +145,16 @@ def _digest(ticket: str) -> bytes:
 
 
 class ManifestService:
-    def __init__(self, pool: Pool, settings: ShareSettings) -> None:
+    def __init__(
+        self, pool: Pool, settings: ShareSettings, audit: AccessAudit | None = None
+    ) -> None:
         self.pool = pool
         self.settings = settings
+        self.audit = audit  # set by the node when it audits (api/share_routes.py)
+
+    async def _audited(self, conn: Conn, access: LinkAccess) -> None:
+        if self.audit is not None:
+            await self.audit(conn, access)
 
     async def _poll(self, conn: Conn, link: _Link) -> None:
         """L links: a fixed window per link; over the limit is 429 with Retry-After."""
@@ -148,23 +174,36 @@ class ManifestService:
             raise TooManyRequests(max(1, int(row[1])))
 
     async def manifest(
-        self, link_id: str, request: ManifestRequest, location_of: LocationOf
+        self,
+        link_id: str,
+        request: ManifestRequest,
+        location_of: LocationOf,
+        *,
+        address: str | None = None,
     ) -> dict[str, Any]:
         """The manifest ``{files: [...]}``, or LinkNotFound / WrongPasscode / TooManyRequests.
 
         The access is recorded (and a wrong passcode spent) whatever the outcome; refusals
         are raised only once that record is written. A plain link takes two statements (read
         the link with its files; record the access with its locations); a P link runs in a
-        transaction holding the link's row lock from the read to the record.
+        transaction holding the link's row lock from the read to the record. With auditing,
+        the record and its AuditEvent are one transaction.
         """
         async with self.pool.connection() as conn:
             link, files = await self._load_with_files(conn, link_id, request, lock=False)
-            if "P" not in link.flag:
+            if "P" not in link.flag and self.audit is None:
                 body, refused = await self._answer(conn, link, files, request, location_of)
+            elif "P" not in link.flag:
+                async with conn.transaction():
+                    body, refused = await self._answer(
+                        conn, link, files, request, location_of, address
+                    )
             else:
                 async with conn.transaction():  # committed before a refusal is raised
                     link, files = await self._load_with_files(conn, link_id, request, lock=True)
-                    body, refused = await self._answer(conn, link, files, request, location_of)
+                    body, refused = await self._answer(
+                        conn, link, files, request, location_of, address
+                    )
         if refused is not None:
             raise refused
         return body
@@ -180,7 +219,7 @@ class ManifestService:
         rows = await cur.fetchall()
         if not rows:
             raise LinkNotFound()
-        return _Link(*rows[0][:8]), [r[8:] for r in rows if r[8] is not None]
+        return _Link(*rows[0][:9]), [r[9:] for r in rows if r[9] is not None]
 
     async def _answer(
         self,
@@ -189,6 +228,7 @@ class ManifestService:
         files: list[tuple[Any, ...]],
         request: ManifestRequest,
         location_of: LocationOf,
+        address: str | None = None,
     ) -> tuple[dict[str, Any], ShareError | None]:
         """The manifest, or the refusal to raise; the access recorded either way."""
         refused: ShareError | None = None
@@ -219,6 +259,10 @@ class ManifestService:
                 "left": spent,
                 "outcome": outcome,
             },
+        )
+        await self._audited(
+            conn,
+            LinkAccess(link.id, link.patient_id, request.recipient, "manifest", outcome, address),
         )
         if tickets and secrets.randbelow(64) == 0:  # now and then, forget long-dead locations
             await conn.execute("DELETE FROM shl_location WHERE expires_at < now()")
@@ -262,7 +306,7 @@ class ManifestService:
             body["status"] = "can-change"
         return body
 
-    async def direct(self, link_id: str, recipient: str) -> str:
+    async def direct(self, link_id: str, recipient: str, *, address: str | None = None) -> str:
         """U flag: ``GET url?recipient=…`` answers the single encrypted file."""
         async with self.pool.connection() as conn, conn.transaction():
             link = await _load(conn, link_id, lock=False)
@@ -277,12 +321,16 @@ class ManifestService:
                 )
                 row = await cur.fetchone()
                 token = None if row is None else str(row[0])
-            await _record(conn, link.id, recipient, "direct", "ok" if token else "inactive")
+            outcome = "ok" if token else "inactive"
+            await _record(conn, link.id, recipient, "direct", outcome)
+            await self._audited(
+                conn, LinkAccess(link.id, link.patient_id, recipient, "direct", outcome, address)
+            )
         if token is None:
             raise LinkNotFound()
         return token
 
-    async def location(self, ticket: str) -> str:
+    async def location(self, ticket: str, *, address: str | None = None) -> str:
         """A file by the location a manifest handed out: live for location_ttl, and only
         while its link is active."""
         async with self.pool.connection() as conn, conn.transaction():
@@ -299,6 +347,10 @@ class ManifestService:
             served = bool(live) and link is not None and link.active
             outcome = "ok" if served else ("expired" if not live else "inactive")
             await _record(conn, link_id, recipient, "file", outcome)
+            if link is not None:
+                await self._audited(
+                    conn, LinkAccess(link.id, link.patient_id, recipient, "file", outcome, address)
+                )
         if not served:
             raise LinkNotFound("no file at this location (unknown or expired)")
         return str(token)

@@ -465,8 +465,8 @@ class Session:
 
     async def insert_pipelined(self, versions: Sequence[PreparedVersion]) -> None:
         """Insert new resources with one multi-row statement per table and no COPY, so that
-        everything can travel in the caller's pipeline, in one round trip (the audit trail's
-        group commit, privacy/appender.py)."""
+        everything can travel in the caller's pipeline, in one round trip (the audit trail,
+        privacy/appender.py)."""
         if not versions:
             return
         if self.visibility is not None:
