@@ -7,12 +7,14 @@ through one flush at a time: at 16 concurrent readers, secured throughput fell t
 
 Here the two steps are separated:
 
-1. **durable, per request, no lock**: the request commits its events — the AuditEvent
-   resources with their index rows, and their chain entries-to-be in ``audit_pending``
-   (migration 0017) — in one transaction of its own, in one round trip, and answers only
-   after that commit returned (synchronous commit: the WAL is flushed). Concurrent requests
-   take no common lock, so PostgreSQL flushes their commits together (one WAL flush covers
-   every commit record written before it: its group commit).
+1. **durable, in batches, no lock**: a request hands its prepared events to the process's
+   appender and waits. The appender commits everything waiting — the AuditEvent resources
+   with their index rows, and their chain entries-to-be in ``audit_pending`` (migration
+   0017) — as one transaction, in one round trip, and answers the waiters only after that
+   commit returned (synchronous commit: the WAL is flushed). While a batch commits the next
+   one gathers, so one WAL flush serves every request of a batch (group commit); and as no
+   batch holds the chain head, the batches of several processes flush side by side
+   (PostgreSQL flushes their commit records together, too).
 2. **chained, in order, soon after**: a chainer (one task per process, woken by every
    record) moves the queued entries, oldest first, into ``audit_chain`` under the head lock
    — numbered and hashed by the same ``audit_append`` as every other append — and deletes
@@ -23,8 +25,8 @@ Here the two steps are separated:
    by ``healthmesh audit verify``, which chains what is queued before it judges).
 
 Nothing an answer depends on is weaker: an answered read's record is durable; a request
-whose record cannot be committed fails (:class:`AuditUnavailable`) and nothing of it is
-stored. Between 1 and 2 (milliseconds) an entry is durable and visible to the patient, but
+whose record cannot be committed fails (:class:`AuditUnavailable`) and nothing of its batch
+is stored (a batch is one transaction). Between 1 and 2 (milliseconds) an entry is durable and visible to the patient, but
 not yet under a hash: like entries after the newest signed checkpoint, it is protected by
 the database's access control alone until it is chained.
 
@@ -47,6 +49,7 @@ from healthmesh.privacy import chain
 log = logging.getLogger(__name__)
 
 Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection[TupleRow]]]
+MAX_BATCH_EVENTS = 1000  # bounds one transaction; more than any process's concurrency
 RETRY_SECONDS = 1.0  # a failed chaining is tried again after this (the rows wait, durable)
 
 
@@ -65,28 +68,82 @@ class AuditAppender:
         connect: Connect,
         *,
         durable: bool = True,
+        max_batch: int = MAX_BATCH_EVENTS,
         checkpoint_every: int | None = None,
     ) -> None:
         self._connect = connect
         self._durable = durable
+        self._max_batch = max_batch
         self._checkpoint_every = checkpoint_every
+        self._waiting: list[tuple[chain.Prepared, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0  # committed batches (tests, benchmarks)
         self._wanted = False
         self._chainer: asyncio.Task[None] | None = None
         self.chained = 0  # entries this process's chainer chained (tests, benchmarks)
 
     async def record(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Return once ``events`` are committed (durably, unless the appender is not);
-        AuditUnavailable if they cannot be. The chain entries follow within milliseconds."""
+        AuditUnavailable if they cannot be. The chain entries follow within milliseconds.
+        The events are prepared (serialised, indexed, hashed) here, in the caller's turn."""
         if not events:
             return
-        prepared = chain.prepare_events(events)  # CPU only, before taking a connection
+        prepared = chain.prepare_events(events)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((prepared, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        # A waiter that goes away (client disconnect) leaves its events to be written all
+        # the same: the access was attempted, and the batch is shared.
+        await asyncio.shield(done)
+
+    async def _write(self) -> None:
+        batch: list[tuple[chain.Prepared, asyncio.Future[None]]] = []
         try:
-            async with self._connect() as conn:
-                await chain.record_pending(conn, prepared, durable=self._durable)
-        except Exception as error:  # the database, the pool, a bug: nothing was stored
-            log.error("the audit trail could not be written (%s)", type(error).__name__)
-            raise AuditUnavailable(type(error).__name__) from None
-        self.chain_soon()
+            while self._waiting:
+                batch = self._take()
+                try:
+                    async with self._connect() as conn:
+                        await chain.record_pending(
+                            conn,
+                            chain.Prepared.joined([p for p, _ in batch]),
+                            durable=self._durable,
+                        )
+                except Exception as error:  # the database, the pool, a bug: nothing stored
+                    log.error(
+                        "the audit trail could not be written (%s): failing %d requests",
+                        type(error).__name__,
+                        len(batch),
+                    )
+                    failure = AuditUnavailable(type(error).__name__)
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(failure)
+                    continue
+                self.batches += 1
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+                self.chain_soon()
+        finally:
+            self._writer = None
+            # Cancelled (the app shutting down): nobody may wait for ever, nor be told yes.
+            for _, done in [*batch, *self._waiting]:
+                if not done.done():
+                    done.set_exception(AuditUnavailable("the audit writer stopped"))
+            self._waiting.clear()
+
+    def _take(self) -> list[tuple[chain.Prepared, asyncio.Future[None]]]:
+        """The oldest waiters, up to ``max_batch`` events (at least one waiter)."""
+        taken, size = 0, 0
+        for prepared, _ in self._waiting:
+            if taken and size + len(prepared) > self._max_batch:
+                break
+            taken += 1
+            size += len(prepared)
+        batch = self._waiting[:taken]
+        del self._waiting[:taken]
+        return batch
 
     def chain_soon(self) -> None:
         """Have the chainer run (again) as soon as it can."""
@@ -112,6 +169,8 @@ class AuditAppender:
 
     async def drain(self) -> None:
         """Wait until everything recorded so far is chained (tests, shutdown)."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
         self.chain_soon()
         while self._chainer is not None:
             await asyncio.shield(self._chainer)

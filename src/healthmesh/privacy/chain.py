@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import orjson
 from psycopg import AsyncConnection, pq
 from psycopg.rows import TupleRow
 
+from healthmesh.fhir.search.audit_index import audit_event_rows
 from healthmesh.privacy import checkpoints
 from healthmesh.privacy.audit import (
     CLIENT_ID,
@@ -57,6 +58,9 @@ class Facts:
     system_access: bool
     object: str | None
     types: tuple[str, ...]
+
+
+_FACT_FIELDS = tuple(f.name for f in fields(Facts))
 
 
 def facts_of(event: Mapping[str, Any]) -> Facts:
@@ -111,6 +115,13 @@ class Prepared:
     def __len__(self) -> int:
         return len(self.versions)
 
+    @staticmethod
+    def joined(parts: Sequence[Prepared]) -> Prepared:
+        """Several requests' events as one, in the order given (the appender's batches)."""
+        return Prepared(
+            [v for p in parts for v in p.versions], [e for p in parts for e in p.entries]
+        )
+
 
 def prepare_events(events: Sequence[Mapping[str, Any]]) -> Prepared:
     """Each event as its stored version (resource and index rows) and its chain entry
@@ -121,7 +132,8 @@ def prepare_events(events: Sequence[Mapping[str, Any]]) -> Prepared:
     for e in events:
         fact = facts_of(e)
         version = replace(
-            prepare(dict(e), version_id=1, last_updated=at), patient_id=fact.patient_id
+            prepare(dict(e), version_id=1, last_updated=at, index_with=audit_event_rows),
+            patient_id=fact.patient_id,
         )
         versions.append(version)
         entries.append(
@@ -129,7 +141,8 @@ def prepare_events(events: Sequence[Mapping[str, Any]]) -> Prepared:
                 "event_id": version.id,
                 "recorded": str(e["recorded"]),
                 "event_hash": version.content_hash.hex(),
-                **asdict(fact),
+                # asdict() deep-copies, at ten times the cost of reading the fields.
+                **{name: getattr(fact, name) for name in _FACT_FIELDS},
             }
         )
     return Prepared(versions, entries)
