@@ -16,6 +16,7 @@ what was served: the version of a read or write, every entry of a Bundle answer.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -166,7 +167,8 @@ class Auditor:
         refused = access.outcome != "ok"
         step = "passcode-refused" if access.outcome == "wrong_passcode" else access.kind
         event = audit.shared_link_event(
-            link_id=access.link_id,
+            # The link's id is its URL's last segment, a capability: only its digest is kept.
+            link_id=hashlib.sha256(access.link_id.encode()).hexdigest()[:32],
             patient=access.patient_id,
             recipient=access.recipient,
             outcome=audit.MINOR_FAILURE if refused else audit.SUCCESS,
