@@ -13,7 +13,8 @@ Here the two steps are separated:
    0017) — as one transaction, in one round trip, and answers the waiters only after that
    commit returned (synchronous commit: the WAL is flushed). While a batch commits the next
    one gathers, so one WAL flush serves every request of a batch (group commit); and as no
-   batch holds the chain head, the batches of several processes flush side by side
+   batch holds the chain head, batches commit side by side — up to ``WRITERS`` of a
+   process, and those of several processes
    (PostgreSQL flushes their commit records together, too).
 2. **chained, in order, soon after**: a chainer (one task per process, woken by every
    record) moves the queued entries, oldest first, into ``audit_chain`` under the head lock
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection[TupleRow]]]
 MAX_BATCH_EVENTS = 1000  # bounds one transaction; more than any process's concurrency
+# Batches committing at once: while one waits for its flush the next can already be written.
+WRITERS = 2
 RETRY_SECONDS = 1.0  # a failed chaining is tried again after this (the rows wait, durable)
 
 
@@ -69,6 +72,7 @@ class AuditAppender:
         *,
         durable: bool = True,
         max_batch: int = MAX_BATCH_EVENTS,
+        writers: int = WRITERS,
         checkpoint_every: int | None = None,
     ) -> None:
         self._connect = connect
@@ -76,7 +80,8 @@ class AuditAppender:
         self._max_batch = max_batch
         self._checkpoint_every = checkpoint_every
         self._waiting: list[tuple[chain.Prepared, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
+        self._max_writers = writers
         self.batches = 0  # committed batches (tests, benchmarks)
         self._wanted = False
         self._chainer: asyncio.Task[None] | None = None
@@ -91,8 +96,8 @@ class AuditAppender:
         prepared = chain.prepare_events(events)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((prepared, done))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write())
+        if len(self._writers) < self._max_writers:
+            self._writers.add(asyncio.create_task(self._write()))
         # A waiter that goes away (client disconnect) leaves its events to be written all
         # the same: the access was attempted, and the batch is shared.
         await asyncio.shield(done)
@@ -126,12 +131,18 @@ class AuditAppender:
                         done.set_result(None)
                 self.chain_soon()
         finally:
-            self._writer = None
+            # Leaves the set in the same step as the last look at the queue: a record() can
+            # never find a writer counted that will not look again.
+            current = asyncio.current_task()
+            if current is not None:
+                self._writers.discard(current)
             # Cancelled (the app shutting down): nobody may wait for ever, nor be told yes.
-            for _, done in [*batch, *self._waiting]:
+            stranded = batch + ([] if self._writers else self._waiting)
+            for _, done in stranded:
                 if not done.done():
                     done.set_exception(AuditUnavailable("the audit writer stopped"))
-            self._waiting.clear()
+            if not self._writers:
+                self._waiting.clear()
 
     def _take(self) -> list[tuple[chain.Prepared, asyncio.Future[None]]]:
         """The oldest waiters, up to ``max_batch`` events (at least one waiter)."""
@@ -169,8 +180,8 @@ class AuditAppender:
 
     async def drain(self) -> None:
         """Wait until everything recorded so far is chained (tests, shutdown)."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        while self._writers:
+            await asyncio.shield(next(iter(self._writers)))
         self.chain_soon()
         while self._chainer is not None:
             await asyncio.shield(self._chainer)
