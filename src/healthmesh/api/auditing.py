@@ -17,6 +17,7 @@ what was served: the version of a read or write, every entry of a Bundle answer.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 import orjson
@@ -29,8 +30,11 @@ from healthmesh.fhir.structure import is_resource_type
 from healthmesh.interactions.context import FhirRequest, FhirResult
 from healthmesh.privacy import audit, chain
 from healthmesh.privacy.appender import AuditAppender, AuditUnavailable
+from healthmesh.share.errors import NotRecorded
 from healthmesh.share.manifest import Conn, LinkAccess
 from healthmesh.store.repository import Session
+
+log = logging.getLogger(__name__)
 
 
 def interaction_of(request: FhirRequest) -> str | None:
@@ -177,7 +181,11 @@ class Auditor:
             reason=f"{access.kind}: {access.outcome}" if refused else None,
             node=self.node,
         )
-        await chain.record(conn, event)
+        try:
+            await chain.record(conn, event)
+        except Exception as error:  # rolls the access back with it: nothing is served
+            log.error("a shared-link access could not be audited (%s)", type(error).__name__)
+            raise NotRecorded() from None
 
     async def login(
         self,
