@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import auth, ingest, read, search
+from bench import audit_http, auth, ingest, read, search
 from bench.common import (
     DEFAULT_ADMIN_URL,
     BenchError,
@@ -43,6 +43,7 @@ BENCHES: dict[str, Callable[[Context], Section]] = {
     "read": read.run,
     "search": search.run,
     "auth": auth.run,
+    "audit": audit_http.run,  # auditing on vs off over HTTP (~3 min)
 }
 # search loads 1M resources (~7 min idle), auth takes ~4 min: asked for by name
 DEFAULT_BENCHES = "ingest,read"

@@ -9,8 +9,8 @@ In a scratch database (``bench_audit``, dropped at the end):
   serialise on the chain head), then in batches of 20 (one search over 20 patients);
 - **read**: the repository's read by id of one Observation, alone and followed by building
   and recording its AuditEvent (``Touched.of`` + ``interaction_event`` + ``record``), by
-  turns; the difference is what auditing adds to a read at the store level. The end-to-end
-  ratio over HTTP is the integrator's to measure once auditing is wired into the app;
+  turns; the difference is what auditing adds to a read at the store level (the end-to-end
+  ratio over HTTP, auditing on vs off: bench/audit_http.py, ``python -m bench --only audit``);
 - **verify**: entries checked per second by ``verify``.
 
 ``run(ctx)`` is the same as a Section for ``python -m bench`` (register it in BENCHES).

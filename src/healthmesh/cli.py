@@ -52,8 +52,10 @@ OPEN_WARNING = (
 def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    from healthmesh.api.app import create_app
+    from healthmesh.api.app import AUDIT_OFF_WARNING, create_app
 
+    if not settings.audit:
+        console.print(f"[bold red]WARNING: {AUDIT_OFF_WARNING}[/]")
     uvicorn.run(
         create_app(settings),
         host=host,

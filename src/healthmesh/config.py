@@ -29,6 +29,9 @@ class Settings:
     # (records are shared, subject to each patient's Consents) or "opt-in" (shared only
     # where a Consent permits). HEALTHMESH_CONSENT_DEFAULT.
     consent_default: str = "opt-out"
+    # The audit trail (docs/privacy.md). HEALTHMESH_AUDIT=off records nothing: for benchmarks
+    # and operators who audit elsewhere, never for production (docs/security.md).
+    audit: bool = True
 
     def __post_init__(self) -> None:
         if self.consent_default not in ("opt-out", "opt-in"):
@@ -48,7 +51,18 @@ class Settings:
         values["authcode"] = AuthCodeSettings.from_env()
         if "HEALTHMESH_CONSENT_DEFAULT" in os.environ:
             values["consent_default"] = os.environ["HEALTHMESH_CONSENT_DEFAULT"]
+        if "HEALTHMESH_AUDIT" in os.environ:
+            values["audit"] = _on_off("HEALTHMESH_AUDIT", os.environ["HEALTHMESH_AUDIT"])
         values["share"] = ShareSettings.from_env()
         values["export"] = ExportSettings.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]
+
+
+def _on_off(name: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("on", "true", "1", "yes"):
+        return True
+    if word in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(f"{name} is 'on' or 'off', not {value!r}")

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from healthmesh.api.auditing import Auditor, interaction_of, touched_by
+from healthmesh.api.auditing import AuditFailed, Auditor, interaction_of, touched_by
 from healthmesh.api.auth_routes import mount_auth
 from healthmesh.api.authorize_routes import mount_authorize
 from healthmesh.api.export_routes import mount_export
@@ -55,12 +55,17 @@ from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.interactions.relabel import needs_relabel, relabel
 from healthmesh.privacy import audit
+from healthmesh.privacy.appender import AuditAppender
 from healthmesh.share.content import OwnRecordBundles
 from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
 from healthmesh.store.repository import Repository, Session
 
 log = logging.getLogger(__name__)
+AUDIT_OFF_WARNING = (
+    "AUDITING IS OFF (HEALTHMESH_AUDIT=off): no access, change, token or login is recorded."
+    " For benchmarks and nodes audited elsewhere only, never in production (docs/security.md)."
+)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -178,14 +183,20 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     accepts; its grant becomes the request's Visibility, compiled into every query
     (store/access.py)."""
     repository = Repository(settings.database_url, max_size=settings.pool_size)
-    auditor = Auditor(settings.base_url or "healthmesh")
+    # One appender per process: reads' events committed durably, chained by its chainer.
+    appender = AuditAppender(repository.pool.connection) if settings.audit else None
+    auditor = Auditor(settings.base_url or "healthmesh", appender)
 
     parameters = SearchParameterWatch(repository)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         migrate(settings.database_url)
+        if not settings.audit:
+            log.warning(AUDIT_OFF_WARNING)
         await repository.open()
+        if appender is not None:
+            appender.chain_soon()  # whatever an earlier run queued and did not chain
         await parameters.refresh(force=True)
         watcher = asyncio.create_task(parameters.watch())
         # A changed security-label rule table: label what was stored before (in the background).
@@ -200,6 +211,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             if labelling is not None:
                 labelling.cancel()
             await parameters.close()
+            if appender is not None:
+                await appender.close()
             await repository.close()
 
     def base_url(request: Request) -> str:
@@ -244,9 +257,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             address=client_address(request),
             description=description,
         )
-        if events:
-            async with repository.pool.connection() as conn:
-                await auditor.on_its_own(conn, events)
+        await auditor.record(events)
 
     def transaction_auditor(
         request: Request, grant: AccessGrant
@@ -335,12 +346,13 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             fhir_request = to_fhir_request(
                 request, path, body, extra, base, visibility, secured=not settings.open
             )
-            if grant is not None and fhir_request.method not in READ_METHODS:
+            if grant is not None and auditor.enabled and fhir_request.method not in READ_METHODS:
                 fhir_request = replace(fhir_request, audit_hook=transaction_auditor(request, grant))
             try:
                 result = await run(fhir_request, grant, visibility, request)
             except FhirError as error:
-                if grant is not None:  # the refusal is an access attempt too
+                # The refusal is an access attempt too (unless the audit itself failed).
+                if grant is not None and not isinstance(error, AuditFailed):
                     await audit_read(
                         request,
                         fhir_request,
@@ -398,14 +410,17 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         Route("/fhir/{path:path}", fhir, methods=methods),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[_cors()])
+    app.state.auditor = auditor  # the auth, authorize and share routes record through it
     # SMART authorization server: /fhir/auth, .well-known
     auth = mount_auth(app, settings, repository)
     token_verifier: TokenVerifier = verifier if verifier is not None else auth.verifier
     # cms_smart: IAL2 id_tokens of the allow-listed providers (and of the test IdP if served).
-    auth.patient_identifier = NodeIdentifier(
-        repository, auth.replay, test_idp=settings.test_identity_provider
-    )
-    mount_authorize(app, settings, repository, auth)  # authorize, login, consent, register
+    identifier = NodeIdentifier(repository, auth.replay, test_idp=settings.test_identity_provider)
+    auth.patient_identifier = identifier
+    flow = mount_authorize(app, settings, repository, auth)  # authorize, login, consent, register
+    if auditor.enabled:  # every identity-match decision, cms_smart's and the login's
+        identifier.identifier.on_decision = auditor.match_decision
+        flow.identities.identifier.on_decision = auditor.match_decision
     if settings.test_identity_provider:  # synthetic people only; refuses in production
         from healthmesh.auth.identity.test_idp import mount_test_idp
 

@@ -3,8 +3,11 @@
 - Writes are audited inside the write's own database transaction, as its last step: the
   events commit with the change or not at all.
 - Reads (and refusals) are audited after the answer is computed and before it is sent, in a
-  transaction of their own; if the audit cannot be written the request fails (500), so no data
-  leaves without its record.
+  transaction of their own that takes no chain lock (they are chained right after, by the
+  process's chainer: privacy/appender.py); if the audit cannot be written the request fails
+  (503, an OperationOutcome), so no data leaves without its record.
+- ``HEALTHMESH_AUDIT=off`` turns all of it off (benchmarks, operators who audit elsewhere):
+  not for production (docs/security.md).
 - ``--open`` has no token, hence nobody to name: it is not audited (it is for experiments).
 
 The interaction is named from the request's shape (R4 http.html#summary), the resources from
@@ -13,17 +16,25 @@ what was served: the version of a read or write, every entry of a Bundle answer.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
-from psycopg.rows import TupleRow
 
 from healthmesh.auth.grant import AccessGrant
+from healthmesh.auth.identity.claims import IdentityClaims
+from healthmesh.auth.identity.matching import MATCHED, MatchDecision
+from healthmesh.fhir.errors import FhirError, Issue
 from healthmesh.fhir.structure import is_resource_type
 from healthmesh.interactions.context import FhirRequest, FhirResult
 from healthmesh.privacy import audit, chain
+from healthmesh.privacy.appender import AuditAppender, AuditUnavailable
+from healthmesh.share.errors import NotRecorded
+from healthmesh.share.manifest import Conn, LinkAccess
 from healthmesh.store.repository import Session
+
+log = logging.getLogger(__name__)
 
 
 def interaction_of(request: FhirRequest) -> str | None:
@@ -79,9 +90,37 @@ def touched_by(result: FhirResult) -> list[audit.Touched]:
     return []
 
 
+class AuditFailed(FhirError):
+    """The audit trail cannot be written: the request fails with no data (503: the node's
+    infrastructure, not the client, is at fault; worth retrying later)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            [
+                Issue(
+                    severity="fatal",
+                    code="transient",
+                    diagnostics="The access could not be recorded in the audit trail,"
+                    " so it was not performed; try again later",
+                )
+            ],
+            503,
+        )
+
+
 class Auditor:
-    def __init__(self, node: str) -> None:
+    """The node's auditing: builds the events of FHIR interactions and records them.
+
+    ``appender`` records reads, refusals and other events outside a write (None: auditing
+    is off, ``enabled`` False, and nothing is built or recorded)."""
+
+    def __init__(self, node: str, appender: AuditAppender | None) -> None:
         self.node = node
+        self.appender = appender
+
+    @property
+    def enabled(self) -> bool:
+        return self.appender is not None
 
     def events(
         self,
@@ -93,7 +132,7 @@ class Auditor:
         address: str | None,
         description: str | None = None,
     ) -> list[dict[str, Any]]:
-        interaction = interaction_of(request)
+        interaction = interaction_of(request) if self.appender is not None else None
         if interaction is None:
             return []
         touched = touched_by(result) if result is not None else []
@@ -111,12 +150,78 @@ class Auditor:
 
     async def in_transaction(self, session: Session, events: list[dict[str, Any]]) -> None:
         """A write's events, in its own transaction (call last, before commit)."""
-        if events:
+        if events and self.appender is not None:
             await chain.record(session, events)
 
-    async def on_its_own(
-        self, conn: AsyncConnection[TupleRow], events: list[dict[str, Any]]
+    async def record(self, events: list[dict[str, Any]]) -> None:
+        """A read's (or refusal's, a token's, a login's …) events, committed before this
+        returns; AuditFailed (503) if they cannot be."""
+        if not events or self.appender is None:
+            return
+        try:
+            await self.appender.record(events)
+        except AuditUnavailable:
+            raise AuditFailed() from None
+
+    async def link_access(self, conn: Conn, access: LinkAccess) -> None:
+        """A shared-link access, in the access's transaction (share/manifest.py): an event
+        of the link's patient naming the recipient and the outcome."""
+        if self.appender is None:
+            return
+        refused = access.outcome != "ok"
+        step = "passcode-refused" if access.outcome == "wrong_passcode" else access.kind
+        event = audit.shared_link_event(
+            # The link's id is its URL's last segment, a capability: only its digest is kept.
+            link_id=hashlib.sha256(access.link_id.encode()).hexdigest()[:32],
+            patient=access.patient_id,
+            recipient=access.recipient,
+            outcome=audit.MINOR_FAILURE if refused else audit.SUCCESS,
+            step=step,
+            address=access.address,
+            reason=f"{access.kind}: {access.outcome}" if refused else None,
+            node=self.node,
+        )
+        try:
+            await chain.record(conn, event)
+        except Exception as error:  # rolls the access back with it: nothing is served
+            log.error("a shared-link access could not be audited (%s)", type(error).__name__)
+            raise NotRecorded() from None
+
+    async def login(
+        self,
+        user: str | None,
+        success: bool,
+        method: str,
+        address: str | None,
+        reason: str | None,
+        client_id: str | None = None,
     ) -> None:
-        """A read's (or refusal's) events, committed before this returns."""
-        if events:
-            await chain.record(conn, events)
+        """A login at the authorization UI (the IdP callback), succeeded or refused."""
+        if self.appender is None:
+            return
+        event = audit.login_event(
+            user=user,
+            success=success,
+            method=method,
+            address=address,
+            reason=reason,
+            client_id=client_id,
+            node=self.node,
+        )
+        await self.record([event])
+
+    async def match_decision(self, claims: IdentityClaims, decision: MatchDecision) -> None:
+        """An identity-match decision (auth/identity ``on_decision``): cms_smart or a login.
+        A unique match is the patient's event; none or several, an event no patient owns
+        listing the candidates (privacy/audit.py match_event)."""
+        if self.appender is None:
+            return
+        event = audit.match_event(
+            None,
+            rule=decision.rule,
+            fuzzy=not decision.exact,
+            candidates=list(decision.matched_ids),
+            matched=decision.patient_id if decision.outcome == MATCHED else None,
+            node=self.node,
+        )
+        await self.record([event])

@@ -28,7 +28,7 @@ from healthmesh.auth.grant import AccessGrant
 from healthmesh.auth.introspection import introspect, revoke
 from healthmesh.auth.server import AuthServer
 from healthmesh.config import Settings
-from healthmesh.privacy import audit, chain
+from healthmesh.privacy import audit
 from healthmesh.store.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,7 @@ def mount_auth(app: Starlette, settings: Settings, repository: Repository) -> Au
         return json_response(body, headers=NO_STORE)
 
     async def _audit_token(event: dict[str, Any]) -> None:
-        async with repository.pool.connection() as conn:
-            await chain.record(conn, event)
+        await app.state.auditor.record([event])  # api/auditing.py; set by create_app
 
     async def authenticated(request: Request, endpoint: str) -> tuple[dict[str, str], Client, str]:
         """For introspection and revocation: the form, the calling client, the issuer."""

@@ -29,6 +29,7 @@ from healthmesh.auth.authcode_settings import LoginProvider
 from healthmesh.auth.authorize import AuthorizeRequest, RedirectError, ShowError, check_request
 from healthmesh.auth.code_flow import CodeFlow, Refused
 from healthmesh.auth.grant import InvalidToken
+from healthmesh.auth.oidc_login import resolve_issuer
 from healthmesh.auth.registration import RegistrationRefused
 from healthmesh.auth.scope_sets import covers
 from healthmesh.auth.scope_words import describe
@@ -159,16 +160,28 @@ def mount_authorize(
 
     async def login_callback(request: Request) -> Response:
         query = request.query_params
-        result = await flow.finish_login(
-            state=query.get("state"),
-            code=query.get("code"),
-            error=query.get("error"),
-            browser=request.cookies.get(BROWSER_COOKIE),
-            origin=origin(request),
-            callback=callback(request),
-        )
+        # The login is audited either way (privacy/audit.py login_event): who, how, outcome.
+        method = "idp"
+        if flow.login is not None:
+            method = f"idp:{resolve_issuer(flow.login.provider, origin(request))}"
+        auditor = app.state.auditor
+        address = request.client.host if request.client else None
+        try:
+            result = await flow.finish_login(
+                state=query.get("state"),
+                code=query.get("code"),
+                error=query.get("error"),
+                browser=request.cookies.get(BROWSER_COOKIE),
+                origin=origin(request),
+                callback=callback(request),
+            )
+        except Refused as refused:
+            await auditor.login(None, False, method, address, refused.title)
+            raise
         if isinstance(result, RedirectError):
+            await auditor.login(None, False, method, address, "the user did not sign in")
             return _redirect(result.location())
+        await auditor.login(result.fhir_user, True, method, address, None, result.client_id)
         return _redirect(f"{base_url(request)}/auth/consent?request={result.id}")
 
     async def patient_name(patient: str | None) -> str:

@@ -98,6 +98,12 @@ def mount_share(
     share_settings: ShareSettings = settings.share
     sharing = Sharing(repository.pool, share_settings)
     app.state.share = sharing
+    auditor = app.state.auditor  # api/auditing.py, set by create_app
+    if auditor.enabled:  # each access an AuditEvent of the link's patient, in its transaction
+        sharing.manifests.audit = auditor.link_access
+
+    def address(request: Request) -> str | None:
+        return request.client.host if request.client else None
 
     def origin(request: Request) -> str:
         if share_settings.public_base:
@@ -175,18 +181,20 @@ def mount_share(
             recipient = check_recipient(
                 request.query_params.get("recipient"), share_settings.max_recipient
             )
-            token = await sharing.manifests.direct(link_id, recipient)
+            token = await sharing.manifests.direct(link_id, recipient, address=address(request))
             return Response(token, 200, NO_STORE, media_type=JOSE)
         body = await read_json(request, MAX_MANIFEST_BODY)
         parsed = parse_manifest_request(body, max_recipient=share_settings.max_recipient)
         base = origin(request)
         answer = await sharing.manifests.manifest(
-            link_id, parsed, lambda ticket: f"{base}/shl/file/{ticket}"
+            link_id, parsed, lambda ticket: f"{base}/shl/file/{ticket}", address=address(request)
         )
         return json_response(answer, headers=NO_STORE)
 
     async def location(request: Request) -> Response:
-        token = await sharing.manifests.location(request.path_params["ticket"])
+        token = await sharing.manifests.location(
+            request.path_params["ticket"], address=address(request)
+        )
         return Response(token, 200, NO_STORE, media_type=JOSE)
 
     async def jwks(request: Request) -> Response:

@@ -14,6 +14,7 @@ Every step reads and writes PostgreSQL only, so consecutive steps may hit any pr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -226,7 +227,7 @@ class CodeFlow:
                 status=403,
             )
         await self.store.logged_in(pending.id, patient=patient, fhir_user=f"Patient/{patient}")
-        return pending
+        return dataclasses.replace(pending, patient=patient, fhir_user=f"Patient/{patient}")
 
     # -- 3. consent ----------------------------------------------------------------------------
 

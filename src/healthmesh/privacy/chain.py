@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import orjson
 from psycopg import AsyncConnection, pq
 from psycopg.rows import TupleRow
 
+from healthmesh.fhir.search.audit_index import audit_event_rows
 from healthmesh.privacy import checkpoints
 from healthmesh.privacy.audit import (
     CLIENT_ID,
@@ -34,7 +35,7 @@ from healthmesh.privacy.audit import (
 from healthmesh.store import audit_store
 from healthmesh.store.audit_store import Conn
 from healthmesh.store.repository import Session
-from healthmesh.store.rows import content_hash, now, prepare
+from healthmesh.store.rows import PreparedVersion, content_hash, now, prepare
 
 GENESIS = bytes(32)
 _DOMAIN = b"healthmesh-audit-v1"
@@ -57,6 +58,9 @@ class Facts:
     system_access: bool
     object: str | None
     types: tuple[str, ...]
+
+
+_FACT_FIELDS = tuple(f.name for f in fields(Facts))
 
 
 def facts_of(event: Mapping[str, Any]) -> Facts:
@@ -101,6 +105,49 @@ def _conn(target: Session | AsyncConnection[TupleRow]) -> Conn:
     return target.conn if isinstance(target, Session) else target
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Events made ready for the chain: everything that needs no lock, done before taking it."""
+
+    versions: list[PreparedVersion]
+    entries: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    @staticmethod
+    def joined(parts: Sequence[Prepared]) -> Prepared:
+        """Several requests' events as one, in the order given (the appender's batches)."""
+        return Prepared(
+            [v for p in parts for v in p.versions], [e for p in parts for e in p.entries]
+        )
+
+
+def prepare_events(events: Sequence[Mapping[str, Any]]) -> Prepared:
+    """Each event as its stored version (resource and index rows) and its chain entry
+    (event hash and facts). CPU only: callers do it before any lock or transaction."""
+    at = now()
+    versions = []
+    entries = []
+    for e in events:
+        fact = facts_of(e)
+        version = replace(
+            prepare(dict(e), version_id=1, last_updated=at, index_with=audit_event_rows),
+            patient_id=fact.patient_id,
+        )
+        versions.append(version)
+        entries.append(
+            {
+                "event_id": version.id,
+                "recorded": str(e["recorded"]),
+                "event_hash": version.content_hash.hex(),
+                # asdict() deep-copies, at ten times the cost of reading the fields.
+                **{name: getattr(fact, name) for name in _FACT_FIELDS},
+            }
+        )
+    return Prepared(versions, entries)
+
+
 async def record(
     target: Session | AsyncConnection[TupleRow],
     event: Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -115,37 +162,67 @@ async def record(
     read Session, an autocommit connection): the events are committed, in one round trip,
     before this returns; ``durable=False`` then skips waiting for the WAL flush (an entry can
     be lost in a crash, never corrupted; docs/privacy.md, "Audit"). Any failure raises: a
-    request whose audit cannot be written must fail.
+    request whose audit cannot be written must fail. Many concurrent reads are cheaper
+    through :class:`healthmesh.privacy.appender.AuditAppender` (no chain lock per read).
     """
     batch = [event] if isinstance(event, Mapping) else list(event)
     if not batch:
         return []
+    return await append_prepared(
+        target, prepare_events(batch), durable=durable, checkpoint_every=checkpoint_every
+    )
+
+
+async def append_prepared(
+    target: Session | AsyncConnection[TupleRow],
+    prepared: Prepared,
+    *,
+    durable: bool = True,
+    checkpoint_every: int | None = None,
+) -> list[int]:
+    """:func:`record` for events already prepared (:func:`prepare_events`)."""
+    if not len(prepared):
+        return []
     conn = _conn(target)
     own = conn.info.transaction_status == pq.TransactionStatus.IDLE
-    # Everything that needs no lock is done before taking it.
-    at = now()
-    versions = []
-    entries = []
-    for e in batch:
-        fact = facts_of(e)
-        version = replace(
-            prepare(dict(e), version_id=1, last_updated=at), patient_id=fact.patient_id
-        )
-        versions.append(version)
-        entries.append(
-            {
-                "event_id": version.id,
-                "recorded": str(e["recorded"]),
-                "event_hash": version.content_hash.hex(),
-                **asdict(fact),
-            }
-        )
-    last, head = await audit_store.append(conn, versions, entries, begin=own, durable=durable)
+    last, head = await audit_store.append(
+        conn, prepared.versions, prepared.entries, begin=own, durable=durable
+    )
     every = checkpoint_every or checkpoints.CHECKPOINT_EVERY
-    first = last - len(batch) + 1
+    first = last - len(prepared) + 1
     if last // every > (first - 1) // every:  # crossed a multiple of ``every``
         await _sign(conn, last, head, own)
     return list(range(first, last + 1))
+
+
+async def record_pending(
+    conn: AsyncConnection[TupleRow], prepared: Prepared, *, durable: bool = True
+) -> None:
+    """Store prepared events and queue them for the chain, committed (and, ``durable``, on
+    disk) before this returns; :func:`chain_pending` chains them. For reads: no chain-head
+    lock is taken, so concurrent requests share WAL flushes (privacy/appender.py)."""
+    if len(prepared):
+        await audit_store.append_pending(conn, prepared.versions, prepared.entries, durable=durable)
+
+
+PENDING_BATCH = 5000
+
+
+async def chain_pending(
+    conn: AsyncConnection[TupleRow], *, checkpoint_every: int | None = None
+) -> int:
+    """Chain every queued entry, oldest first (under the head lock, like any append); how
+    many. Any process may run it at any time: chainers serialise on the head lock."""
+    total = 0
+    every = checkpoint_every or checkpoints.CHECKPOINT_EVERY
+    while True:
+        chained, last, head = await audit_store.chain_pending(conn, PENDING_BATCH)
+        if chained:
+            total += chained
+            if last // every > (last - chained) // every:  # crossed a multiple of ``every``
+                await _sign(conn, last, head, True)
+        if chained < PENDING_BATCH:
+            return total
 
 
 async def _sign(conn: Conn, seq: int, head: bytes, own: bool) -> None:
@@ -243,6 +320,8 @@ async def verify(conn: Conn) -> Report:
     entries were removed must start right after a valid purge checkpoint.
     """
     report = Report()
+    if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        await chain_pending(conn)  # what reads queued is chained first, then judged
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         keys = await audit_store.public_keys(conn)

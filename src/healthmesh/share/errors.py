@@ -72,3 +72,14 @@ class Forbidden(ShareError):
 class MethodNotAllowed(ShareError):
     status = 405
     error = "invalid_request"
+
+
+class NotRecorded(ShareError):
+    """The access could not be recorded in the audit trail, so it was not performed (the
+    node's infrastructure failed, not the caller: 503)."""
+
+    status = 503
+    error = "temporarily_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("the access could not be recorded; try again later")

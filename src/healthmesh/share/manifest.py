@@ -2,7 +2,9 @@
 
 None of these needs a token: the link is the capability (SHL IG). Every request for a link
 that exists is recorded in ``shl_access`` with the recipient it names and its outcome, in the
-same transaction as its effects.
+same transaction as its effects — and, when the node audits, as an AuditEvent for the link's
+patient (``audit``: privacy/audit.py shared_link_event, via api/share_routes.py), in that
+same transaction too.
 
 The passcode limit is a **lifetime** budget (IG): the link row is locked (``FOR UPDATE``)
 while a passcode is checked, and a wrong one decrements ``attempts_left`` in that same
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,6 +49,22 @@ LocationOf = Callable[[str], str]  # a ticket -> its URL
 
 
 @dataclass(frozen=True, slots=True)
+class LinkAccess:
+    """One request for a link that exists: for the audit trail (no URL, key or passcode)."""
+
+    link_id: str
+    patient_id: str
+    recipient: str
+    kind: str  # manifest, direct, file
+    outcome: str  # ok, wrong_passcode, rate_limited, inactive, expired
+    address: str | None = None
+
+
+# Records an access inside the access's own transaction; raising fails (and rolls back) it.
+AccessAudit = Callable[[Conn, LinkAccess], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
 class ManifestRequest:
     recipient: str
     passcode: str | None = None
@@ -66,6 +84,7 @@ class _Link:
     used: bool
     now: datetime
     consented: bool  # the owner's Consents let it serve (share/link_consent.py)
+    patient_id: str
 
     @property
     def live(self) -> bool:
@@ -91,14 +110,14 @@ class _Link:
 _LINK = (
     "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt, l.attempts_left,"  # noqa: S608
     " l.single_use, l.used_at IS NOT NULL, now(),"
-    f" {consented('l.patient_id')} FROM shl_link l WHERE l.id = %s"
+    f" {consented('l.patient_id')}, l.patient_id FROM shl_link l WHERE l.id = %s"
 )
 
 
 _LINK_WITH_FILES = (
     "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt,"  # noqa: S608
     " l.attempts_left, l.single_use, l.used_at IS NOT NULL, now(),"
-    f" {consented('l.patient_id')},"
+    f" {consented('l.patient_id')}, l.patient_id,"
     " f.seq, f.content_type, f.last_updated,"
     " CASE WHEN length(f.jwe) <= %s THEN f.jwe END"
     " FROM shl_link l LEFT JOIN shl_file f ON f.link_id = l.id WHERE l.id = %s"
@@ -150,9 +169,16 @@ def _digest(ticket: str) -> bytes:
 
 
 class ManifestService:
-    def __init__(self, pool: Pool, settings: ShareSettings) -> None:
+    def __init__(
+        self, pool: Pool, settings: ShareSettings, audit: AccessAudit | None = None
+    ) -> None:
         self.pool = pool
         self.settings = settings
+        self.audit = audit  # set by the node when it audits (api/share_routes.py)
+
+    async def _audited(self, conn: Conn, access: LinkAccess) -> None:
+        if self.audit is not None:
+            await self.audit(conn, access)
 
     async def _poll(self, conn: Conn, link: _Link) -> None:
         """L links: a fixed window per link; over the limit is 429 with Retry-After."""
@@ -172,23 +198,37 @@ class ManifestService:
             raise TooManyRequests(max(1, int(row[1])))
 
     async def manifest(
-        self, link_id: str, request: ManifestRequest, location_of: LocationOf
+        self,
+        link_id: str,
+        request: ManifestRequest,
+        location_of: LocationOf,
+        *,
+        address: str | None = None,
     ) -> dict[str, Any]:
         """The manifest ``{files: [...]}``, or LinkNotFound / WrongPasscode / TooManyRequests.
 
         The access is recorded (and a wrong passcode spent) whatever the outcome; refusals
         are raised only once that record is written. A plain link takes two statements (read
         the link with its files; record the access with its locations); a P link runs in a
-        transaction holding the link's row lock from the read to the record.
+        transaction holding the link's row lock from the read to the record, and so does a one-time
+        link (consumed by exactly one of concurrent receivers). With auditing,
+        the record and its AuditEvent are one transaction.
         """
         async with self.pool.connection() as conn:
             link, files = await self._load_with_files(conn, link_id, request, lock=False)
-            if "P" not in link.flag and not link.single_use:
+            if "P" not in link.flag and not link.single_use and self.audit is None:
                 body, refused = await self._answer(conn, link, files, request, location_of)
+            elif "P" not in link.flag and not link.single_use:
+                async with conn.transaction():
+                    body, refused = await self._answer(
+                        conn, link, files, request, location_of, address
+                    )
             else:
                 async with conn.transaction():  # committed before a refusal is raised
                     link, files = await self._load_with_files(conn, link_id, request, lock=True)
-                    body, refused = await self._answer(conn, link, files, request, location_of)
+                    body, refused = await self._answer(
+                        conn, link, files, request, location_of, address
+                    )
         if refused is not None:
             raise refused
         return body
@@ -204,7 +244,7 @@ class ManifestService:
         rows = await cur.fetchall()
         if not rows:
             raise LinkNotFound()
-        return _Link(*rows[0][:11]), [r[11:] for r in rows if r[11] is not None]
+        return _Link(*rows[0][:12]), [r[12:] for r in rows if r[12] is not None]
 
     async def _answer(
         self,
@@ -213,6 +253,7 @@ class ManifestService:
         files: list[tuple[Any, ...]],
         request: ManifestRequest,
         location_of: LocationOf,
+        address: str | None = None,
     ) -> tuple[dict[str, Any], ShareError | None]:
         """The manifest, or the refusal to raise; the access recorded either way."""
         refused: ShareError | None = None
@@ -246,6 +287,10 @@ class ManifestService:
                 "use": outcome == "ok" and link.single_use,
                 "outcome": outcome,
             },
+        )
+        await self._audited(
+            conn,
+            LinkAccess(link.id, link.patient_id, request.recipient, "manifest", outcome, address),
         )
         if tickets and secrets.randbelow(64) == 0:  # now and then, forget long-dead locations
             await conn.execute("DELETE FROM shl_location WHERE expires_at < now()")
@@ -289,7 +334,7 @@ class ManifestService:
             body["status"] = "can-change"
         return body
 
-    async def direct(self, link_id: str, recipient: str) -> str:
+    async def direct(self, link_id: str, recipient: str, *, address: str | None = None) -> str:
         """U flag: ``GET url?recipient=…`` answers the single encrypted file."""
         async with self.pool.connection() as conn, conn.transaction():
             # Locked: a one-time link is consumed by exactly one of concurrent GETs.
@@ -307,14 +352,16 @@ class ManifestService:
                 token = None if row is None else str(row[0])
             if token is not None and link.single_use:
                 await conn.execute("UPDATE shl_link SET used_at = now() WHERE id = %s", (link.id,))
-            await _record(
-                conn, link.id, recipient, "direct", "ok" if token else link.outcome_if_refused
+            outcome = "ok" if token else link.outcome_if_refused
+            await _record(conn, link.id, recipient, "direct", outcome)
+            await self._audited(
+                conn, LinkAccess(link.id, link.patient_id, recipient, "direct", outcome, address)
             )
         if token is None:
             raise LinkNotFound()
         return token
 
-    async def location(self, ticket: str) -> str:
+    async def location(self, ticket: str, *, address: str | None = None) -> str:
         """A file by the location a manifest handed out: live for location_ttl, and only
         while its link is active."""
         async with self.pool.connection() as conn, conn.transaction():
@@ -338,6 +385,10 @@ class ManifestService:
                 else (link.outcome_if_refused if link is not None else "inactive")
             )
             await _record(conn, link_id, recipient, "file", outcome)
+            if link is not None:
+                await self._audited(
+                    conn, LinkAccess(link.id, link.patient_id, recipient, "file", outcome, address)
+                )
         if not served:
             raise LinkNotFound("no file at this location (unknown or expired)")
         return str(token)

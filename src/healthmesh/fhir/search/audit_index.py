@@ -1,0 +1,202 @@
+"""The index rows of an AuditEvent, without FHIRPath: the audit trail's hot path.
+
+Every audited request stores an AuditEvent with its search index rows
+(docs/privacy.md, "Audit"). The generic indexer (extract.py) evaluates AuditEvent's 22 search
+parameter expressions through FHIRPath: ~0.5 ms an event, as much as the secured read it
+records. The R4 expressions are plain paths (R4 auditevent.html#search: ``AuditEvent.action``,
+``AuditEvent.agent.who``, ``AuditEvent.entity.role`` …, ``patient`` the union of
+``agent.who`` and ``entity.what`` where they resolve to a Patient), so for the shapes the node
+builds (privacy/audit.py) the rows can be read straight off the JSON, typed as the
+definitions type them, by the generic row builders of extract.py.
+
+:func:`audit_event_rows` answers None — use ``extract`` — for anything else: an element or
+an element's part these paths do not expect here, a reference that is not a plain relative
+one, or a set of AuditEvent search parameters other than the one this was written for (a
+custom SearchParameter on AuditEvent). tests/fhir/test_audit_index.py checks, over events
+of every builder, that the rows equal extract()'s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from healthmesh.fhir.fhirpath.model import Node
+from healthmesh.fhir.search.extract import (
+    IndexRows,
+    _dates,
+    _references,
+    _strings,
+    _tokens,
+)
+from healthmesh.fhir.search.registry import IndexedParam, indexed_params
+
+# The parameters (code, type) the rows below are for: R4 AuditEvent's and Resource's.
+PARAMS: Final = frozenset(
+    {
+        ("_profile", "uri"),
+        ("_security", "token"),
+        ("_source", "uri"),
+        ("_tag", "token"),
+        ("action", "token"),
+        ("address", "string"),
+        ("agent", "reference"),
+        ("agent-name", "string"),
+        ("agent-role", "token"),
+        ("altid", "token"),
+        ("date", "date"),
+        ("entity", "reference"),
+        ("entity-name", "string"),
+        ("entity-role", "token"),
+        ("entity-type", "token"),
+        ("outcome", "token"),
+        ("patient", "reference"),
+        ("policy", "uri"),
+        ("site", "token"),
+        ("source", "reference"),
+        ("subtype", "token"),
+        ("type", "token"),
+    }
+)
+# What may be present, per level, for the rows below to be all the rows (elements no
+# parameter reads — outcomeDesc, purposeOfEvent, agent.type, requestor, extension,
+# entity.query, detail, source.type — may be there; agent.role, name, altId, policy,
+# entity.name, source.site, meta.security … send the event the generic way).
+_TOP: Final = frozenset(
+    {
+        "resourceType",
+        "id",
+        "meta",
+        "type",
+        "subtype",
+        "action",
+        "recorded",
+        "outcome",
+        "outcomeDesc",
+        "purposeOfEvent",
+        "agent",
+        "source",
+        "entity",
+    }
+)
+_META: Final = frozenset({"versionId", "lastUpdated"})
+_AGENT: Final = frozenset({"type", "who", "requestor", "extension", "network", "purposeOfUse"})
+_NETWORK: Final = frozenset({"address", "type"})
+_SOURCE: Final = frozenset({"observer", "type"})
+_ENTITY: Final = frozenset({"what", "type", "role", "query", "detail"})
+_REFERENCE: Final = frozenset({"reference", "identifier", "display"})
+_PLAIN_REFERENCE: Final = re.compile(
+    r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?"
+)
+
+_checked: tuple[IndexedParam, ...] | None = None
+
+
+def _params_known() -> bool:
+    """Whether AuditEvent's indexed parameters are exactly :data:`PARAMS` (custom
+    SearchParameters on AuditEvent change them; their rows need the generic indexer)."""
+    global _checked
+    params = indexed_params("AuditEvent")
+    if params is _checked:
+        return True
+    if {(p.code, p.type) for p in params} != PARAMS:
+        return False
+    _checked = params
+    return True
+
+
+class _Unknown(Exception):
+    """The event has something the fast path does not index: use extract()."""
+
+
+def _only(value: Any, allowed: frozenset[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not allowed.issuperset(value):
+        raise _Unknown
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Unknown
+    return value
+
+
+def _reference(value: Any) -> Mapping[str, Any]:
+    ref = _only(value, _REFERENCE)
+    literal = ref.get("reference")
+    if literal is not None and not (
+        isinstance(literal, str) and _PLAIN_REFERENCE.fullmatch(literal)
+    ):
+        raise _Unknown
+    ident = ref.get("identifier")
+    if ident is not None and not isinstance(ident, Mapping):
+        raise _Unknown
+    return ref
+
+
+def _is_patient(ref: Mapping[str, Any]) -> bool:
+    literal = ref.get("reference")
+    return isinstance(literal, str) and literal.startswith("Patient/")
+
+
+def audit_event_rows(resource: Mapping[str, Any]) -> IndexRows | None:
+    """The index rows ``extract`` would give this AuditEvent, or None when only it can say."""
+    if resource.get("resourceType") != "AuditEvent" or not _params_known():
+        return None
+    try:
+        return _rows(resource)
+    except _Unknown:
+        return None
+
+
+def _rows(event: Mapping[str, Any]) -> IndexRows:
+    _only(event, _TOP)
+    if "meta" in event:
+        _only(event["meta"], _META)
+    rows = IndexRows()
+    for code in ("action", "outcome"):
+        if code in event:
+            _tokens(code, Node(event[code], "code", "code"), rows)
+    if "recorded" in event:
+        _dates("date", Node(event["recorded"], "instant", "instant"), rows)
+    if "type" in event:
+        _tokens("type", Node(_only(event["type"], _CODING), "Coding", "Coding"), rows)
+    for coding in _list(event.get("subtype")):
+        _tokens("subtype", Node(_only(coding, _CODING), "Coding", "Coding"), rows)
+    patients: list[Mapping[str, Any]] = []  # the union: equal elements count once
+    for agent in _list(event.get("agent")):
+        agent = _only(agent, _AGENT)
+        if "who" in agent:
+            who = _reference(agent["who"])
+            _references("agent", Node(who, "Reference", "Reference"), rows)
+            if _is_patient(who) and who not in patients:
+                patients.append(who)
+        if "network" in agent:
+            address = _only(agent["network"], _NETWORK).get("address")
+            if address is not None:
+                _strings("address", Node(address, "string", "string"), rows)
+    if "source" in event:
+        source = _only(event["source"], _SOURCE)
+        if "observer" in source:
+            observer = _reference(source["observer"])
+            _references("source", Node(observer, "Reference", "Reference"), rows)
+    for entity in _list(event.get("entity")):
+        entity = _only(entity, _ENTITY)
+        if "what" in entity:
+            what = _reference(entity["what"])
+            _references("entity", Node(what, "Reference", "Reference"), rows)
+            if _is_patient(what) and what not in patients:
+                patients.append(what)
+        for code in ("role", "type"):
+            if code in entity:
+                coding = _only(entity[code], _CODING)
+                _tokens(f"entity-{code}", Node(coding, "Coding", "Coding"), rows)
+    for who in patients:
+        _references("patient", Node(who, "Reference", "Reference"), rows)
+    return rows
+
+
+_CODING: Final = frozenset({"system", "version", "code", "display", "userSelected"})
