@@ -71,12 +71,22 @@ class ConsentContext:
     neither the network default nor the sensitive-data default does — patients always see
     their own data, through the app they chose, unless they have denied that app.
     ``default_permit``: the deployment's participation default (True: opt-out model).
+    ``rules``: what this request found in ``consent_rule`` before compiling its queries
+    (store/consent_sql.py, ``settle``): ``MAY_APPLY`` (the default, and always safe: the full
+    condition), ``NONE_FOR_OWN`` (no rule applies to the patient's own rows for this access,
+    and the scopes reach no other patient's rows) or ``NONE`` (no rule at all applies to this
+    access: only the deployment default and the sensitive-data default remain).
     """
 
     actors: tuple[str, ...]
     purpose: str | None = None
     patient: str | None = None
     default_permit: bool = True
+    rules: str = "may-apply"
+
+
+# ConsentContext.rules
+MAY_APPLY, NONE_FOR_OWN, NONE = "may-apply", "none-for-own", "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,14 @@ class Visibility:
 
     rules: Mapping[str, Sequence[RowRule]] = field(default_factory=dict)
     consent: ConsentContext | None = None
+
+    def own_rows_only(self) -> bool:
+        """Whether reading and searching reach no patient's rows but the consent context's
+        own patient's (and reference data no patient owns): every read and search rule is
+        restricted to that patient."""
+        patient = self.consent.patient if self.consent is not None else None
+        rules = [rule for p in "rs" for rule in self.rules.get(p, ())]
+        return patient is not None and all(rule.patient == patient for rule in rules)
 
     def covers(self, res_type: str, permission: str) -> bool:
         """Whether any rule could allow ``permission`` on some row of ``res_type``."""

@@ -16,17 +16,22 @@ totals and paging never count a withheld row.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
-from psycopg import sql
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
 
 from healthmesh.fhir.consent import ALWAYS_DENIED_PURPOSES, SENSITIVE_LABELS
-from healthmesh.store.access import ConsentContext
+from healthmesh.store.access import MAY_APPLY, NONE, NONE_FOR_OWN, ConsentContext, Visibility
 from healthmesh.store.search.sqlbits import all_of
 
 
-def _applies(x: str, context: ConsentContext, r: sql.Composable) -> sql.Composable:
-    """Rule alias ``x`` applies to this access and to row ``r``.
+def _access(
+    x: str, context: ConsentContext, patient_of_row: sql.Composable
+) -> list[sql.Composable]:
+    """Rule alias ``x`` applies to this access (who, why, when), on a row of the patient
+    ``patient_of_row``.
 
     On the acting patient's own rows only rules that name an actor of the access apply;
     elsewhere rules without actors (everyone) apply too.
@@ -36,10 +41,10 @@ def _applies(x: str, context: ConsentContext, r: sql.Composable) -> sql.Composab
     if context.patient is None:
         who = sql.SQL("({x}.actors IS NULL OR {x}.actors && {a}::text[])").format(x=rule, a=actors)
     else:
-        who = sql.SQL(
-            "({x}.actors && {a}::text[] OR ({x}.actors IS NULL AND {r}.patient_id <> {p}))"
-        ).format(x=rule, a=actors, r=r, p=sql.Literal(context.patient))
-    access = [
+        who = sql.SQL("({x}.actors && {a}::text[] OR ({x}.actors IS NULL AND {r} <> {p}))").format(
+            x=rule, a=actors, r=patient_of_row, p=sql.Literal(context.patient)
+        )
+    return [
         who,
         sql.SQL("({x}.purposes IS NULL OR {p} = ANY({x}.purposes))").format(
             x=rule, p=sql.Literal(context.purpose)
@@ -49,6 +54,12 @@ def _applies(x: str, context: ConsentContext, r: sql.Composable) -> sql.Composab
         sql.SQL("({x}.period_start IS NULL OR {x}.period_start <= now())").format(x=rule),
         sql.SQL("({x}.period_end IS NULL OR {x}.period_end > now())").format(x=rule),
     ]
+
+
+def _applies(x: str, context: ConsentContext, r: sql.Composable) -> sql.Composable:
+    """Rule alias ``x`` applies to this access and to row ``r``."""
+    rule = sql.Identifier(x)
+    access = _access(x, context, sql.SQL("{}.patient_id").format(r))
     row = [
         sql.SQL("({x}.types IS NULL OR {r}.res_type = ANY({x}.types))").format(x=rule, r=r),
         sql.SQL(
@@ -113,6 +124,12 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
     if context.purpose in ALWAYS_DENIED_PURPOSES:
         return sql.SQL("{}.patient_id IS NULL").format(r)  # no patient data for marketing
     own = sql.Literal(context.patient)
+    if context.rules == NONE_FOR_OWN:
+        # No rule applies to the patient's own rows, and the scopes reach no one else's: the
+        # full condition below is true on exactly these rows (``settle``).
+        return sql.SQL("({r}.patient_id IS NULL OR {r}.patient_id = {o})").format(r=r, o=own)
+    if context.rules == NONE:
+        return _defaults_only(context, r)
     # 1. No applicable deny that a deeper applicable permit does not override.
     denied = sql.SQL(
         "NOT EXISTS (SELECT 1 FROM consent_rule cd WHERE cd.effect = 'deny' AND {ad}"
@@ -150,3 +167,73 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
         )
     )
     return all_of(parts)
+
+
+def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable:
+    """The full condition when no rule in ``consent_rule`` applies to this access: no deny to
+    honour and no permit to find, so what remains is the deployment default (opt-in: nobody
+    else's rows) and the sensitive-data default (nobody else's labelled rows)."""
+    own = sql.Literal(context.patient)
+    mine = (
+        sql.SQL(" OR {r}.patient_id = {o}").format(r=r, o=own)
+        if context.patient is not None
+        else sql.SQL("")
+    )
+    if not context.default_permit:
+        return sql.SQL("({r}.patient_id IS NULL{mine})").format(r=r, mine=mine)
+    return sql.SQL(
+        "({r}.patient_id IS NULL{mine} OR NOT EXISTS (SELECT 1 FROM search_token cs"
+        " WHERE cs.res_type = {r}.res_type AND cs.res_id = {r}.id AND cs.param = '_security'"
+        " AND cs.code = ANY({labels})))"
+    ).format(r=r, mine=mine, labels=sql.Literal(sorted(SENSITIVE_LABELS)))
+
+
+def _probe(context: ConsentContext, *, own_only: bool) -> sql.Composable:
+    """SQL: some rule in ``consent_rule`` could apply to this access — for ``own_only``, on
+    the patient's own rows (rules naming an actor of the access), otherwise on any row.
+    Row-dependent dimensions (types, categories, labels) are not looked at: a rule that
+    might apply counts."""
+    x = sql.Identifier("x")
+    if own_only:
+        who = [
+            sql.SQL("x.patient_id = {p}").format(p=sql.Literal(context.patient)),
+            sql.SQL("x.actors && {a}::text[]").format(a=sql.Literal(list(context.actors))),
+            *_access("x", context, sql.SQL("x.patient_id"))[1:],
+        ]
+    else:
+        who = _access("x", context, sql.SQL("x.patient_id"))
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM consent_rule {x} WHERE {c})").format(
+        x=x, c=all_of(who)
+    )
+
+
+async def settle(
+    conn: AsyncConnection[TupleRow], visibility: Visibility | None
+) -> Visibility | None:
+    """``visibility`` with what ``consent_rule`` holds for this access looked up now.
+
+    Planning the full condition (correlated NOT EXISTS over ``consent_rule`` and the label
+    index) costs PostgreSQL ~1.5 ms per query, more than running the search
+    (docs/PERFORMANCE.md, "Authorization and privacy"). Most accesses meet no rule at all: one
+    index probe of ``consent_rule`` finds that out, and the queries then carry the simpler,
+    equivalent condition. Looked up on every session, never cached, so a Consent written by
+    any process binds the very next request. Only for read-only sessions: a write session
+    could write a Consent and then read under it.
+    """
+    if visibility is None or visibility.consent is None:
+        return visibility
+    context = visibility.consent
+    if context.rules != MAY_APPLY or context.purpose in ALWAYS_DENIED_PURPOSES:
+        return visibility
+    own_only = visibility.own_rows_only()
+    cur = await conn.execute(_probe_text(context, own_only))
+    row = await cur.fetchone()
+    if row is None or row[0]:
+        return visibility
+    settled = replace(context, rules=NONE_FOR_OWN if own_only else NONE)
+    return replace(visibility, consent=settled)
+
+
+@lru_cache(maxsize=4096)
+def _probe_text(context: ConsentContext, own_only: bool) -> sql.SQL:
+    return sql.SQL(_probe(context, own_only=own_only).as_string(None))
