@@ -155,21 +155,20 @@ ACCESSES: dict[str, tuple[tuple[RowRule, ...], ConsentContext]] = {
 
 @pytest.fixture(scope="module")
 def open_node(database_url: str) -> Iterator[httpx.Client]:
-    with ServerThread(Settings(database_url=database_url, open=True)) as server:
-        with httpx.Client(base_url=server.base, timeout=30, headers=FHIR_JSON) as http:
-            bundle = {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [
-                    {
-                        "resource": r,
-                        "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-                    }
-                    for r in RECORDS
-                ],
-            }
-            assert http.post("", json=bundle).status_code == 200
-            yield http
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in RECORDS
+        ],
+    }
+    with (
+        ServerThread(Settings(database_url=database_url, open=True)) as server,
+        httpx.Client(base_url=server.base, timeout=30, headers=FHIR_JSON) as http,
+    ):
+        assert http.post("", json=bundle).status_code == 200
+        yield http
 
 
 def _rows(database_url: str, visibility: Visibility) -> set[str]:
