@@ -28,27 +28,31 @@ from healthmesh.store.search.sqlbits import all_of
 
 
 def _access(
-    x: str, context: ConsentContext, patient_of_row: sql.Composable
+    x: str, context: ConsentContext, patient_of_row: sql.Composable, *, bound: bool = False
 ) -> list[sql.Composable]:
     """Rule alias ``x`` applies to this access (who, why, when), on a row of the patient
-    ``patient_of_row``.
+    ``patient_of_row``. ``bound``: the context's values as the placeholders of
+    ``probe_params`` rather than literals.
 
     On the acting patient's own rows only rules that name an actor of the access apply;
     elsewhere rules without actors (everyone) apply too.
     """
     rule = sql.Identifier(x)
-    actors = sql.Literal(list(context.actors))
+    actors: sql.Composable = sql.Placeholder("actors")
+    patient: sql.Composable = sql.Placeholder("patient")
+    purpose: sql.Composable = sql.Placeholder("purpose")
+    if not bound:
+        actors = sql.Literal(list(context.actors))
+        patient, purpose = sql.Literal(context.patient), sql.Literal(context.purpose)
     if context.patient is None:
         who = sql.SQL("({x}.actors IS NULL OR {x}.actors && {a}::text[])").format(x=rule, a=actors)
     else:
         who = sql.SQL("({x}.actors && {a}::text[] OR ({x}.actors IS NULL AND {r} <> {p}))").format(
-            x=rule, a=actors, r=patient_of_row, p=sql.Literal(context.patient)
+            x=rule, a=actors, r=patient_of_row, p=patient
         )
     return [
         who,
-        sql.SQL("({x}.purposes IS NULL OR {p} = ANY({x}.purposes))").format(
-            x=rule, p=sql.Literal(context.purpose)
-        )
+        sql.SQL("({x}.purposes IS NULL OR {p} = ANY({x}.purposes))").format(x=rule, p=purpose)
         if context.purpose is not None
         else sql.SQL("{x}.purposes IS NULL").format(x=rule),
         sql.SQL("({x}.period_start IS NULL OR {x}.period_start <= now())").format(x=rule),
@@ -192,19 +196,33 @@ def _probe(context: ConsentContext, *, own_only: bool) -> sql.Composable:
     """SQL: some rule in ``consent_rule`` could apply to this access — for ``own_only``, on
     the patient's own rows (rules naming an actor of the access), otherwise on any row.
     Row-dependent dimensions (types, categories, labels) are not looked at: a rule that
-    might apply counts."""
+    might apply counts. The context's values are bound (``probe_params``), so there are a
+    handful of texts, which psycopg prepares: PostgreSQL plans each once per connection."""
     x = sql.Identifier("x")
     if own_only:
         who = [
-            sql.SQL("x.patient_id = {p}").format(p=sql.Literal(context.patient)),
-            sql.SQL("x.actors && {a}::text[]").format(a=sql.Literal(list(context.actors))),
-            *_access("x", context, sql.SQL("x.patient_id"))[1:],
+            sql.SQL("x.patient_id = %(patient)s"),
+            sql.SQL("x.actors && %(actors)s::text[]"),
+            *_access("x", context, sql.SQL("x.patient_id"), bound=True)[1:],
         ]
     else:
-        who = _access("x", context, sql.SQL("x.patient_id"))
+        who = _access("x", context, sql.SQL("x.patient_id"), bound=True)
     return sql.SQL("SELECT EXISTS (SELECT 1 FROM consent_rule {x} WHERE {c})").format(
         x=x, c=all_of(who)
     )
+
+
+def probe_params(context: ConsentContext) -> dict[str, object]:
+    return {"actors": list(context.actors), "patient": context.patient, "purpose": context.purpose}
+
+
+@lru_cache(maxsize=8)
+def _probe_text(own_only: bool, patient: bool, purpose: bool) -> sql.SQL:
+    """The probe's text depends only on which values the context has, not on what they are."""
+    shape = ConsentContext(
+        actors=(), patient="" if patient else None, purpose="" if purpose else None
+    )
+    return sql.SQL(_probe(shape, own_only=own_only).as_string(None))
 
 
 async def settle(
@@ -226,14 +244,10 @@ async def settle(
     if context.rules != MAY_APPLY or context.purpose in ALWAYS_DENIED_PURPOSES:
         return visibility
     own_only = visibility.own_rows_only()
-    cur = await conn.execute(_probe_text(context, own_only))
+    text = _probe_text(own_only, context.patient is not None, context.purpose is not None)
+    cur = await conn.execute(text, probe_params(context))
     row = await cur.fetchone()
     if row is None or row[0]:
         return visibility
     settled = replace(context, rules=NONE_FOR_OWN if own_only else NONE)
     return replace(visibility, consent=settled)
-
-
-@lru_cache(maxsize=4096)
-def _probe_text(context: ConsentContext, own_only: bool) -> sql.SQL:
-    return sql.SQL(_probe(context, own_only=own_only).as_string(None))
