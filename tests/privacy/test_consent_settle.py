@@ -23,7 +23,7 @@ from healthmesh.config import Settings
 from healthmesh.fhir.consent import CATEGORY_SYSTEM, CLIENT_ID_SYSTEM, PURPOSE_SYSTEM
 from healthmesh.store import consent_sql
 from healthmesh.store.access import (
-    MAY_APPLY,
+    APPLY,
     NONE,
     NONE_FOR_OWN,
     ConsentContext,
@@ -220,15 +220,15 @@ def test_settle_takes_the_short_conditions_only_where_no_rule_can_apply() -> Non
     assert SETTLED[("no consents", "Ada's app")] == NONE_FOR_OWN
     assert SETTLED[("no consents", "app X for Ada, all patients")] == NONE
     # Bob's opt-out applies to every recipient but never to Ada's own app on her own rows.
-    assert SETTLED[("Bob opts out", "backend, no purpose")] == MAY_APPLY
+    assert SETTLED[("Bob opts out", "backend, no purpose")] == APPLY
     assert SETTLED[("Bob opts out", "Ada's app")] == NONE_FOR_OWN
-    assert SETTLED[("Bob opts out", "app X for Ada, all patients")] == MAY_APPLY
+    assert SETTLED[("Bob opts out", "app X for Ada, all patients")] == APPLY
     # A rule naming app X binds app X even on Ada's own rows, and no other app.
-    assert SETTLED[("Ada denies app X her labs", "app X for Ada")] == MAY_APPLY
+    assert SETTLED[("Ada denies app X her labs", "app X for Ada")] == APPLY
     assert SETTLED[("Ada denies app X her labs", "Ada's app")] == NONE_FOR_OWN
-    assert SETTLED[("Ada denies app X her labs", "clinic, treatment")] == MAY_APPLY
+    assert SETTLED[("Ada denies app X her labs", "clinic, treatment")] == APPLY
     # A Consent's base provision names no one, so it applies to every other recipient.
-    assert SETTLED[("Ada shares PSY for treatment", "backend, no purpose")] == MAY_APPLY
+    assert SETTLED[("Ada shares PSY for treatment", "backend, no purpose")] == APPLY
     assert SETTLED[("Ada shares PSY for treatment", "Ada's app")] == NONE_FOR_OWN
 
 

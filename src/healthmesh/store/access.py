@@ -72,10 +72,11 @@ class ConsentContext:
     their own data, through the app they chose, unless they have denied that app.
     ``default_permit``: the deployment's participation default (True: opt-out model).
     ``rules``: what this request found in ``consent_rule`` before compiling its queries
-    (store/consent_sql.py, ``settle``): ``MAY_APPLY`` (the default, and always safe: the full
-    condition), ``NONE_FOR_OWN`` (no rule applies to the patient's own rows for this access,
-    and the scopes reach no other patient's rows) or ``NONE`` (no rule at all applies to this
-    access: only the deployment default and the sensitive-data default remain).
+    (store/consent_sql.py, ``settle``): ``MAY_APPLY`` (not looked up: the default, and always
+    safe: the full condition), ``APPLY`` (looked up, some rule may apply: the full condition),
+    ``NONE_FOR_OWN`` (no rule applies to the patient's own rows for this access, and the
+    scopes reach no other patient's rows) or ``NONE`` (no rule at all applies to this access:
+    only the deployment default and the sensitive-data default remain).
     """
 
     actors: tuple[str, ...]
@@ -86,7 +87,7 @@ class ConsentContext:
 
 
 # ConsentContext.rules
-MAY_APPLY, NONE_FOR_OWN, NONE = "may-apply", "none-for-own", "none"
+MAY_APPLY, APPLY, NONE_FOR_OWN, NONE = "may-apply", "apply", "none-for-own", "none"
 
 
 @dataclass(frozen=True, slots=True)

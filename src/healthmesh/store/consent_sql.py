@@ -23,7 +23,14 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 
 from healthmesh.fhir.consent import ALWAYS_DENIED_PURPOSES, SENSITIVE_LABELS
-from healthmesh.store.access import MAY_APPLY, NONE, NONE_FOR_OWN, ConsentContext, Visibility
+from healthmesh.store.access import (
+    APPLY,
+    MAY_APPLY,
+    NONE,
+    NONE_FOR_OWN,
+    ConsentContext,
+    Visibility,
+)
 from healthmesh.store.search.sqlbits import all_of
 
 
@@ -38,9 +45,9 @@ def _access(
     elsewhere rules without actors (everyone) apply too.
     """
     rule = sql.Identifier(x)
-    actors: sql.Composable = sql.Placeholder("actors")
-    patient: sql.Composable = sql.Placeholder("patient")
-    purpose: sql.Composable = sql.Placeholder("purpose")
+    actors: sql.Composable = sql.Placeholder("consent_actors")
+    patient: sql.Composable = sql.Placeholder("consent_patient")
+    purpose: sql.Composable = sql.Placeholder("consent_purpose")
     if not bound:
         actors = sql.Literal(list(context.actors))
         patient, purpose = sql.Literal(context.patient), sql.Literal(context.purpose)
@@ -201,28 +208,44 @@ def _probe(context: ConsentContext, *, own_only: bool) -> sql.Composable:
     x = sql.Identifier("x")
     if own_only:
         who = [
-            sql.SQL("x.patient_id = %(patient)s"),
-            sql.SQL("x.actors && %(actors)s::text[]"),
+            sql.SQL("x.patient_id = %(consent_patient)s"),
+            sql.SQL("x.actors && %(consent_actors)s::text[]"),
             *_access("x", context, sql.SQL("x.patient_id"), bound=True)[1:],
         ]
     else:
         who = _access("x", context, sql.SQL("x.patient_id"), bound=True)
-    return sql.SQL("SELECT EXISTS (SELECT 1 FROM consent_rule {x} WHERE {c})").format(
-        x=x, c=all_of(who)
-    )
+    return sql.SQL("EXISTS (SELECT 1 FROM consent_rule {x} WHERE {c})").format(x=x, c=all_of(who))
 
 
 def probe_params(context: ConsentContext) -> dict[str, object]:
-    return {"actors": list(context.actors), "patient": context.patient, "purpose": context.purpose}
+    return {
+        "consent_actors": list(context.actors),
+        "consent_patient": context.patient,
+        "consent_purpose": context.purpose,
+    }
 
 
-@lru_cache(maxsize=8)
-def _probe_text(own_only: bool, patient: bool, purpose: bool) -> sql.SQL:
-    """The probe's text depends only on which values the context has, not on what they are."""
-    shape = ConsentContext(
-        actors=(), patient="" if patient else None, purpose="" if purpose else None
+def probe(visibility: Visibility | None) -> tuple[str, dict[str, object]] | None:
+    """The question ``settle`` asks of ``consent_rule`` for this access (a scalar sub-select
+    and its parameters), for asking it along with another statement; None: nothing to ask."""
+    if visibility is None or visibility.consent is None:
+        return None
+    context = visibility.consent
+    if context.rules != MAY_APPLY or context.purpose in ALWAYS_DENIED_PURPOSES:
+        return None
+    text = _probe_text(
+        visibility.own_rows_only(), context.patient is not None, context.purpose is not None
     )
-    return sql.SQL(_probe(shape, own_only=own_only).as_string(None))
+    return text.as_string(None), probe_params(context)
+
+
+def settled(visibility: Visibility, rule_may_apply: bool) -> Visibility:
+    """``visibility`` once ``probe(visibility)`` has been answered (``rule_may_apply``)."""
+    context = visibility.consent
+    assert context is not None
+    own = visibility.own_rows_only()
+    rules = APPLY if rule_may_apply else NONE_FOR_OWN if own else NONE
+    return replace(visibility, consent=replace(context, rules=rules))
 
 
 async def settle(
@@ -234,20 +257,23 @@ async def settle(
     index) costs PostgreSQL ~1.5 ms per query, more than running the search
     (docs/PERFORMANCE.md, "Authorization and privacy"). Most accesses meet no rule at all: one
     index probe of ``consent_rule`` finds that out, and the queries then carry the simpler,
-    equivalent condition. Looked up on every session, never cached, so a Consent written by
+    equivalent condition. Looked up on every request, never cached, so a Consent written by
     any process binds the very next request. Only for read-only sessions: a write session
-    could write a Consent and then read under it.
+    could write a Consent and then read under it. The FHIR API asks the same question in the
+    statement that checks the token (api/app.py), so its sessions find it answered.
     """
-    if visibility is None or visibility.consent is None:
+    question = probe(visibility)
+    if question is None or visibility is None:
         return visibility
-    context = visibility.consent
-    if context.rules != MAY_APPLY or context.purpose in ALWAYS_DENIED_PURPOSES:
-        return visibility
-    own_only = visibility.own_rows_only()
-    text = _probe_text(own_only, context.patient is not None, context.purpose is not None)
-    cur = await conn.execute(text, probe_params(context))
+    cur = await conn.execute(f"SELECT {question[0]}", question[1])
     row = await cur.fetchone()
-    if row is None or row[0]:
-        return visibility
-    settled = replace(context, rules=NONE_FOR_OWN if own_only else NONE)
-    return replace(visibility, consent=settled)
+    return settled(visibility, row is None or bool(row[0]))
+
+
+@lru_cache(maxsize=8)
+def _probe_text(own_only: bool, patient: bool, purpose: bool) -> sql.SQL:
+    """The probe's text depends only on which values the context has, not on what they are."""
+    shape = ConsentContext(
+        actors=(), patient="" if patient else None, purpose="" if purpose else None
+    )
+    return sql.SQL(_probe(shape, own_only=own_only).as_string(None))
