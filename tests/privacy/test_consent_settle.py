@@ -261,3 +261,33 @@ def test_a_consent_written_through_one_server_binds_the_next_request_through_ano
             assert labs() == []
             assert carol.delete(f"/Consent/{written.json()['id']}").status_code in (200, 204)
             assert labs() == [lab["id"]]
+
+
+def test_a_read_after_a_consent_in_the_same_transaction_is_bound_by_it(database_url: str) -> None:
+    """Writes are not settled before they run: a transaction's GET entry (processed after its
+    POST entries, R4 http.html#trules) reads under the Consent the same Bundle wrote."""
+    patient = f"dora-{RUN}"
+    lab = _obs(f"{patient}-lab", patient, "laboratory")
+    app = f"dora-app-{RUN}"
+    with secured_node(database_url) as node:
+        with node.client("system/*.cruds") as admin:
+            for r in ({"resourceType": "Patient", "id": patient}, lab):
+                url = f"/{r['resourceType']}/{r['id']}"
+                assert admin.put(url, json=r, headers=FHIR_JSON).status_code in (200, 201)
+        with node.client("patient/*.cruds", client_id=app, patient=patient) as dora:
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": _consent(patient, {"type": "deny", "actor": _app(app)}),
+                        "request": {"method": "POST", "url": "Consent"},
+                    },
+                    {"request": {"method": "GET", "url": f"Observation?patient={patient}"}},
+                ],
+            }
+            response = dora.post("", json=bundle, headers=FHIR_JSON)
+            assert response.status_code == 200, response.text
+            searched = response.json()["entry"][1]["resource"]
+            assert searched["resourceType"] == "Bundle"
+            assert searched.get("entry", []) == []

@@ -206,15 +206,17 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     ) -> tuple[AccessGrant | None, Visibility | None]:
         """The caller's verified grant and what it may see; None (everything, nobody) with
         --open or public paths. Whether any Consent rule applies to the access is asked in
-        the token check's own statement (store/consent_sql.py ``settle``): one round trip."""
+        the token check's own statement (store/consent_sql.py ``settle``): one round trip.
+        Only for reads: a write (a transaction Bundle) could write a Consent, then read."""
         if settings.open or path in _PUBLIC_PATHS:
             return None, None
         token = bearer_token(request)
+        reading = request.method in READ_METHODS
         try:
             grant, rule_may_apply = await token_verifier.verify_and_ask(
                 token,
                 audience=base_url(request),
-                ask=lambda grant: consent_sql.probe(visibility_of(grant)),
+                ask=lambda grant: consent_sql.probe(visibility_of(grant)) if reading else None,
             )
         except InvalidToken as refused:
             # The reason is for the client; the token itself is never echoed or logged.
