@@ -137,8 +137,12 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
     own = sql.Literal(context.patient)
     if context.rules == NONE_FOR_OWN:
         # No rule applies to the patient's own rows, and the scopes reach no one else's: the
-        # full condition below is true on exactly these rows (``settle``).
-        return sql.SQL("({r}.patient_id IS NULL OR {r}.patient_id = {o})").format(r=r, o=own)
+        # full condition below is true on exactly these rows (``settle``). A CASE, so that
+        # the planner does not count it again: the scopes' own condition already restricts
+        # the rows to the patient (store/access.py ``_owned_by``).
+        return sql.SQL(
+            "CASE WHEN {r}.patient_id IS NULL OR {r}.patient_id = {o} THEN true ELSE false END"
+        ).format(r=r, o=own)
     if context.rules == NONE:
         return _defaults_only(context, r)
     # 1. No applicable deny that a deeper applicable permit does not override.
