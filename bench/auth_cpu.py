@@ -123,7 +123,8 @@ async def measure(
     async with AsyncExitStack() as stack:
         apps: dict[str, Any] = {}
         for name in lines:
-            settings = Settings.from_env(url, open=name == "open", base_url=BASE)
+            # Two connections per variant: seven apps share a server with other people.
+            settings = Settings.from_env(url, open=name == "open", base_url=BASE, pool_size=2)
             undo = _switch(switches[name])
             try:
                 app = create_app(settings)
@@ -171,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=2000, help="per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    parser.add_argument(
+        "--unaudited-only",
+        action="store_true",
+        help="skip the audited variants (auditing costs more than all the rest, and is slow)",
+    )
     args = parser.parse_args(argv)
     url = args.database_url
     patients = auth.load_patients(url, auth.MAX_PATIENTS)
@@ -190,7 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     (system,) = auth_setup.mint_tokens(url, BASE, "bench-backend", [("system/*.rs", None)])
     lines: dict[str, list[tuple[str, str | None]]] = {"open": [(p, None) for _, p in mix]}
-    for variant in ("", auth.NO_AUDIT, auth.NO_CONSENT):
+    variants = (
+        (auth.NO_AUDIT, auth.NO_CONSENT)
+        if args.unaudited_only
+        else ("", auth.NO_AUDIT, auth.NO_CONSENT)
+    )
+    for variant in variants:
         lines["patient token" + variant] = [(path, tokens[pid]) for pid, path in mix]
         lines["system token" + variant] = [(path, system) for _, path in mix]
     figures = asyncio.run(measure(url, lines, args.requests, args.rounds))
