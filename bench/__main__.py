@@ -95,6 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=100,
         help="token requests and authorization-code flows timed (flows: at most 1 per patient)",
     )
+    parser.add_argument(
+        "--auth-no-tokens",
+        action="store_true",
+        help="auth: measure search under authorization only, not token issuance",
+    )
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (or processes)")
     parser.add_argument(
         "--database-url",
@@ -132,7 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--reuse-database",
         metavar="NAME",
         default=None,
-        help="measure this existing bench_* database (from --keep) instead of loading one",
+        help="search and auth: measure this existing database (from --keep) instead of loading one",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
     args = parser.parse_args(argv)
@@ -228,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             synthea_dir=args.synthea_dir,
             auth_clients=args.auth_clients,
             auth_flows=args.auth_flows,
+            auth_tokens=not args.auth_no_tokens,
         )
         failed: list[str] = []
         try:

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import sys
 import time
@@ -47,7 +48,9 @@ from bench.common import (
     free_port,
     healthmesh_argv,
     quiet_check,
+    reused_url,
     run_measured,
+    switched_argv,
 )
 from bench.loadgen import run_load
 from bench.read import median_run
@@ -55,6 +58,8 @@ from bench.read import median_run
 LUA = Path(__file__).with_name("wrk_auth.lua")
 PATIENT_RATIO_TARGET = 1.2  # secured (patient token) / open, p50 and throughput
 SYSTEM_RATIO_TARGET = 1.25  # secured (system token, consent SQL) / open
+CONSENT_TARGET = 1.25  # consent and label filters on / off (the privacy issue)
+NO_AUDIT, NO_CONSENT = ", no audit", ", no audit, no consent"  # bench/switched.py servers
 MAX_PATIENTS = 500  # patients drawn for the query mix and their tokens
 CONSENT_SHARES = {"opt-out": 0.15, "no-labs": 0.15, "treatment-only": 0.10}
 LOINC = "http://loinc.org"
@@ -261,6 +266,7 @@ def search_under_auth(
     url: str,
     secured: Service,
     open_: Service,
+    variants: dict[str, Service],
     patients: list[dict[str, Any]],
     section: Section,
 ) -> None:
@@ -277,22 +283,30 @@ def search_under_auth(
         )
     )
     (system_token,) = auth_setup.mint_tokens(url, fhir, "bench-backend", [("system/*.rs", None)])
-    files = {
-        "open": [path for _, path in mix],
-        "patient token": [f"{path}\t{patient_tokens[pid]}" for pid, path in mix],
-        "system token": [f"{path}\t{system_token}" for _, path in mix],
-    }
+    patient_lines = [f"{path}\t{patient_tokens[pid]}" for pid, path in mix]
+    system_lines = [f"{path}\t{system_token}" for _, path in mix]
+    files = {"open": [path for _, path in mix]}
+    services = {"open": open_}
+    # The production path (audited), then the same without auditing, then without auditing
+    # and without the consent and label conditions (bench/switched.py): each part's cost.
+    for variant, service in (
+        ("", secured),
+        (NO_AUDIT, variants[NO_AUDIT]),
+        (NO_CONSENT, variants[NO_CONSENT]),
+    ):
+        for kind, lines in (("patient token", patient_lines), ("system token", system_lines)):
+            files[kind + variant] = lines
+            services[kind + variant] = service
     paths: dict[str, Path] = {}
     for name, lines in files.items():
-        paths[name] = ctx.work / f"auth-{name.replace(' ', '-')}.txt"
+        paths[name] = ctx.work / f"auth-{re.sub(r'[^a-z]+', '-', name)}.txt"
         paths[name].write_text("\n".join(lines) + "\n")
-    services = {"open": open_, "patient token": secured, "system token": secured}
     for name, lines in files.items():
         _check_answers(services[name].base, lines, 200)
     ctx.log.print(
         f"[bold]auth search[/]: {len(mix):,} queries of {len(ids)} patients, concurrency"
-        f" {ctx.concurrency}, {ctx.rounds} rounds of {ctx.duration:g} s, open / patient token"
-        " / system token taking turns"
+        f" {ctx.concurrency}, {ctx.rounds} rounds of {ctx.duration:g} s, {' / '.join(files)}"
+        " taking turns"
     )
     section.details["search_busy_cores_before"] = quiet_check(ctx)
     for name in files:  # warm-up: caches, plans, the token verifier's key
@@ -310,40 +324,44 @@ def search_under_auth(
         for name in files:
             runs[name].append(_measure(ctx, services[name], url, name, paths[name]))
     median = {name: median_run(r) for name, r in runs.items()}
-    base = median["open"]
-    for name, target in (
-        ("patient token", PATIENT_RATIO_TARGET),
-        ("system token", SYSTEM_RATIO_TARGET),
+    for name, baseline, versus, target in (
+        ("patient token", "open", "open server", PATIENT_RATIO_TARGET),
+        ("system token", "open", "open server", SYSTEM_RATIO_TARGET),
+        ("patient token" + NO_AUDIT, "open", "open server", PATIENT_RATIO_TARGET),
+        ("system token" + NO_AUDIT, "open", "open server", SYSTEM_RATIO_TARGET),
+        # The privacy issue's target: consent and label filters on vs off, same run.
+        ("patient token" + NO_AUDIT, "patient token" + NO_CONSENT, "consent off", CONSENT_TARGET),
+        ("system token" + NO_AUDIT, "system token" + NO_CONSENT, "consent off", CONSENT_TARGET),
     ):
-        m = median[name]
+        m, base = median[name], median[baseline]
         others = max(m["others"] + base["others"])
         section.figures += [
             Figure(
                 "auth",
-                f"search, {name}: throughput",
+                f"search, {name}: throughput" + (" (consent on)" if baseline != "open" else ""),
                 m["rate"],
                 "req/s",
-                versus="open server",
+                versus=versus,
                 versus_value=base["rate"],
                 # secured/open <= target in time per request is open/secured rate <= target.
                 target=f">= {1 / target:.2f}",
                 target_on="ratio",
                 note=(
                     f"target ratio >= 1/{target} (secured/open <= {target}); rates per run"
-                    f" secured {m['rates']}, open {base['rates']}; others' CPU up to"
+                    f" {name} {m['rates']}, {baseline} {base['rates']}; others' CPU up to"
                     f" {others:.2f} cores"
                 ),
             ),
             Figure(
                 "auth",
-                f"search, {name}: p50",
+                f"search, {name}: p50" + (" (consent on)" if baseline != "open" else ""),
                 m["p50_ms"],
                 "ms",
-                versus="open server",
+                versus=versus,
                 versus_value=base["p50_ms"],
                 target=f"<= {target}",
                 target_on="ratio",
-                note=f"p99 secured {m['p99_ms']:.1f} ms, open {base['p99_ms']:.1f} ms",
+                note=f"p99 {name} {m['p99_ms']:.1f} ms, {baseline} {base['p99_ms']:.1f} ms",
             ),
         ]
     section.details["search"] = {"queries": len(mix), "patients": len(ids), "runs": median}
@@ -473,6 +491,9 @@ def run(ctx: Context) -> Section:
         raise BenchError("the auth benchmark needs wrk (apt-get install wrk)")
     section = Section()
     url = ctx.loaded_url
+    if url is None and ctx.reuse_database:
+        url = ctx.loaded_url = reused_url(ctx)
+        ctx.log.print(f"[bold]auth[/]: reusing {ctx.reuse_database}")
     if url is None:
         url = ctx.databases.create("auth")
         ctx.log.print(f"[bold]auth[/]: loading {ctx.dataset.label} first (not timed) ...")
@@ -487,6 +508,9 @@ def run(ctx: Context) -> Section:
         raise BenchError("the database holds no Patient to authorize")
 
     secured_port, open_port = free_port(), free_port()
+    variant_ports = {NO_AUDIT: free_port(), NO_CONSENT: free_port()}
+    # The variants answer for the secured server's base URL: its tokens' audience.
+    same_audience = {"HEALTHMESH_BASE_URL": f"http://127.0.0.1:{secured_port}/fhir"}
     common = ["--database-url", url]
     # The token endpoints' brute-force limits (60 per client and minute) would refuse a
     # benchmark; raised, the counter statement still runs on every request.
@@ -503,6 +527,18 @@ def run(ctx: Context) -> Section:
         Service(
             healthmesh_argv("serve", "--open", "--port", str(open_port), *common), open_port
         ) as open_,
+        Service(
+            switched_argv(["--no-audit"], "--port", str(variant_ports[NO_AUDIT]), *common),
+            variant_ports[NO_AUDIT],
+            env=limits | same_audience,
+        ) as unaudited,
+        Service(
+            switched_argv(
+                ["--no-audit", "--no-consent"], "--port", str(variant_ports[NO_CONSENT]), *common
+            ),
+            variant_ports[NO_CONSENT],
+            env=limits | same_audience,
+        ) as unconsented,
     ):
         wait_for_relabel(url, ctx)
         ids = all_patient_ids(url)
@@ -523,11 +559,15 @@ def run(ctx: Context) -> Section:
             f"[bold]auth[/]: {len(ids):,} patients, Consents: "
             + ", ".join(f"{len(cs)} {kind}" for kind, cs in consents.items())
         )
-        search_under_auth(ctx, url, secured, open_, patients, section)
-        token_issuance(ctx, url, secured, patients, section)
+        variants = {NO_AUDIT: unaudited, NO_CONSENT: unconsented}
+        search_under_auth(ctx, url, secured, open_, variants, patients, section)
+        if ctx.auth_tokens:
+            token_issuance(ctx, url, secured, patients, section)
 
-    # Both servers here audit (the secured one) or have nobody to audit (--open); auditing
-    # on vs off at equal authorization is bench/audit_http.py (`--only audit`).
-    section.details["audit"] = "secured figures include auditing; on/off: --only audit"
+    section.details["audit"] = (
+        "search with auditing on (the node as it runs) and off (bench/switched.py --no-audit),"
+        " same run: 'patient token' vs 'patient token, no audit'; reads and searches on vs off"
+        " at equal authorization: bench/audit_http.py (--only audit)"
+    )
     section.details["python"] = sys.version.split()[0]
     return section

@@ -175,6 +175,20 @@ def healthmesh_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "healthmesh", *args]
 
 
+def switched_argv(switches: list[str], *args: str) -> list[str]:
+    """``healthmesh serve`` with parts switched off, for benchmarks only (bench/switched.py)."""
+    return [sys.executable, "-m", "bench.switched", *switches, "serve", *args]
+
+
+def reused_url(ctx: Context) -> str:
+    """The URL of ``--reuse-database``: a database an earlier run (or bench.multiply and
+    ``healthmesh load``) made, measured as it is."""
+    name = ctx.reuse_database or ""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in ("postgres", "template0", "template1"):
+        raise BenchError(f"--reuse-database takes a scratch database name, not {name!r}")
+    return url_for_uri(with_dbname(ctx.databases.admin_url, name))
+
+
 @dataclass(slots=True)
 class RunResult:
     returncode: int
@@ -487,6 +501,7 @@ class Context:
     search_resources: int = 1_000_000
     search_samples: int = 100  # parameter sets per query
     search_clients: int = 4  # concurrent clients in the throughput runs
+    auth_tokens: bool = True  # auth: also time token issuance (after the search runs)
     seed: int = 1
     synthea_dir: Path | None = None
 

@@ -48,9 +48,8 @@ from bench.common import (
     free_port,
     healthmesh_argv,
     quiet_check,
+    reused_url,
     run_measured,
-    url_for_uri,
-    with_dbname,
 )
 from bench.multiply import multiply, sample_path
 from bench.search_explain import explain, server_statements
@@ -457,9 +456,7 @@ def _database(ctx: Context) -> tuple[str, dict[str, Any] | None]:
     """The database to measure, loaded here or by an earlier run, and its load figures."""
     if ctx.reuse_database:
         name = ctx.reuse_database
-        if not re.fullmatch(r"bench_[a-z0-9_]+", name):
-            raise BenchError(f"--reuse-database takes a bench_* database, not {name!r}")
-        url = url_for_uri(with_dbname(ctx.databases.admin_url, name))
+        url = reused_url(ctx)
         try:
             report = load_report(url)
         except psycopg.OperationalError as error:

@@ -57,6 +57,7 @@ from healthmesh.interactions.relabel import needs_relabel, relabel
 from healthmesh.privacy import audit
 from healthmesh.privacy.appender import AuditAppender
 from healthmesh.share.content import OwnRecordBundles
+from healthmesh.store import consent_sql
 from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
 from healthmesh.store.repository import Repository, Session
@@ -220,16 +221,30 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             return settings.base_url
         return f"{request.url.scheme}://{request.url.netloc}/fhir"
 
-    async def access(request: Request, path: tuple[str, ...]) -> AccessGrant | None:
-        """The caller's verified grant; None (everything, nobody) with --open or public paths."""
+    async def access(
+        request: Request, path: tuple[str, ...]
+    ) -> tuple[AccessGrant | None, Visibility | None]:
+        """The caller's verified grant and what it may see; None (everything, nobody) with
+        --open or public paths. Whether any Consent rule applies to the access is asked in
+        the token check's own statement (store/consent_sql.py ``settle``): one round trip.
+        Only for reads: a write (a transaction Bundle) could write a Consent, then read."""
         if settings.open or path in _PUBLIC_PATHS:
-            return None
+            return None, None
         token = bearer_token(request)
+        reading = request.method in READ_METHODS
         try:
-            return await token_verifier.verify(token, audience=base_url(request))
+            grant, rule_may_apply = await token_verifier.verify_and_ask(
+                token,
+                audience=base_url(request),
+                ask=lambda grant: consent_sql.probe(visibility_of(grant)) if reading else None,
+            )
         except InvalidToken as refused:
             # The reason is for the client; the token itself is never echoed or logged.
             raise Unauthorized(f"The access token was refused: {refused.reason}") from None
+        visibility = visibility_of(grant)
+        if rule_may_apply is not None and visibility is not None:
+            visibility = consent_sql.settled(visibility, bool(rule_may_apply))
+        return grant, visibility
 
     def visibility_of(grant: AccessGrant | None) -> Visibility | None:
         if grant is None:
@@ -328,7 +343,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             media = response_type(request)
             raw_path: str = request.path_params.get("path", "")
             path = path_segments(raw_path)
-            grant = await access(request, path)
+            grant, visibility = await access(request, path)
             if (
                 grant is None
                 and request.method == "GET"
@@ -337,7 +352,6 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             ):
                 return await read_stored(path, media)
             base = base_url(request)  # after the direct read, which does not need it
-            visibility = visibility_of(grant)
             body: object = None
             extra: list[tuple[str, str]] = []
             if request.method in _BODY_METHODS:

@@ -7,8 +7,9 @@ grant into conditions compiled into every query.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,9 +39,20 @@ class InvalidToken(Exception):
         self.error = error  # RFC 6750 §3.1 error code for WWW-Authenticate
 
 
+# A question to answer in the same round trip as a token's check: a scalar SQL sub-select
+# and its named parameters (%(name)s), or None for nothing to ask.
+Question = Callable[[AccessGrant], tuple[str, Mapping[str, object]] | None]
+
+
 class TokenVerifier(Protocol):
     """Checks a bearer token on every FHIR request (RFC 6750) and says what it grants."""
 
     async def verify(self, bearer: str, *, audience: str) -> AccessGrant:
         """Raise :class:`InvalidToken` unless ``bearer`` is a live token for ``audience``."""
+        ...
+
+    async def verify_and_ask(
+        self, bearer: str, *, audience: str, ask: Question
+    ) -> tuple[AccessGrant, Any]:
+        """:meth:`verify`, and the answer to ``ask(grant)`` (None when it asks nothing)."""
         ...

@@ -15,6 +15,7 @@ Rules of several scopes add up (a row is allowed if any rule allows it), as SMAR
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 from healthmesh.auth.grant import AccessGrant
 from healthmesh.auth.scopes import ResourceScope, resource_scopes
@@ -102,7 +103,19 @@ def _write_rules(rule: RowRule) -> list[RowRule]:
 
 def visibility_for(grant: AccessGrant, *, consent_default_permit: bool = True) -> Visibility:
     """The rows ``grant`` lets its holder touch, per SMART permission letter, subject to the
-    patients' Consents (store/consent_sql.py)."""
+    patients' Consents (store/consent_sql.py).
+
+    A pure function of what the grant says (not of which token carries it, nor of the
+    database): built once and kept, since an app sends the same grant on every request and
+    parsing its scopes and their query criteria is a fixed cost of each (docs/PERFORMANCE.md).
+    """
+    return _visibility(
+        replace(grant, token_id="", grant_id="", expires_at=0), consent_default_permit
+    )
+
+
+@lru_cache(maxsize=4096)
+def _visibility(grant: AccessGrant, consent_default_permit: bool) -> Visibility:
     rules: dict[str, list[RowRule]] = {p: [] for p in PERMISSIONS}
     for scope in resource_scopes(grant.scope):
         rule = _rule(grant, scope)

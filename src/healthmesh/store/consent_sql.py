@@ -16,39 +16,61 @@ totals and paging never count a withheld row.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
-from psycopg import sql
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
 
 from healthmesh.fhir.consent import ALWAYS_DENIED_PURPOSES, SENSITIVE_LABELS
-from healthmesh.store.access import ConsentContext
+from healthmesh.store.access import (
+    APPLY,
+    MAY_APPLY,
+    NONE,
+    NONE_FOR_OWN,
+    ConsentContext,
+    Visibility,
+)
 from healthmesh.store.search.sqlbits import all_of
 
 
-def _applies(x: str, context: ConsentContext, r: sql.Composable) -> sql.Composable:
-    """Rule alias ``x`` applies to this access and to row ``r``.
+def _access(
+    x: str, context: ConsentContext, patient_of_row: sql.Composable, *, bound: bool = False
+) -> list[sql.Composable]:
+    """Rule alias ``x`` applies to this access (who, why, when), on a row of the patient
+    ``patient_of_row``. ``bound``: the context's values as the placeholders of
+    ``probe_params`` rather than literals.
 
     On the acting patient's own rows only rules that name an actor of the access apply;
     elsewhere rules without actors (everyone) apply too.
     """
     rule = sql.Identifier(x)
-    actors = sql.Literal(list(context.actors))
+    actors: sql.Composable = sql.Placeholder("consent_actors")
+    patient: sql.Composable = sql.Placeholder("consent_patient")
+    purpose: sql.Composable = sql.Placeholder("consent_purpose")
+    if not bound:
+        actors = sql.Literal(list(context.actors))
+        patient, purpose = sql.Literal(context.patient), sql.Literal(context.purpose)
     if context.patient is None:
         who = sql.SQL("({x}.actors IS NULL OR {x}.actors && {a}::text[])").format(x=rule, a=actors)
     else:
-        who = sql.SQL(
-            "({x}.actors && {a}::text[] OR ({x}.actors IS NULL AND {r}.patient_id <> {p}))"
-        ).format(x=rule, a=actors, r=r, p=sql.Literal(context.patient))
-    access = [
-        who,
-        sql.SQL("({x}.purposes IS NULL OR {p} = ANY({x}.purposes))").format(
-            x=rule, p=sql.Literal(context.purpose)
+        who = sql.SQL("({x}.actors && {a}::text[] OR ({x}.actors IS NULL AND {r} <> {p}))").format(
+            x=rule, a=actors, r=patient_of_row, p=patient
         )
+    return [
+        who,
+        sql.SQL("({x}.purposes IS NULL OR {p} = ANY({x}.purposes))").format(x=rule, p=purpose)
         if context.purpose is not None
         else sql.SQL("{x}.purposes IS NULL").format(x=rule),
         sql.SQL("({x}.period_start IS NULL OR {x}.period_start <= now())").format(x=rule),
         sql.SQL("({x}.period_end IS NULL OR {x}.period_end > now())").format(x=rule),
     ]
+
+
+def _applies(x: str, context: ConsentContext, r: sql.Composable) -> sql.Composable:
+    """Rule alias ``x`` applies to this access and to row ``r``."""
+    rule = sql.Identifier(x)
+    access = _access(x, context, sql.SQL("{}.patient_id").format(r))
     row = [
         sql.SQL("({x}.types IS NULL OR {r}.res_type = ANY({x}.types))").format(x=rule, r=r),
         sql.SQL(
@@ -113,6 +135,16 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
     if context.purpose in ALWAYS_DENIED_PURPOSES:
         return sql.SQL("{}.patient_id IS NULL").format(r)  # no patient data for marketing
     own = sql.Literal(context.patient)
+    if context.rules == NONE_FOR_OWN:
+        # No rule applies to the patient's own rows, and the scopes reach no one else's: the
+        # full condition below is true on exactly these rows (``settle``). A CASE, so that
+        # the planner does not count it again: the scopes' own condition already restricts
+        # the rows to the patient (store/access.py ``_owned_by``).
+        return sql.SQL(
+            "CASE WHEN {r}.patient_id IS NULL OR {r}.patient_id = {o} THEN true ELSE false END"
+        ).format(r=r, o=own)
+    if context.rules == NONE:
+        return _defaults_only(context, r)
     # 1. No applicable deny that a deeper applicable permit does not override.
     denied = sql.SQL(
         "NOT EXISTS (SELECT 1 FROM consent_rule cd WHERE cd.effect = 'deny' AND {ad}"
@@ -150,3 +182,102 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
         )
     )
     return all_of(parts)
+
+
+def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable:
+    """The full condition when no rule in ``consent_rule`` applies to this access: no deny to
+    honour and no permit to find, so what remains is the deployment default (opt-in: nobody
+    else's rows) and the sensitive-data default (nobody else's labelled rows)."""
+    own = sql.Literal(context.patient)
+    mine = (
+        sql.SQL(" OR {r}.patient_id = {o}").format(r=r, o=own)
+        if context.patient is not None
+        else sql.SQL("")
+    )
+    if not context.default_permit:
+        return sql.SQL("({r}.patient_id IS NULL{mine})").format(r=r, mine=mine)
+    return sql.SQL(
+        "({r}.patient_id IS NULL{mine} OR NOT EXISTS (SELECT 1 FROM search_token cs"
+        " WHERE cs.res_type = {r}.res_type AND cs.res_id = {r}.id AND cs.param = '_security'"
+        " AND cs.code = ANY({labels})))"
+    ).format(r=r, mine=mine, labels=sql.Literal(sorted(SENSITIVE_LABELS)))
+
+
+def _probe(context: ConsentContext, *, own_only: bool) -> sql.Composable:
+    """SQL: some rule in ``consent_rule`` could apply to this access — for ``own_only``, on
+    the patient's own rows (rules naming an actor of the access), otherwise on any row.
+    Row-dependent dimensions (types, categories, labels) are not looked at: a rule that
+    might apply counts. The context's values are bound (``probe_params``), so there are a
+    handful of texts, which psycopg prepares: PostgreSQL plans each once per connection."""
+    x = sql.Identifier("x")
+    if own_only:
+        who = [
+            sql.SQL("x.patient_id = %(consent_patient)s"),
+            sql.SQL("x.actors && %(consent_actors)s::text[]"),
+            *_access("x", context, sql.SQL("x.patient_id"), bound=True)[1:],
+        ]
+    else:
+        who = _access("x", context, sql.SQL("x.patient_id"), bound=True)
+    return sql.SQL("EXISTS (SELECT 1 FROM consent_rule {x} WHERE {c})").format(x=x, c=all_of(who))
+
+
+def probe_params(context: ConsentContext) -> dict[str, object]:
+    return {
+        "consent_actors": list(context.actors),
+        "consent_patient": context.patient,
+        "consent_purpose": context.purpose,
+    }
+
+
+def probe(visibility: Visibility | None) -> tuple[str, dict[str, object]] | None:
+    """The question ``settle`` asks of ``consent_rule`` for this access (a scalar sub-select
+    and its parameters), for asking it along with another statement; None: nothing to ask."""
+    if visibility is None or visibility.consent is None:
+        return None
+    context = visibility.consent
+    if context.rules != MAY_APPLY or context.purpose in ALWAYS_DENIED_PURPOSES:
+        return None
+    text = _probe_text(
+        visibility.own_rows_only(), context.patient is not None, context.purpose is not None
+    )
+    return text.as_string(None), probe_params(context)
+
+
+def settled(visibility: Visibility, rule_may_apply: bool) -> Visibility:
+    """``visibility`` once ``probe(visibility)`` has been answered (``rule_may_apply``)."""
+    context = visibility.consent
+    assert context is not None
+    own = visibility.own_rows_only()
+    rules = APPLY if rule_may_apply else NONE_FOR_OWN if own else NONE
+    return replace(visibility, consent=replace(context, rules=rules))
+
+
+async def settle(
+    conn: AsyncConnection[TupleRow], visibility: Visibility | None
+) -> Visibility | None:
+    """``visibility`` with what ``consent_rule`` holds for this access looked up now.
+
+    Planning the full condition (correlated NOT EXISTS over ``consent_rule`` and the label
+    index) costs PostgreSQL ~1.5 ms per query, more than running the search
+    (docs/PERFORMANCE.md, "Authorization and privacy"). Most accesses meet no rule at all: one
+    index probe of ``consent_rule`` finds that out, and the queries then carry the simpler,
+    equivalent condition. Looked up on every request, never cached, so a Consent written by
+    any process binds the very next request. Only for read-only sessions: a write session
+    could write a Consent and then read under it. The FHIR API asks the same question in the
+    statement that checks the token (api/app.py), so its sessions find it answered.
+    """
+    question = probe(visibility)
+    if question is None or visibility is None:
+        return visibility
+    cur = await conn.execute(f"SELECT {question[0]}", question[1])
+    row = await cur.fetchone()
+    return settled(visibility, row is None or bool(row[0]))
+
+
+@lru_cache(maxsize=8)
+def _probe_text(own_only: bool, patient: bool, purpose: bool) -> sql.SQL:
+    """The probe's text depends only on which values the context has, not on what they are."""
+    shape = ConsentContext(
+        actors=(), patient="" if patient else None, purpose="" if purpose else None
+    )
+    return sql.SQL(_probe(shape, own_only=own_only).as_string(None))

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from healthmesh.fhir.consent import DATA_CATEGORIES
 from healthmesh.fhir.errors import Forbidden
 from healthmesh.fhir.search.extract import IndexRows
+from healthmesh.store import consent_sql
 from healthmesh.store.access import Visibility
 from healthmesh.store.rows import PreparedVersion
 from healthmesh.store.search.compiler import Compiler
@@ -631,7 +632,8 @@ class Repository:
                     yield session
                     await session.check_writes()
             else:
-                yield Session(conn, visibility)
+                # Read-only: what consent_rule holds for this access, looked up now.
+                yield Session(conn, await consent_sql.settle(conn, visibility))
 
     async def read_current(self, res_type: str, id: str) -> Served | None:
         """The hot read path: one primary-key lookup of what a read serves, no transaction."""

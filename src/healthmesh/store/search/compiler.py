@@ -55,6 +55,25 @@ class Compiler:
         self.base = base
         self.visibility = visibility
         self._aliases = 0
+        self._named: set[tuple[str, str]] = set()  # (row alias, id) a reference clause names
+
+    def names(self, r: sql.Identifier, target_id: str) -> bool:
+        """Whether a clause compiled so far on row ``r`` requires a reference to
+        ``target_id`` (one value, positive, no chain): e.g. ``Observation?patient=P``."""
+        return (r.as_string(None), target_id) in self._named
+
+    def _note_reference(self, c: Clause, r: sql.Identifier) -> None:
+        if len(c.values) != 1 or c.modifier not in (None, "Patient"):
+            return
+        value = c.values[0]
+        local = (
+            value[len(self.base) + 1 :]
+            if self.base and value.startswith(self.base + "/")
+            else value
+        )
+        kind, _, id = local.rpartition("/")
+        if kind in ("", "Patient") and id and ":" not in local:
+            self._named.add((r.as_string(None), id))
 
     def visible(self, permission: str, r: sql.Identifier, res_type: str | None) -> sql.Composable:
         """The caller may touch row ``r`` with ``permission`` (``true`` when unrestricted)."""
@@ -113,6 +132,8 @@ class Compiler:
                 expression=c.name,
             )
         table, index_param = self._index_of(c)
+        if kind == "reference":
+            self._note_reference(c, r)
         if c.modifier in ("above", "below") and kind == "token":
             raise NotSupported(
                 f"{c.name}: :{c.modifier} needs code-system subsumption, not built yet",
