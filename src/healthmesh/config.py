@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from healthmesh.auth.authcode_settings import AuthCodeSettings
 from healthmesh.auth.settings import AuthSettings
+from healthmesh.checkin.settings import CheckinSettings
 from healthmesh.share.settings import ShareSettings
 
 
@@ -34,6 +35,7 @@ class Settings:
             raise ValueError("consent_default is 'opt-out' or 'opt-in'")
 
     share: ShareSettings = field(default_factory=ShareSettings)
+    checkin: CheckinSettings = field(default_factory=CheckinSettings)  # the clinic check-in
 
     @staticmethod
     def from_env(database_url: str, **overrides: object) -> Settings:
@@ -47,5 +49,6 @@ class Settings:
         if "HEALTHMESH_CONSENT_DEFAULT" in os.environ:
             values["consent_default"] = os.environ["HEALTHMESH_CONSENT_DEFAULT"]
         values["share"] = ShareSettings.from_env()
+        values["checkin"] = CheckinSettings.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

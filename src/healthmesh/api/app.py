@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from healthmesh.api.auditing import Auditor, interaction_of, touched_by
 from healthmesh.api.auth_routes import mount_auth
+from healthmesh.api.checkin_routes import mount_checkin
 from healthmesh.api.authorize_routes import mount_authorize
 from healthmesh.api.parsing import (
     parse_body,
@@ -408,6 +409,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     app.state.share.summaries = OwnRecordBundles(
         repository, settings.base_url or "http://localhost/fhir"
     )
+    mount_checkin(app, settings, repository, token_verifier)  # the clinic check-in page and API
     app.state.repository = repository
     app.state.settings = settings
     return app
