@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from healthmesh.api.auditing import Auditor, interaction_of, touched_by
 from healthmesh.api.auth_routes import mount_auth
-from healthmesh.api.checkin_routes import mount_checkin
 from healthmesh.api.authorize_routes import mount_authorize
+from healthmesh.api.checkin_routes import mount_checkin
 from healthmesh.api.parsing import (
     parse_body,
     path_segments,
