@@ -37,14 +37,15 @@ LINK = LinkPayload(url="https://share.example/shl/" + "a" * 43, key=new_key(), f
 
 def _camera_frame(png: bytes, *, quality: int = 80) -> bytes:
     """Our QR code small and tilted on a grey, noisy 1280×720 'camera frame', as JPEG."""
-    code = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
-    code = cv2.resize(code, (360, 360), interpolation=cv2.INTER_AREA)
+    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert decoded is not None
+    code = cv2.resize(decoded, (360, 360), interpolation=cv2.INTER_AREA)
     rng = np.random.default_rng(7)
     frame = (rng.normal(150, 20, (720, 1280))).clip(0, 255).astype(np.uint8)
     frame[180:540, 460:820] = code
     turn = cv2.getRotationMatrix2D((640, 360), 8, 1.0)
-    frame = cv2.warpAffine(frame, turn, (1280, 720), borderValue=150)
-    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    tilted = cv2.warpAffine(frame, turn, (1280, 720), borderValue=150)
+    ok, jpeg = cv2.imencode(".jpg", tilted, [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
     return bytes(jpeg)
 
