@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,13 @@ def minimal_pdf(text: str = "My story") -> bytes:
         b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[]"
         b"/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%" + text.encode() + b"\n%%EOF\n"
     )
+
+
+def off_loop(mint: Callable[..., str], *args: Any, **kwargs: Any) -> str:
+    """``mint(...)`` in a thread of its own: SecuredNode.token uses asyncio.run, which cannot
+    run inside Playwright's sync API (it keeps an event loop in the test's thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(mint, *args, **kwargs).result()
 
 
 @contextmanager
@@ -177,7 +185,8 @@ class Sender:
     def __init__(self, node: SecuredNode, person: Person) -> None:
         self.node, self.person = node, person
         self.origin = f"http://127.0.0.1:{node.server.port}"
-        bearer = node.token(
+        bearer = off_loop(
+            node.token,
             "patient/*.rs launch/patient",
             client_id="checkin-patient-app",
             patient=person.patient_id,
@@ -228,7 +237,7 @@ class Clinic:
     def __init__(self, node: SecuredNode) -> None:
         self.node = node
         self.origin = f"http://127.0.0.1:{node.server.port}"
-        self.token = node.token(STAFF_SCOPE, client_id="front-desk")
+        self.token = off_loop(node.token, STAFF_SCOPE, client_id="front-desk")
         self.http = httpx.Client(
             base_url=self.origin, timeout=60, headers={"Authorization": f"Bearer {self.token}"}
         )

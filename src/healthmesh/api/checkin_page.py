@@ -54,9 +54,9 @@ PAGE = """<!doctype html>
 <main>
 <section id="signin">
   <h2>Front-desk sign-in</h2>
-  <p class="muted">Paste your staff access token (ask your administrator, or on the server:
+  <p class="muted">Paste your staff access token (from your administrator; on the server:
   <code>healthmesh token --client front-desk --scope "user/*.crs"</code>). It stays in this
-  browser tab only.</p>
+  browser tab only and lasts at most an hour.</p>
   <div class="row">
     <input id="token" type="password" size="60" placeholder="access token" autocomplete="off">
     <button id="use-token">Sign in</button>

@@ -98,14 +98,35 @@ def _display_of(target: Resource | None) -> str:
     )
 
 
+def new_patient_key(received: Received) -> str:
+    """The identifier value a Patient created from this share's Patient gets."""
+    patient = next(r for _, r in received.entries if r["resourceType"] == "Patient")
+    return _hash("new", _canonical(patient))
+
+
 def transaction_bundle(
-    received: Received, *, patient_id: str | None, importer: Importer
+    received: Received,
+    *,
+    patient_id: str | None,
+    importer: Importer,
+    chosen: Resource | None = None,
 ) -> tuple[Resource, Resource]:
-    """The transaction Bundle, and the Provenance it carries (``patient_id`` None: a new one)."""
+    """The transaction Bundle, and the Provenance it carries (``patient_id`` None: a new one).
+
+    ``chosen`` is the existing Patient's resource: when it was itself created from this
+    share's Patient, the keys are those of that first import, so importing again onto it
+    (now found as the match) writes nothing new either.
+    """
     entries = received.entries
     by_url = dict(entries)
     patient_url, patient = next((u, r) for u, r in entries if r["resourceType"] == "Patient")
-    patient_key = f"Patient/{patient_id}" if patient_id else _hash("new", _canonical(patient))
+    created_key = new_patient_key(received)
+    ours = {
+        i.get("value")
+        for i in (chosen or {}).get("identifier") or []
+        if isinstance(i, dict) and i.get("system") == CHECKIN_SYSTEM
+    }
+    patient_key = created_key if not patient_id or created_key in ours else f"Patient/{patient_id}"
     imported = [(u, r) for u, r in entries if r["resourceType"] in IMPORTED]
     kept = {u for u, _ in imported}
     # Card Bundles use resource:N fullUrls; a transaction wants urn:uuid ones.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from healthmesh.checkin import errors
 from healthmesh.checkin.candidates import find_candidates, suggestion
@@ -105,9 +106,10 @@ class CheckinService:
                 code="conflict",
             )
         patient_id = None if patient == NEW else patient
-        if patient_id is not None:
-            await self._check_patient(patient_id, caller)
-        bundle, _ = transaction_bundle(received, patient_id=patient_id, importer=caller.importer)
+        chosen = await self._check_patient(patient_id, caller) if patient_id else None
+        bundle, _ = transaction_bundle(
+            received, patient_id=patient_id, importer=caller.importer, chosen=chosen
+        )
         request = FhirRequest(
             method="POST",
             path=(),
@@ -122,7 +124,7 @@ class CheckinService:
         answer["patient"] = answer["patient"] or f"Patient/{patient_id}"
         return answer
 
-    async def _check_patient(self, patient_id: str, caller: Caller) -> None:
+    async def _check_patient(self, patient_id: str, caller: Caller) -> dict[str, Any]:
         """The chosen Patient must be one the caller can read (the read's SQL decides)."""
         request = FhirRequest(
             method="GET",
@@ -132,7 +134,7 @@ class CheckinService:
         )
         try:
             async with self.repository.session(write=False, visibility=caller.visibility) as s:
-                await dispatch(s, request)
+                result = await dispatch(s, request)
         except FhirError:
             raise errors.CheckinProblem(
                 "unknown-patient",
@@ -140,6 +142,9 @@ class CheckinService:
                 code="not-found",
                 expression="patient",
             ) from None
+        content = result.version.content if result.version is not None else None
+        found: dict[str, Any] = orjson.loads(content) if content is not None else {}
+        return found
 
 
 def _imported(response: dict[str, Any], bundle: dict[str, Any]) -> dict[str, Any]:
