@@ -317,3 +317,19 @@ def test_the_check_in_page_is_served_without_data_and_cannot_be_framed(nodes: No
     assert page.status_code == 200 and "Clinic check-in" in page.text
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert CHECKIN_SYSTEM not in page.text
+
+
+def test_the_import_and_the_candidate_searches_leave_audit_events(
+    nodes: Nodes, clinic: Clinic
+) -> None:
+    sender = nodes.person()
+    shlink, _ = sender.link()
+    preview = clinic.scan(text=shlink).json()
+    done = clinic.import_(text=shlink, patient="new", reviewed=preview["digest"]).json()
+    patient_id = done["patient"].split("/")[1]
+    clinic.scan(text=shlink)  # now the identifier search finds the patient: a read of theirs
+    events = clinic.fhir("AuditEvent", patient=patient_id, _count="100")
+    found = [e["resource"] for e in events.get("entry", [])]
+    subtypes = {c.get("code") for e in found for c in e.get("subtype", [])}
+    assert {"transaction", "search-type"} <= subtypes, subtypes
+    assert all("front-desk" in str(e["agent"]) for e in found)

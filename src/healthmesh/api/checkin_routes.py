@@ -35,6 +35,7 @@ from healthmesh.api.checkin_page import PAGE
 from healthmesh.auth.grant import AccessGrant, InvalidToken, TokenVerifier
 from healthmesh.auth.policy import visibility_for
 from healthmesh.checkin import errors
+from healthmesh.checkin.candidates import ReadHook
 from healthmesh.checkin.importer import IMPORTED, Importer
 from healthmesh.checkin.service import Caller, CheckinService
 from healthmesh.config import Settings
@@ -141,6 +142,19 @@ def mount_checkin(
 
         return hook
 
+    def audit_read(request: Request, grant: AccessGrant) -> ReadHook:
+        address = request.client.host if request.client else None
+
+        async def hook(fhir_request: FhirRequest, result: FhirResult) -> None:
+            events = auditor.events(
+                fhir_request, grant, result=result, status=result.status, address=address
+            )
+            if events:
+                async with repository.pool.connection() as conn:
+                    await auditor.on_its_own(conn, events)
+
+        return hook
+
     async def caller(request: Request, *, importing: bool) -> Caller:
         try:
             grant = await verifier.verify(bearer_token(request), audience=fhir_base(request))
@@ -153,6 +167,7 @@ def mount_checkin(
             base=fhir_base(request),
             own_issuer=own_issuer(request),
             audit_hook=audit_hook(request, grant),
+            audit_read=audit_read(request, grant),
         )
 
     def guarded(endpoint: Endpoint) -> Endpoint:

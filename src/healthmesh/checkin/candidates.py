@@ -16,6 +16,7 @@ chooses (or picks "new patient"): matching never guesses between people.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ import orjson
 from healthmesh.auth.identity import normalize
 from healthmesh.auth.identity.matching import MATCHED, decide, demographics_of_patient
 from healthmesh.checkin.summary import human_name
-from healthmesh.interactions.context import FhirRequest
+from healthmesh.interactions.context import FhirRequest, FhirResult
 from healthmesh.interactions.dispatch import dispatch
 from healthmesh.store.repository import Session
 
@@ -54,8 +55,11 @@ class Candidate:
         }
 
 
+ReadHook = Callable[[FhirRequest, FhirResult], Awaitable[None]]
+
+
 async def _search(
-    session: Session, params: list[tuple[str, str]], base: str
+    session: Session, params: list[tuple[str, str]], base: str, on_read: ReadHook | None
 ) -> list[dict[str, Any]]:
     request = FhirRequest(
         method="GET",
@@ -65,6 +69,8 @@ async def _search(
         visibility=session.visibility,
     )
     result = await dispatch(session, request)
+    if on_read is not None:  # the front desk's searches are accesses too: audited
+        await on_read(request, result)
     # Stored content comes spliced in as orjson.Fragment (interactions/bundles.py): one
     # round trip through orjson gives plain dicts.
     body = orjson.loads(orjson.dumps(result.body or {}))
@@ -119,14 +125,16 @@ def grade(shared: dict[str, Any], theirs: dict[str, Any]) -> tuple[str, str] | N
     return None
 
 
-async def find_candidates(session: Session, shared: dict[str, Any], base: str) -> list[Candidate]:
+async def find_candidates(
+    session: Session, shared: dict[str, Any], base: str, *, on_read: ReadHook | None = None
+) -> list[Candidate]:
     found: dict[str, dict[str, Any]] = {}
     for system, value in _identifiers(shared)[:5]:
-        for p in await _search(session, [("identifier", f"{system}|{value}")], base):
+        for p in await _search(session, [("identifier", f"{system}|{value}")], base, on_read):
             found[str(p["id"])] = p
     birth = shared.get("birthDate")
     if isinstance(birth, str) and normalize.birthdate(birth) is not None:
-        for p in await _search(session, [("birthdate", birth)], base):
+        for p in await _search(session, [("birthdate", birth)], base, on_read):
             found[str(p["id"])] = p
     graded = []
     for pid, theirs in found.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,12 @@ import orjson
 
 from healthmesh.checkin import errors
 from healthmesh.checkin.settings import CheckinSettings
+
+# httpx logs every request's URL at INFO; URLs taken from QR codes (link urls, file
+# locations) are capabilities, so unless the operator configured that logger, keep it quiet.
+_HTTPX_LOG = logging.getLogger("httpx")
+if _HTTPX_LOG.level == logging.NOTSET:
+    _HTTPX_LOG.setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)

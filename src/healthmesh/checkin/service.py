@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from healthmesh.checkin import errors
-from healthmesh.checkin.candidates import find_candidates, suggestion
+from healthmesh.checkin.candidates import ReadHook, find_candidates, suggestion
 from healthmesh.checkin.fetch import SafeFetcher
 from healthmesh.checkin.importer import Importer, transaction_bundle
 from healthmesh.checkin.receive import Received, Receiver
@@ -40,7 +40,8 @@ class Caller:
     importer: Importer
     base: str  # this node's FHIR base
     own_issuer: str  # this node's SMART Health Card iss
-    audit_hook: AuditHook | None = None
+    audit_hook: AuditHook | None = None  # the import's AuditEvents, in its transaction
+    audit_read: ReadHook | None = None  # the candidate searches' AuditEvents
 
 
 class CheckinService:
@@ -81,7 +82,9 @@ class CheckinService:
         summary = check_in_summary(received.entries)
         patient = next(r for _, r in received.entries if r["resourceType"] == "Patient")
         async with self.repository.session(write=False, visibility=caller.visibility) as session:
-            candidates = await find_candidates(session, patient, caller.base)
+            candidates = await find_candidates(
+                session, patient, caller.base, on_read=caller.audit_read
+            )
         return {
             "source": received.source.as_json(),
             "digest": received.digest,
