@@ -311,6 +311,18 @@ def test_staff_tokens_only_a_patient_token_or_none_is_refused(nodes: Nodes) -> N
         assert "create" in answer.json()["issue"][0]["diagnostics"]
 
 
+def test_api_errors_are_outcomes_even_for_a_wrong_method_or_body(clinic: Clinic) -> None:
+    for answer, status in (
+        (clinic.http.get("/checkin/api/scan"), 405),
+        (clinic.http.post("/checkin/api/scan", content=b"{not json"), 400),
+        (clinic.http.post("/checkin/api/scan", json=["a list"]), 400),
+        (clinic.scan(text="hello"), 400),
+        (clinic.import_(patient="new"), 400),
+    ):
+        assert answer.status_code == status, answer.text
+        assert answer.json()["resourceType"] == "OperationOutcome"
+
+
 def test_the_check_in_page_is_served_without_data_and_cannot_be_framed(nodes: Nodes) -> None:
     origin = f"http://127.0.0.1:{nodes.clinic.server.port}"
     page = httpx.get(f"{origin}/checkin", timeout=30)

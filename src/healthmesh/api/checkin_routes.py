@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 NO_STORE = {"Cache-Control": "no-store"}
 Endpoint = Callable[[Request], Awaitable[Response]]
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -173,6 +174,10 @@ def mount_checkin(
     def guarded(endpoint: Endpoint) -> Endpoint:
         async def run(request: Request) -> Response:
             try:
+                if request.method != "POST":  # an OperationOutcome, not Starlette's text 405
+                    raise errors.CheckinProblem(
+                        "method", "Use POST.", status=405, code="not-supported"
+                    )
                 return await endpoint(request)
             except errors.CheckinProblem as problem:
                 return _json(problem.outcome(), problem.status, problem.headers())
@@ -246,8 +251,8 @@ def mount_checkin(
     app.router.routes.extend(
         [
             Route("/checkin", page, methods=["GET"]),
-            Route("/checkin/api/scan", guarded(scan), methods=["POST"]),
-            Route("/checkin/api/import", guarded(import_share), methods=["POST"]),
+            Route("/checkin/api/scan", guarded(scan), methods=ANY_METHOD),
+            Route("/checkin/api/import", guarded(import_share), methods=ANY_METHOD),
         ]
     )
     inner = app.router.lifespan_context
