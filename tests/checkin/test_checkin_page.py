@@ -41,7 +41,14 @@ def browser() -> Iterator[Any]:
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            executable_path=CHROMIUM,
+            # A fake camera (Chromium's test pattern) for the getUserMedia capture path.
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+            ],
         )
         try:
             yield launched
@@ -51,7 +58,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, nodes: Nodes) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["camera"])
     opened = context.new_page()
     clinic = Clinic(nodes.clinic)
     opened.goto(f"{clinic.origin}/checkin")
@@ -151,3 +158,14 @@ def test_an_expired_link_and_an_unreadable_photo_are_explained(
     page.wait_for_selector("#message[data-reason=unreadable-photo]")
     assert "Photo could not be read" in page.inner_text("#message")
     _shot(page, "6-unreadable-photo")
+
+
+def test_a_camera_frame_is_captured_and_sent(page: Any) -> None:
+    """getUserMedia → canvas → POST: the fake camera shows a test pattern, not a QR code, so
+    the server's answer is the unreadable-photo message — proof the frame made the trip."""
+    page.click("#camera-start")
+    page.wait_for_selector("#camera-capture:not([hidden])")
+    page.wait_for_function("() => document.getElementById('video').videoWidth > 0")
+    page.click("#camera-capture")
+    page.wait_for_selector("#message[data-reason=unreadable-photo]")
+    assert "No QR code could be read" in page.inner_text("#message")
