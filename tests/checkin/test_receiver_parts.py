@@ -25,6 +25,8 @@ from starlette.routing import Route
 from healthmesh.checkin import errors
 from healthmesh.checkin.bundle_rules import check_shared_bundle
 from healthmesh.checkin.fetch import SafeFetcher
+from healthmesh.checkin.importer import Importer, transaction_bundle
+from healthmesh.checkin.receive import Received, Source
 from healthmesh.checkin.scan import classify, decode_photo
 from healthmesh.checkin.settings import CheckinSettings
 from healthmesh.share import jwe, qr
@@ -32,6 +34,8 @@ from healthmesh.share.shl import LinkPayload, new_key
 
 from conftest import ServerThread, free_port
 
+FHIR = "application/fhir+json"
+P_URL = "urn:uuid:00000000-0000-4000-8000-000000000001"
 LINK = LinkPayload(url="https://share.example/shl/" + "a" * 43, key=new_key(), flag="U", exp=2**31)
 
 
@@ -110,12 +114,15 @@ def _bundle(*extra: dict[str, Any]) -> dict[str, Any]:
         "birthDate": "1990-01-01",
         "gender": "other",
     }
-    entries = [{"fullUrl": "urn:uuid:p", "resource": patient}]
-    entries += [{"fullUrl": f"urn:uuid:{n}", "resource": r} for n, r in enumerate(extra)]
+    entries = [{"fullUrl": P_URL, "resource": patient}]
+    entries += [
+        {"fullUrl": f"urn:uuid:00000000-0000-4000-8000-0000000001{n:02d}", "resource": r}
+        for n, r in enumerate(extra)
+    ]
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
-def _condition(subject: str = "urn:uuid:p", **more: Any) -> dict[str, Any]:
+def _condition(subject: str = P_URL, **more: Any) -> dict[str, Any]:
     return {
         "resourceType": "Condition",
         "code": {"text": "Gout"},
@@ -153,18 +160,21 @@ def test_the_shared_bundle_rules_name_what_is_wrong() -> None:
 
 class OddSender:
     """A real HTTP sharing server whose manifest has a good file, a dead location and a kind
-    of file check-in does not read; and, at /bad, a Bundle the clinic's store must refuse."""
+    of file check-in does not read; and, at /bad, a valid Bundle (see the all-or-nothing test)."""
 
     def __init__(self) -> None:
         self.key = new_key()
         self.port = free_port()
         self.good = _bundle(_condition(code={"text": f"Gout {self.port}"}))
-        bad_shot = {
+        shot = {
             "resourceType": "Immunization",
             "status": "completed",
-            "patient": {"reference": "urn:uuid:p"},
-        }  # no vaccineCode: invalid R4
-        self.bad = _bundle(_condition(code={"text": f"Never stored {self.port}"}), bad_shot)
+            "vaccineCode": {"text": f"Never stored {self.port}"},
+            "patient": {"reference": P_URL},
+            "occurrenceDateTime": "2024-01-01",
+        }
+        gout = _condition(code={"text": f"Trouble {self.port}"})
+        self.bad = _bundle(shot, gout)
         routes = [
             Route("/shl/odd", self.manifest, methods=["POST"]),
             Route("/shl/bad", self.manifest, methods=["POST"]),
@@ -234,16 +244,53 @@ def test_files_that_fail_are_reported_as_partial_data_and_the_rest_is_shown(
 
 
 def test_an_import_the_store_refuses_writes_nothing_at_all(odd: OddSender, clinic: Clinic) -> None:
+    """The clinic already holds two Conditions with the idempotency key the shared Condition
+    will get (as a botched earlier import might have left): the conditional create matches
+    two, so the transaction fails (412), and the Immunization before it and the new Patient
+    are not written either."""
     link = odd.link("bad")
     preview = clinic.scan(text=link).json()
+    entries = check_shared_bundle(odd.bad)
+    received = Received(source=Source(kind="shl", digest=""), bundle=odd.bad, entries=entries)
+    planned, _ = transaction_bundle(
+        received, patient_id=None, importer=Importer(fhir_user=None, client_id="x")
+    )
+    key = next(
+        e["resource"]["identifier"]
+        for e in planned["entry"]
+        if e["resource"]["resourceType"] == "Condition"
+    )
+    for _ in range(2):
+        twin = {**_condition(code={"text": "pre-existing"}), "identifier": key}
+        twin["subject"] = {"display": "someone"}
+        made = clinic.http.post("/fhir/Condition", json=twin, headers={"Content-Type": FHIR})
+        assert made.status_code == 201, made.text
     answer = clinic.import_(text=link, patient="new", reviewed=preview["digest"])
-    assert answer.status_code == 400, answer.text
+    assert answer.status_code == 412, answer.text
     assert answer.json()["resourceType"] == "OperationOutcome"
-    assert "vaccineCode" in answer.text
-    found = clinic.fhir("Condition", **{"code:text": f"Never stored {odd.port}"})
+    found = clinic.fhir("Immunization", **{"vaccine-code:text": f"Never stored {odd.port}"})
     assert found.get("entry", []) == []
     patients = clinic.fhir("Patient", family="Doe")
     assert patients.get("entry", []) == []
+    provenances = clinic.fhir("Provenance", _count="200")
+    assert all("Never" not in str(p) for p in provenances.get("entry", []))
+
+
+def test_a_bundle_that_is_not_valid_r4_is_refused_at_scan_naming_the_element(
+    odd: OddSender, clinic: Clinic
+) -> None:
+    broken = _bundle(
+        {
+            "resourceType": "Immunization",
+            "status": "completed",
+            "patient": {"reference": P_URL},
+            "occurrenceDateTime": "2024",
+        }
+    )
+    with pytest.raises(errors.CheckinProblem) as caught:
+        check_shared_bundle(broken)
+    assert caught.value.reason == "invalid-bundle"
+    assert caught.value.expression == "Bundle.entry[1].resource.vaccineCode"
 
 
 def test_a_photo_upload_through_the_api_reads_a_camera_frame(

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from healthmesh.checkin.bundle_rules import prune_empty
 from healthmesh.checkin.candidates import CHECKIN_SYSTEM
 from healthmesh.checkin.receive import Received
 from healthmesh.checkin.summary import concept, human_name
@@ -146,7 +147,7 @@ def transaction_bundle(
 
         _display_only(resource, kept | {patient_url}, by_url)
         rewrite_references(resource, one)
-        _prune(resource)
+        prune_empty(resource)
         return resource
 
     tx_entries: list[Resource] = []
@@ -209,19 +210,6 @@ def _display_only(node: Any, kept: set[str], by_url: dict[str, Resource]) -> Non
     elif isinstance(node, list):
         for value in node:
             _display_only(value, kept, by_url)
-
-
-def _prune(node: Any) -> bool:
-    """Drop empty objects and lists (FHIR JSON forbids them, json.html), e.g. a card's
-    minimised ``performer: [{}]``; True when ``node`` itself ended up empty."""
-    if isinstance(node, dict):
-        for key in [k for k, v in node.items() if _prune(v)]:
-            del node[key]
-        return not node
-    if isinstance(node, list):
-        node[:] = [v for v in node if not _prune(v)]
-        return not node
-    return False
 
 
 def _provenance(

@@ -7,6 +7,7 @@ warnings for the files that could not be used (partial data is shown, never hidd
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class Receiver:
             why = "revoked by its issuer" if card.revoked else "expired"
             raise errors.invalid_card(f"This health card was {why}; it cannot be used.")
         source = Source(kind="shc", digest=_sha256("".join(scanned.card_chunks)), issuer=card.iss)
-        entries = check_shared_bundle(card.bundle, card=True)
+        entries = await asyncio.to_thread(check_shared_bundle, card.bundle, card=True)
         return Received(
             source=source,
             bundle=card.bundle,
@@ -169,7 +170,8 @@ class Receiver:
             except errors.CheckinProblem as problem:
                 warnings.append(f"File {n} could not be used: {problem.message}")
         if bundles:
-            entries = check_shared_bundle(bundles[0])
+            # Validating a whole record is CPU work: off the event loop.
+            entries = await asyncio.to_thread(check_shared_bundle, bundles[0])
             if len(bundles) > 1:
                 warnings.append(f"{len(bundles) - 1} further Bundle(s) were not read.")
             return Received(
@@ -180,7 +182,7 @@ class Receiver:
                 warnings=warnings,
             )
         if cards:
-            entries = check_shared_bundle(cards[0].bundle, card=True)
+            entries = await asyncio.to_thread(check_shared_bundle, cards[0].bundle, card=True)
             return Received(
                 source=source,
                 bundle=cards[0].bundle,
