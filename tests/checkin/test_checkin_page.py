@@ -107,6 +107,8 @@ def test_upload_a_qr_photo_see_the_summary_and_import(
     page.click("#import")
     page.wait_for_selector("#result:not([hidden])")
     assert page.inner_text("#result-text").startswith("Imported")
+    links = page.eval_on_selector_all("#result-links a", "nodes => nodes.map(n => n.dataset.ref)")
+    assert len(links) == len(set(links)) and links[0].startswith("Patient/")
     page.click("#result-links a >> nth=0")
     page.wait_for_selector("#resource:not([hidden])")
     assert '"resourceType": "Patient"' in page.inner_text("#resource")

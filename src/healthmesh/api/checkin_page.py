@@ -341,7 +341,7 @@ $("import").onclick = async () => {
       (had ? `; ${had} were already in our records.` : ".") :
       "Everything in this share was already imported; nothing new was written.";
     $("result-links").replaceChildren();
-    for (const ref of [result.patient, ...result.created, ...result.existing]) {
+    for (const ref of new Set([result.patient, ...result.created, ...result.existing])) {
       const a = el("a", ref, { href: "/fhir/" + ref, "data-ref": ref });
       a.onclick = async (e) => {
         e.preventDefault();
