@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import httpx
 import numpy as np
+import orjson
 import pytest
 import uvicorn
 from checkin_support import Clinic, reason, two_nodes
@@ -179,6 +180,9 @@ class OddSender:
             Route("/shl/odd", self.manifest, methods=["POST"]),
             Route("/shl/bad", self.manifest, methods=["POST"]),
             Route("/missing", lambda r: Response(status_code=404), methods=["GET"]),
+            Route("/shl/located", self.located, methods=["POST"]),
+            Route("/file", self.file, methods=["GET"]),
+            Route("/shl/elsewhere", self.elsewhere, methods=["POST"]),
         ]
         config = uvicorn.Config(
             Starlette(routes=routes), host="127.0.0.1", port=self.port, log_level="warning"
@@ -188,13 +192,26 @@ class OddSender:
 
     async def manifest(self, request: Request) -> Response:
         bundle = self.bad if request.url.path.endswith("bad") else self.good
-        token = jwe.encrypt(__import__("orjson").dumps(bundle), self.key, "application/fhir+json")
+        token = jwe.encrypt(orjson.dumps(bundle), self.key, "application/fhir+json")
         files = [
             {"contentType": "application/fhir+json", "embedded": token},
             {"contentType": "application/fhir+json", "location": f"{self.origin}/missing"},
             {"contentType": "application/smart-api-access", "embedded": token},
         ]
         return JSONResponse({"files": files})
+
+    async def located(self, request: Request) -> Response:
+        """Every file by location, whatever embeddedLengthMax says (the IG allows it)."""
+        return JSONResponse(
+            {"files": [{"contentType": "application/fhir+json", "location": f"{self.origin}/file"}]}
+        )
+
+    async def file(self, request: Request) -> Response:
+        token = jwe.encrypt(orjson.dumps(self.good), self.key, "application/fhir+json")
+        return Response(token, media_type="application/jose")
+
+    async def elsewhere(self, request: Request) -> Response:
+        return Response(status_code=302, headers={"Location": "http://169.254.169.254/"})
 
     @property
     def origin(self) -> str:
@@ -300,3 +317,15 @@ def test_a_photo_upload_through_the_api_reads_a_camera_frame(
     answer = clinic.scan(image="data:image/jpeg;base64," + base64.b64encode(frame).decode())
     assert answer.status_code == 200, answer.text
     assert reason(clinic.scan(image="data:image/png;base64,!!!")) == "unreadable-photo"
+
+
+def test_files_by_location_are_fetched_and_a_redirect_is_not_followed(
+    odd: OddSender, clinic: Clinic
+) -> None:
+    located = clinic.scan(text=odd.link("located"))
+    assert located.status_code == 200, located.text
+    assert located.json()["warnings"] == []
+    assert [p["name"] for p in located.json()["summary"]["problems"]] == [f"Gout {odd.port}"]
+    redirected = clinic.scan(text=odd.link("elsewhere"))
+    assert redirected.status_code == 422 and reason(redirected) == "sender-unreachable"
+    assert "redirected" in redirected.json()["issue"][0]["diagnostics"]
