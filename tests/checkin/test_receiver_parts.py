@@ -183,6 +183,11 @@ class OddSender:
             Route("/shl/located", self.located, methods=["POST"]),
             Route("/file", self.file, methods=["GET"]),
             Route("/shl/elsewhere", self.elsewhere, methods=["POST"]),
+            Route(
+                "/shl/busy",
+                lambda r: Response(status_code=429, headers={"Retry-After": "7"}),
+                methods=["POST"],
+            ),
         ]
         config = uvicorn.Config(
             Starlette(routes=routes), host="127.0.0.1", port=self.port, log_level="warning"
@@ -329,3 +334,11 @@ def test_files_by_location_are_fetched_and_a_redirect_is_not_followed(
     redirected = clinic.scan(text=odd.link("elsewhere"))
     assert redirected.status_code == 422 and reason(redirected) == "sender-unreachable"
     assert "redirected" in redirected.json()["issue"][0]["diagnostics"]
+
+
+def test_a_sender_asking_to_slow_down_is_passed_on_with_retry_after(
+    odd: OddSender, clinic: Clinic
+) -> None:
+    answer = clinic.scan(text=odd.link("busy"))
+    assert answer.status_code == 429 and reason(answer) == "throttled"
+    assert answer.headers["retry-after"] == "7"
