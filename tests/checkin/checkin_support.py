@@ -29,6 +29,7 @@ from conftest import ServerThread, _with_db
 from support import FHIR_JSON
 
 STAFF_SCOPE = "user/*.crs"
+POOL = 4  # connections per node: the PostgreSQL the suites share has 100 for everyone
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 MRN = "urn:oid:2.16.840.1.113883.19.5"
@@ -259,6 +260,7 @@ def clinic_settings(database_url: str, **checkin: Any) -> Settings:
     return Settings(
         database_url=database_url,
         open=False,
+        pool_size=POOL,
         checkin=CheckinSettings(allow_insecure=True, **checkin),
     )
 
@@ -288,7 +290,7 @@ class Nodes:
 @contextmanager
 def two_nodes(admin_url: str, database_url: str, loader: ServerThread) -> Iterator[Nodes]:
     """A secured sender on the worker's database and a clinic on a database of its own."""
-    with ServerThread(Settings(database_url=database_url, open=False)) as sender:
+    with ServerThread(Settings(database_url=database_url, open=False, pool_size=POOL)) as sender:
         sender_issuer = f"http://127.0.0.1:{sender.port}/shc"
         with (
             fresh_database(admin_url) as clinic_url,
