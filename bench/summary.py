@@ -8,6 +8,10 @@ same Patient, practitioners and organisations), so the record holds well over 1,
 resources. Then serves ``healthmesh serve --open`` and asks each ``N`` times, one request at a
 time after a warm-up, reporting p50 / p95 / max wall time per request as the client sees it
 (HTTP included). Target (docs/PERFORMANCE.md): $summary p95 < 300 ms. Not a test.
+
+Baseline, in the same run: the raw SQL that fetches every current row the patient owns
+(``SELECT res_type, id, content FROM resource WHERE patient_id = …``, psycopg, all rows
+fetched), so the summary's cost reads as a ratio to "just reading the record".
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 
 from bench.common import (
     DEFAULT_ADMIN_URL,
@@ -101,6 +106,20 @@ def timings(
     return [s * 1000 for s in seconds], entries, size, server_ms, database_ms
 
 
+def sql_timings(url: str, pid: str, n: int) -> tuple[list[float], int, int]:
+    """Wall ms of fetching every current row ``pid`` owns with one plain statement."""
+    query = "SELECT res_type, id, content FROM resource WHERE patient_id = %s AND NOT deleted"
+    with psycopg.connect(url) as conn:
+        for _ in range(3):
+            conn.execute(query, (pid,)).fetchall()
+        seconds, rows = [], []
+        for _ in range(n):
+            started = time.perf_counter()
+            rows = conn.execute(query, (pid,)).fetchall()
+            seconds.append(time.perf_counter() - started)
+    return [s * 1000 for s in seconds], len(rows), sum(len(r[2] or "") for r in rows)
+
+
 def p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -111,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--database-url", default=DEFAULT_ADMIN_URL)
+    parser.add_argument("--name", default="summary", help="scratch database bench_NAME")
     args = parser.parse_args(argv)
     databases = Databases(args.database_url)
     source = largest_patient()
     try:
-        url = databases.create("summary")
+        url = databases.create(args.name)
         with tempfile.TemporaryDirectory() as work:
             big, big_count = scaled(source, args.copies, Path(work))
             load = run_measured(
@@ -145,6 +165,21 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 found = client.get("/Patient", params={"identifier": identifier}).json()
                 pid = found["entry"][0]["resource"]["id"]
+                ms, count, size = sql_timings(url, pid, args.requests)
+                baseline = p(ms, 0.95)
+                rows.append(
+                    (
+                        label,
+                        "raw SQL",
+                        count,
+                        size,
+                        statistics.median(ms),
+                        baseline,
+                        max(ms),
+                        0.0,
+                        0.0,
+                    )
+                )
                 for operation in ("$summary", "$shared-bundle"):
                     meters = (CpuMeter(service.pid), CpuMeter(database_url=url))
                     ms, entries, size, cpu, pg = timings(
@@ -155,12 +190,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(
             f"{'patient':58} {'operation':15} {'entries':>7} {'bytes':>9} {'p50 ms':>8}"
-            f" {'p95 ms':>8} {'max ms':>8} {'server CPU':>10} {'PG CPU':>7}"
+            f" {'p95 ms':>8} {'max ms':>8} {'server CPU':>10} {'PG CPU':>7} p95/SQL"
         )
+        base_p95 = 0.0
         for label, operation, entries, size, p50, p95, worst, cpu, pg in rows:
+            if operation == "raw SQL":
+                base_p95 = p95
+            ratio = f"{p95 / base_p95:6.1f}x" if base_p95 else ""
             print(
                 f"{label:58} {operation:15} {entries:7d} {size:9d} {p50:8.1f} {p95:8.1f}"
-                f" {worst:8.1f} {cpu:10.1f} {pg:7.1f}"
+                f" {worst:8.1f} {cpu:10.1f} {pg:7.1f} {ratio}"
             )
         summaries = [r for r in rows if r[1] == "$summary"]
         met = all(r[5] < TARGET_P95_MS for r in summaries)

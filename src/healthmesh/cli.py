@@ -1,4 +1,4 @@
-"""The ``healthmesh`` command: serve, demo, load, migrate, clients, token, keys."""
+"""The ``healthmesh`` command: serve, demo, load, migrate, clients, token, keys, export."""
 
 from __future__ import annotations
 
@@ -208,7 +208,9 @@ def demo(
         _print_report(report, seconds)
     base = f"http://{host}:{port}/fhir"
     if not open_:
-        _ensure_demo_client(url, f"http://{host}:{port}/demo/callback")
+        _ensure_demo_client(
+            url, f"http://{host}:{port}/demo/callback", f"http://{host}:{port}/share"
+        )
     console.print(f"\n[bold green]HealthMesh demo[/] on {redact(url)}")
     console.print(f"  FHIR base        {base}")
     console.print(f"  capabilities     {base}/metadata")
@@ -220,6 +222,10 @@ def demo(
         from healthmesh.auth.identity.test_idp import demo_accounts_sync
 
         console.print(f"  TEST identity    http://{host}:{port}/idp  (synthetic people only)")
+        if not open_:
+            console.print(
+                f"  share my record  http://{host}:{port}/share  (sign in as one of them)"
+            )
         _print_accounts(demo_accounts_sync(url, 3), title="A few test identity logins")
     if open_:
         console.print(OPEN_WARNING)
@@ -239,8 +245,11 @@ def demo(
 DEMO_CLIENT = "healthmesh-demo"
 
 
-def _ensure_demo_client(url: str, redirect_uri: str) -> None:
-    """The demo's own client, for `healthmesh token` and trying the code flow by hand."""
+def _ensure_demo_client(url: str, redirect_uri: str, share_page: str) -> None:
+    """The demo's own client, for `healthmesh token`, trying the code flow by hand, and the
+    patient's sharing page (``share_page``, its redirect URI: docs/sharing.md)."""
+    import psycopg
+
     from healthmesh.auth.clients import Client
 
     async def body(auth: AuthServer) -> None:
@@ -249,13 +258,19 @@ def _ensure_demo_client(url: str, redirect_uri: str) -> None:
                 Client(
                     client_id=DEMO_CLIENT,
                     name="HealthMesh demo (scripts and browser)",
-                    redirect_uris=(redirect_uri,),
+                    redirect_uris=(redirect_uri, share_page),
                     scope="system/*.rs patient/*.rs user/*.rs openid fhirUser launch/patient"
                     " offline_access",
                 )
             )
 
     _with_auth(url, body)
+    with psycopg.connect(url) as conn:  # a demo client from before the sharing page
+        conn.execute(
+            "UPDATE auth_client SET redirect_uris = array_append(redirect_uris, %s)"
+            " WHERE client_id = %s AND NOT (%s = ANY (redirect_uris))",
+            (share_page, DEMO_CLIENT, share_page),
+        )
 
 
 def _is_empty(url: str) -> bool:
@@ -606,3 +621,47 @@ def launch_command(
         console.print(f"[red]Patient/{patient} is not in the store[/]")
         raise typer.Exit(2)
     print(launch)  # noqa: T201 (the output scripts read)
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option(help="Folder the NDJSON files are written to.")],
+    url: Annotated[str, typer.Option(help="The FHIR base URL.")] = "http://127.0.0.1:8080/fhir",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HEALTHMESH_TOKEN", help="Bearer token (e.g. from `healthmesh token`)."
+        ),
+    ] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="_type: Patient,Observation")] = None,
+    since: Annotated[str | None, typer.Option(help="_since: an instant")] = None,
+    type_filter: Annotated[
+        list[str] | None, typer.Option("--type-filter", help="_typeFilter (repeatable)")
+    ] = None,
+    group: Annotated[str | None, typer.Option(help="Export this Group's members.")] = None,
+    patients: Annotated[bool, typer.Option(help="Patient-level export.")] = False,
+) -> None:
+    """Run a FHIR Bulk Data export against a server and download its files (docs/export.md)."""
+    import httpx
+
+    from healthmesh.export.client import ExportFailed, run_export
+
+    path = f"/Group/{group}/$export" if group else "/Patient/$export" if patients else "/$export"
+    params = [("_type", type_)] if type_ else []
+    params += [("_since", since)] if since else []
+    params += [("_typeFilter", f) for f in type_filter or []]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with (
+        httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=120) as client,
+        console.status("starting the export") as status,
+    ):
+        try:
+            manifest, files = run_export(
+                client, path=path, params=params, out=out, progress=status.update
+            )
+        except (ExportFailed, httpx.HTTPError) as failed:
+            console.print(f"[red]export failed: {failed}[/]")
+            raise typer.Exit(1) from None
+    console.print(f"transactionTime {manifest['transactionTime']}: {len(files)} files in {out}")
+    for f in files:
+        console.print(f"  {f.path.name}: {f.count} {f.type}")

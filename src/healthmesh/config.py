@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from healthmesh.auth.authcode_settings import AuthCodeSettings
 from healthmesh.auth.settings import AuthSettings
 from healthmesh.checkin.settings import CheckinSettings
+from healthmesh.export.settings import ExportSettings
 from healthmesh.share.settings import ShareSettings
 
 
@@ -36,6 +37,7 @@ class Settings:
 
     share: ShareSettings = field(default_factory=ShareSettings)
     checkin: CheckinSettings = field(default_factory=CheckinSettings)  # the clinic check-in
+    export: ExportSettings = field(default_factory=ExportSettings)  # bulk export (docs/export.md)
 
     @staticmethod
     def from_env(database_url: str, **overrides: object) -> Settings:
@@ -50,5 +52,6 @@ class Settings:
             values["consent_default"] = os.environ["HEALTHMESH_CONSENT_DEFAULT"]
         values["share"] = ShareSettings.from_env()
         values["checkin"] = CheckinSettings.from_env()
+        values["export"] = ExportSettings.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from share_support import (
     summary_bundle,
 )
 
+from healthmesh.auth.grant import AccessGrant
 from healthmesh.share.shl import decode
 
 from conftest import ServerThread
@@ -189,7 +190,8 @@ def test_u_with_p_label_over_80_and_past_exp_are_refused_at_creation(as_patient:
     for case in cases:
         response = ada.post("/share/links", json={"bundle": bundle, **case})
         assert response.status_code == 400, case
-        assert response.json()["error"] == "invalid_request"
+        assert response.json()["resourceType"] == "OperationOutcome"
+        assert response.json()["issue"][0]["code"] == "invalid"
     bad_bundle = {
         "resourceType": "Bundle",
         "type": "collection",
@@ -197,7 +199,7 @@ def test_u_with_p_label_over_80_and_past_exp_are_refused_at_creation(as_patient:
     }
     refused = ada.post("/share/links", json={"bundle": bad_bundle})
     assert refused.status_code == 400
-    assert "Bundle.entry[0].resource.gender" in refused.json()["error_description"]
+    assert "Bundle.entry[0].resource.gender" in refused.json()["issue"][0]["diagnostics"]
     assert ada.post("/share/links", json={}).status_code == 400  # no $summary source yet
 
 
@@ -270,7 +272,8 @@ def test_a_patient_reaches_only_their_own_links(as_patient: Patients, node: Serv
     assert _manifest(decode(created["shlink"]).url).status_code == 200  # still active
     anonymous = httpx.get(f"{origin(node)}/share/links")
     assert anonymous.status_code == 401
-    assert anonymous.json()["error"] == "invalid_token"
+    assert anonymous.json()["resourceType"] == "OperationOutcome"
+    assert anonymous.json()["issue"][0]["code"] == "login"
     assert "Bearer" in anonymous.headers["www-authenticate"]
     forged = httpx.get(f"{origin(node)}/share/links", headers={"Authorization": "Bearer x.y.z"})
     assert forged.status_code == 401
@@ -301,8 +304,9 @@ class _Summaries:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def summary(self, patient: str) -> dict[str, Any] | None:
-        self.asked.append(patient)
+    async def summary(self, grant: AccessGrant, contents: object = None) -> dict[str, Any] | None:
+        assert grant.patient is not None
+        self.asked.append(grant.patient)
         return summary_bundle()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from healthmesh.auth.grant import AccessGrant
 from healthmesh.share.content import OwnRecordBundles
 from healthmesh.store.repository import Repository
 
@@ -20,7 +21,8 @@ def _content(database_url: str, patient: str) -> dict[str, Any] | None:
         repository = Repository(database_url, min_size=1, max_size=2)
         await repository.open()
         try:
-            return await OwnRecordBundles(repository, "http://localhost/fhir").summary(patient)
+            grant = AccessGrant(client_id="share-test", scope="patient/*.rs", patient=patient)
+            return await OwnRecordBundles(repository, "http://localhost/fhir").summary(grant)
         finally:
             await repository.close()
 

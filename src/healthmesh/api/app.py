@@ -22,6 +22,7 @@ from healthmesh.api.auditing import Auditor, interaction_of, touched_by
 from healthmesh.api.auth_routes import mount_auth
 from healthmesh.api.authorize_routes import mount_authorize
 from healthmesh.api.checkin_routes import mount_checkin
+from healthmesh.api.export_routes import mount_export
 from healthmesh.api.parsing import (
     parse_body,
     path_segments,
@@ -135,7 +136,13 @@ class _ApiCors:
             allow_origins=["*"],
             allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"],
             allow_headers=_CORS_HEADERS,
-            expose_headers=["ETag", "Location", "Last-Modified", "Content-Location"],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Last-Modified",
+                "Content-Location",
+                *("X-Progress", "Retry-After", "Expires"),  # bulk export status (docs/export.md)
+            ],
             max_age=600,
         )
 
@@ -405,9 +412,13 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
 
         mount_test_idp(app, repository.pool, base_url=settings.base_url)
     mount_share(app, settings, repository, token_verifier)  # SMART Health Links and Cards
+    # Bulk Data $export: kick-off, status and file routes ahead of /fhir/{path}; its worker.
+    app.state.export = mount_export(app, settings, repository, token_verifier, auditor)
     # A share created without a Bundle carries the patient's own Kill the Clipboard bundle.
     app.state.share.summaries = OwnRecordBundles(
-        repository, settings.base_url or "http://localhost/fhir"
+        repository,
+        settings.base_url or "http://localhost/fhir",
+        consent_default_permit=settings.consent_default == "opt-out",
     )
     mount_checkin(app, settings, repository, token_verifier)  # the clinic check-in page and API
     app.state.repository = repository

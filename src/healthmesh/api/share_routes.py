@@ -7,8 +7,10 @@ API) and the SMART Health Card issuer's well-known documents.
   and allow any origin (CORS), since viewers run in browsers.
 - The management API under ``/share`` needs a bearer token with a patient in context
   (AccessGrant.patient), verified by the app's verifier; it reaches only that patient's links.
+  The patient's page that uses it is api/share_page.py (``GET /share``).
 
-Errors are JSON ``{error, error_description}``, except the IG's own manifest answers.
+Receiver errors are the IG's answers (404, 401 ``remainingAttempts``, 429) or JSON
+``{error, error_description}``; management errors are FHIR OperationOutcomes (what and where).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from healthmesh.auth.grant import InvalidToken, TokenVerifier
+from healthmesh.api.share_page import mount_share_page
+from healthmesh.auth.grant import AccessGrant, InvalidToken, TokenVerifier
 from healthmesh.config import Settings
-from healthmesh.fhir.errors import Unauthorized
+from healthmesh.fhir.errors import FhirError, Issue, Unauthorized, operation_outcome
 from healthmesh.share import qr
+from healthmesh.share.content import parse_contents, section_choices
 from healthmesh.share.errors import Forbidden, InvalidRequest, LinkNotFound, ShareError
 from healthmesh.share.links import NewLink, ShareFile, bundle_file
 from healthmesh.share.manifest import check_recipient, parse_manifest_request
@@ -52,6 +56,21 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+# OperationOutcome issue codes (R4 valueset-issue-type) of the management API's refusals.
+_ISSUE_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported"}
+
+
+def outcome_response(error: ShareError) -> Response:
+    """A management refusal as an OperationOutcome, with the IG's headers (Retry-After)."""
+    issue = Issue(code=_ISSUE_CODES.get(error.status, "invalid"), diagnostics=error.description)
+    return Response(
+        orjson.dumps(operation_outcome([issue])),
+        error.status,
+        {**NO_STORE, **error.headers()},
+        media_type="application/fhir+json",
+    )
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -97,7 +116,7 @@ def mount_share(
         base = origin(request)
         return lambda link_id: f"{base}/shl/{link_id}"
 
-    async def patient_of(request: Request) -> str:
+    async def grant_of(request: Request) -> AccessGrant:
         try:
             token = bearer_token(request)
             grant = await verifier.verify(token, audience=fhir_base(request))
@@ -105,7 +124,12 @@ def mount_share(
             raise Unauthorized(f"The access token was refused: {refused.reason}") from None
         if grant.patient is None:
             raise Forbidden("sharing needs a token with a patient in context")
-        return grant.patient
+        return grant
+
+    async def patient_of(request: Request) -> str:
+        patient = (await grant_of(request)).patient
+        assert patient is not None
+        return patient
 
     def guarded(endpoint: Endpoint, *, public: bool) -> Endpoint:
         cors = CORS if public else {}
@@ -116,13 +140,18 @@ def mount_share(
             try:
                 response = await endpoint(request)
             except ShareError as error:
-                response = json_response(error.body(), error.status, error.headers())
-            except Unauthorized as error:
-                description = error.issues[0].diagnostics if error.issues else "unauthorized"
-                response = json_response(
-                    {"error": "invalid_token", "error_description": description},
-                    401,
-                    error.headers,
+                if public:
+                    response = json_response(error.body(), error.status, error.headers())
+                else:
+                    response = outcome_response(error)
+            except FhirError as error:
+                # 401 (no or refused token, with WWW-Authenticate); reading the record: 403
+                # for scopes that cannot read it, 422 for a Patient the profile cannot share.
+                response = Response(
+                    orjson.dumps(error.outcome()),
+                    error.status,
+                    {**NO_STORE, **error.headers},
+                    media_type="application/fhir+json",
                 )
             except Exception:
                 # The route's template, not the path: link ids and location tickets are
@@ -177,16 +206,24 @@ def mount_share(
     # --- the patient's management API ---------------------------------------------------
 
     async def create_link(request: Request) -> Response:
-        patient = await patient_of(request)
+        grant = await grant_of(request)
+        patient = grant.patient
+        assert patient is not None
         body = await read_json(request, settings.max_body_bytes)
         if not isinstance(body, dict):
             raise InvalidRequest("the request body is a JSON object")
         bundle = body.get("bundle")
+        single_use = body.get("singleUse", False)
+        if not isinstance(single_use, bool):
+            raise InvalidRequest("singleUse must be true or false")
+        if bundle is not None and body.get("contents") is not None:
+            raise InvalidRequest("give either 'bundle' or 'contents', not both")
         if bundle is None:
-            bundle = await sharing.summaries.summary(patient)
+            contents = parse_contents(body.get("contents"))
+            bundle = await sharing.summaries.summary(grant, contents)
             if bundle is None:
                 raise InvalidRequest(
-                    "give the Bundle to share in 'bundle': this node cannot build your summary yet"
+                    "your record is not on this node: give the Bundle to share in 'bundle'"
                 )
         # R4 validation of a whole record is CPU work: off the event loop.
         files: list[ShareFile] = [await asyncio.to_thread(bundle_file, bundle)]
@@ -195,12 +232,17 @@ def mount_share(
             label=_string(body, "label"),
             exp=_integer(body, "exp"),
             passcode=_string(body, "passcode"),
+            single_use=single_use,
         )
         payload, link = await sharing.links.create(patient, new, files, link_url(request))
         answer: dict[str, Any] = {"shlink": payload.encode(), "link": link}
         if share_settings.viewer:
             answer["viewerUrl"] = payload.viewer_url(share_settings.viewer)
         return json_response(answer, 201, NO_STORE)
+
+    async def contents(request: Request) -> Response:
+        await patient_of(request)
+        return json_response({"sections": section_choices()})
 
     async def list_links(request: Request) -> Response:
         patient = await patient_of(request)
@@ -286,6 +328,7 @@ def mount_share(
     def private(endpoint: Endpoint) -> Endpoint:
         return guarded(endpoint, public=False)
 
+    mount_share_page(app, settings)  # GET /share: the patient's page over this API
     get, post = ["GET"], ["POST"]
     app.router.routes.extend(
         [
@@ -293,6 +336,7 @@ def mount_share(
             Route("/shl/{link}", public(manifest), methods=["GET", "POST", "OPTIONS"]),
             Route("/shc/.well-known/jwks.json", public(jwks), methods=["GET", "OPTIONS"]),
             Route("/shc/.well-known/crl/{name}", public(crl), methods=["GET", "OPTIONS"]),
+            Route("/share/contents", private(contents), methods=get),
             Route("/share/links", private(create_link), methods=post),
             Route("/share/links", private(list_links), methods=get),
             Route("/share/links/{link}", private(one_link), methods=get),

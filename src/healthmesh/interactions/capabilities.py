@@ -59,13 +59,23 @@ def _search_params(resource_type: str) -> list[dict[str, Any]]:
     return params
 
 
+# Bulk Data Access IG v2.0.0 (docs/export.md): system, Patient and Group level $export.
+_BULK = "http://hl7.org/fhir/uv/bulkdata"
+_EXPORT = {"name": "export", "definition": f"{_BULK}/OperationDefinition/export"}
+
+
 @cache
 def _resources() -> list[dict[str, Any]]:
     out = []
     for name in sorted(resource_types()):
         extra: dict[str, Any] = {}
+        if name == "Group":
+            extra["operation"] = [
+                {"name": "export", "definition": f"{_BULK}/OperationDefinition/group-export"}
+            ]
         if name == "Patient":
             extra["operation"] = [
+                {"name": "export", "definition": f"{_BULK}/OperationDefinition/patient-export"},
                 {
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
@@ -145,6 +155,7 @@ def capability_statement(base: str, *, secured: bool = False) -> dict[str, Any]:
             {"code": "search-system"},
         ],
         "searchParam": _search_params("Resource"),
+        "operation": [_EXPORT],
         "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
     }
     if secured:
@@ -155,6 +166,7 @@ def capability_statement(base: str, *, secured: bool = False) -> dict[str, Any]:
         "date": "2026-11-23",
         "publisher": "HealthMesh",
         "kind": "instance",
+        "instantiates": [f"{_BULK}/CapabilityStatement/bulk-data"],
         "software": {"name": "HealthMesh", "version": __version__},
         "implementation": {"description": "HealthMesh aligned network node", "url": base},
         "fhirVersion": FHIR_VERSION,

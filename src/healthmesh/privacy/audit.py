@@ -82,6 +82,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "shared-link": (HM_EVENT, "shared-link", "Shared link access"),
     "alert": (DCM, "110113", "Security Alert"),
     "purge": (HM_EVENT, "audit-purge", "Audit retention purge"),
+    "export": (DCM, "110106", "Export"),  # bulk export files served (export/audit_events.py)
 }
 _KIND_OF_CODE = {(system, code): kind for kind, (system, code, _) in KINDS.items()}
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,11 +209,17 @@ def compose_shared_bundle(
     *,
     documents: Sequence[PatientDocument] = (),
     with_rendering: bool = True,
+    sections: Collection[str] | None = None,
+    insurance: bool = True,
 ) -> Resource:
-    """The PatientSharedBundle of ``record`` (pure, given the clock and random ids)."""
+    """The PatientSharedBundle of ``record`` (pure, given the clock and random ids).
+
+    ``sections`` (LOINC codes, default all) and ``insurance`` are what the patient chose to
+    share; the rendering shows exactly what the Bundle carries.
+    """
     _check_patient(record.patient)
-    coverages = _coverages(record)
-    sections, carried = choose(record, extra=coverages)
+    coverages = _coverages(record) if insurance else []
+    filled, carried = choose(record, extra=coverages, only=sections)
     base = record.base
     urns = {key: _urn(base, key) for key in carried}
     patient_urn = urns[record.patient_key]
@@ -236,7 +242,7 @@ def compose_shared_bundle(
         shown_coverages = [carried[f"Coverage/{c['id']}"] for c in coverages]
         data = rendering(
             carried[record.patient_key],
-            sections,
+            filled,
             shown_coverages,
             carried,
             base=base,
@@ -275,13 +281,21 @@ async def shared_bundle(
     base: str,
     documents: Sequence[PatientDocument] = (),
     with_rendering: bool = True,
+    sections: Collection[str] | None = None,
+    insurance: bool = True,
 ) -> Resource:
     """The PatientSharedBundle of ``patient_id``'s record, as ``session``'s caller may see it.
 
     NotFound when the patient is not the caller's to see (as ``$summary``).
     """
     record = await read_record(session, patient_id, base=base, extra_types=("Coverage",))
-    return compose_shared_bundle(record, documents=documents, with_rendering=with_rendering)
+    return compose_shared_bundle(
+        record,
+        documents=documents,
+        with_rendering=with_rendering,
+        sections=sections,
+        insurance=insurance,
+    )
 
 
 # --- the operation -----------------------------------------------------------------------

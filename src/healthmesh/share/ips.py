@@ -6,10 +6,11 @@ sections), then the Patient, then what the sections list, then the reference dat
 point at (Medication, Practitioner, Organization …). Which resources each section lists is
 share/ips_sections.py's business.
 
-The record is read with the same query and the same access condition as ``$everything``
-(store/search/compartment.py ``everything_query``, ``session.visible``): a patient token sees
-its own summary, limited to what its scopes allow, and another patient's is a 404. One SQL
-statement for the Patient, one for everything else, whatever the size of the record.
+The record is read with the same access condition as ``$everything`` (``session.visible``),
+by a query that asks only for what a summary can use (store/search/summary_query.py): a
+patient token sees its own summary, limited to what its scopes allow, and another patient's
+is a 404. One SQL statement for the Patient, one for everything else, whatever the size of
+the record.
 
 Every reference in the document resolves inside it (R4 bundle.html#references): stored
 resources keep their RESTful fullUrl ``[base]/Type/id``, so their relative references
@@ -21,7 +22,7 @@ carry are reduced to their display (share/ips_refs.py).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ from healthmesh.share.ips_sections import (
 )
 from healthmesh.store.repository import Session
 from healthmesh.store.rows import format_instant, now
-from healthmesh.store.search.compartment import everything_query
+from healthmesh.store.search.summary_query import summary_record_query
 
 Resource = dict[str, Any]
 IPS_BUNDLE_PROFILE = "http://hl7.org/fhir/uv/ips/StructureDefinition/Bundle-uv-ips"
@@ -126,14 +127,13 @@ async def read_record(
     current = await session.readable("Patient", patient_id)
     if current is None or current.deleted or current.content is None:
         raise NotFound(f"Patient/{patient_id} is not known")
-    types = sorted({*SECTION_TYPES, *REFERENCE_TYPES, *extra_types} - {"Patient"})
+    types = sorted({*SECTION_TYPES, *extra_types} - {"Patient"})
     rows = await session.fetch(
-        everything_query(
+        summary_record_query(
             patient_id,
             types=types,
-            since=None,
+            reference_types=REFERENCE_TYPES,
             limit=MAX_RESOURCES + 1,
-            offset=0,
             visible=session.visible("s", sql.Identifier("r"), None),
         )
     )
@@ -171,18 +171,19 @@ def _closure(record: PatientRecord, chosen: dict[str, Resource]) -> None:
 
 
 def choose(
-    record: PatientRecord, extra: Iterable[Resource] = ()
+    record: PatientRecord, extra: Iterable[Resource] = (), only: Collection[str] | None = None
 ) -> tuple[list[Section], dict[str, Resource]]:
     """The filled sections and every stored resource the document carries, Patient first.
 
     ``extra``: more of the record's resources to carry besides the sections' (the shared
-    bundle's Coverage). Carried resources come back with their references internalised.
+    bundle's Coverage); ``only``: the LOINC codes of the sections to fill (default all).
+    Carried resources come back with their references internalised.
     """
     by_type: dict[str, list[Resource]] = {}
     for key, resource in record.resources.items():
         if record.is_about_patient(resource):
             by_type.setdefault(key.partition("/")[0], []).append(resource)
-    sections = fill_sections(Record(record.patient, by_type, record.resolve_own))
+    sections = fill_sections(Record(record.patient, by_type, record.resolve_own), only)
     chosen: dict[str, Resource] = {record.patient_key: record.patient}
     for section in sections:
         for resource in section.entries:

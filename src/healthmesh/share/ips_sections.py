@@ -17,7 +17,7 @@ Pure: resources in, sections out.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -494,7 +494,15 @@ SECTION_TYPES = (
 )
 
 
-def fill_sections(record: Record) -> list[Section]:
-    """Every required section, and each optional one that has something to say."""
-    filled = [spec.fill(record) for spec in SECTIONS]
+SECTION_CODES = frozenset(s.code for s in SECTIONS)
+
+
+def fill_sections(record: Record, only: Collection[str] | None = None) -> list[Section]:
+    """Every required section, and each optional one that has something to say.
+
+    ``only`` (LOINC codes): just those sections, as a patient chooses what to share; a
+    required one left out is left out (a PatientSharedBundle has no Composition to need it).
+    """
+    specs = SECTIONS if only is None else [s for s in SECTIONS if s.code in only]
+    filled = [spec.fill(record) for spec in specs]
     return [s for s in filled if s.spec.required or not s.empty]

@@ -52,6 +52,7 @@ class NewLink:
     label: str | None = None
     exp: int | None = None  # epoch seconds
     passcode: str | None = None
+    single_use: bool = False  # one-time: served to the first receiver only (migration 0016)
 
 
 def bundle_file(bundle: object) -> ShareFile:
@@ -82,12 +83,17 @@ def _check(new: NewLink, files: list[ShareFile], now: int) -> str:
         raise InvalidRequest(f"the passcode must be 1..{MAX_PASSCODE} characters")
     if new.exp is not None and new.exp <= now:
         raise InvalidRequest("exp must be in the future (epoch seconds)")
+    if new.single_use and "L" in flag:
+        # L promises the receiver it may come back for updates; one-time says it may not.
+        raise InvalidRequest("a one-time link cannot be long-term (flag L)")
     return flag
 
 
 def _status(row: dict[str, Any], now: datetime) -> str:
     if row["status"] != "active":
         return str(row["status"])
+    if row["used_at"] is not None:
+        return "used"
     if row["exp"] is not None and row["exp"] <= now:
         return "expired"
     if row["attempts_left"] == 0:
@@ -97,6 +103,7 @@ def _status(row: dict[str, Any], now: datetime) -> str:
 
 _COLUMNS = (
     "l.id, l.flag, l.label, l.exp, l.status, l.attempts_left, l.created_at,"
+    " l.single_use, l.used_at,"
     " (SELECT count(*) FROM shl_access a WHERE a.link_id = l.id) AS accesses,"
     " (SELECT coalesce(jsonb_agg(jsonb_build_object('contentType', f.content_type,"
     " 'size', length(f.jwe)) ORDER BY f.seq), '[]') FROM shl_file f WHERE f.link_id = l.id)"
@@ -114,6 +121,7 @@ def describe(row: dict[str, Any], url: str) -> dict[str, Any]:
         "created": row["created_at"].isoformat(),
         "files": row["files"],
         "accessCount": row["accesses"],
+        "singleUse": row["single_use"],
     }
     if row["label"] is not None:
         body["label"] = row["label"]
@@ -121,6 +129,8 @@ def describe(row: dict[str, Any], url: str) -> dict[str, Any]:
         body["exp"] = int(row["exp"].timestamp())
     if row["attempts_left"] is not None:
         body["remainingAttempts"] = row["attempts_left"]
+    if row["used_at"] is not None:
+        body["used"] = row["used_at"].isoformat()
     return body
 
 
@@ -157,7 +167,8 @@ class LinkStore:
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO shl_link (id, patient_id, flag, label, exp, passcode_hash,"
-                " passcode_salt, attempts_left) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                " passcode_salt, attempts_left, single_use)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     link_id,
                     patient,
@@ -167,6 +178,7 @@ class LinkStore:
                     digest,
                     salt,
                     None if digest is None else self.attempts,
+                    new.single_use,
                 ),
             )
             async with conn.cursor() as cur:

@@ -8,6 +8,11 @@ The passcode limit is a **lifetime** budget (IG): the link row is locked (``FOR 
 while a passcode is checked, and a wrong one decrements ``attempts_left`` in that same
 transaction, so concurrent guesses, from any number of server processes, never spend more
 than the budget; at zero the link is dead (404).
+
+A one-time link (``single_use``, migration 0016) is served once: its manifest or direct GET
+runs under the same row lock and sets ``used_at`` in the transaction that serves it, so of
+concurrent receivers exactly one gets the file and the rest 404 ("used up", SHL IG). The
+locations that one manifest handed out stay valid for their ticket's lifetime.
 """
 
 from __future__ import annotations
@@ -56,26 +61,34 @@ class _Link:
     passcode_hash: bytes | None
     passcode_salt: bytes | None
     attempts_left: int | None
+    single_use: bool
+    used: bool
     now: datetime
 
     @property
-    def active(self) -> bool:
+    def live(self) -> bool:
+        """Active, not expired, passcode budget left (a used one-time link still is)."""
         return (
             self.status == "active"
             and (self.exp is None or self.exp > self.now)
             and self.attempts_left != 0
         )
 
+    @property
+    def active(self) -> bool:
+        return self.live and not self.used
+
 
 _LINK = (
-    "SELECT id, flag, status, exp, passcode_hash, passcode_salt, attempts_left, now()"
-    " FROM shl_link WHERE id = %s"
+    "SELECT id, flag, status, exp, passcode_hash, passcode_salt, attempts_left, single_use,"
+    " used_at IS NOT NULL, now() FROM shl_link WHERE id = %s"
 )
 
 
 _LINK_WITH_FILES = (
     "SELECT l.id, l.flag, l.status, l.exp, l.passcode_hash, l.passcode_salt,"
-    " l.attempts_left, now(), f.seq, f.content_type, f.last_updated,"
+    " l.attempts_left, l.single_use, l.used_at IS NOT NULL, now(),"
+    " f.seq, f.content_type, f.last_updated,"
     " CASE WHEN length(f.jwe) <= %s THEN f.jwe END"
     " FROM shl_link l LEFT JOIN shl_file f ON f.link_id = l.id WHERE l.id = %s"
     " ORDER BY f.seq"
@@ -159,7 +172,7 @@ class ManifestService:
         """
         async with self.pool.connection() as conn:
             link, files = await self._load_with_files(conn, link_id, request, lock=False)
-            if "P" not in link.flag:
+            if "P" not in link.flag and not link.single_use:
                 body, refused = await self._answer(conn, link, files, request, location_of)
             else:
                 async with conn.transaction():  # committed before a refusal is raised
@@ -180,7 +193,7 @@ class ManifestService:
         rows = await cur.fetchall()
         if not rows:
             raise LinkNotFound()
-        return _Link(*rows[0][:8]), [r[8:] for r in rows if r[8] is not None]
+        return _Link(*rows[0][:10]), [r[10:] for r in rows if r[10] is not None]
 
     async def _answer(
         self,
@@ -207,7 +220,9 @@ class ManifestService:
             "  SELECT d, %(link)s, s, %(recipient)s, now() + make_interval(secs => %(ttl)s)"
             "  FROM unnest(%(digests)s::bytea[], %(seqs)s::int[]) AS u(d, s)),"
             " spent AS (UPDATE shl_link SET attempts_left = %(left)s"
-            "  WHERE id = %(link)s AND %(left)s::int IS NOT NULL)"
+            "  WHERE id = %(link)s AND %(left)s::int IS NOT NULL),"
+            " used AS (UPDATE shl_link SET used_at = now()"
+            "  WHERE id = %(link)s AND %(use)s AND single_use)"
             " INSERT INTO shl_access (link_id, recipient, kind, outcome)"
             " VALUES (%(link)s, %(recipient)s, 'manifest', %(outcome)s)",
             {
@@ -217,6 +232,7 @@ class ManifestService:
                 "digests": [d for d, _ in tickets],
                 "seqs": [s for _, s in tickets],
                 "left": spent,
+                "use": outcome == "ok" and link.single_use,
                 "outcome": outcome,
             },
         )
@@ -265,7 +281,8 @@ class ManifestService:
     async def direct(self, link_id: str, recipient: str) -> str:
         """U flag: ``GET url?recipient=…`` answers the single encrypted file."""
         async with self.pool.connection() as conn, conn.transaction():
-            link = await _load(conn, link_id, lock=False)
+            # Locked: a one-time link is consumed by exactly one of concurrent GETs.
+            link = await _load(conn, link_id, lock=True)
             if link is None:
                 raise LinkNotFound()
             if "U" not in link.flag:
@@ -277,6 +294,8 @@ class ManifestService:
                 )
                 row = await cur.fetchone()
                 token = None if row is None else str(row[0])
+            if token is not None and link.single_use:
+                await conn.execute("UPDATE shl_link SET used_at = now() WHERE id = %s", (link.id,))
             await _record(conn, link.id, recipient, "direct", "ok" if token else "inactive")
         if token is None:
             raise LinkNotFound()
@@ -296,7 +315,8 @@ class ManifestService:
                 raise LinkNotFound("no file at this location (unknown or expired)")
             link_id, recipient, live, token = row
             link = await _load(conn, link_id, lock=False)
-            served = bool(live) and link is not None and link.active
+            # ``live``, not ``active``: a one-time link's own manifest handed this ticket out.
+            served = bool(live) and link is not None and link.live
             outcome = "ok" if served else ("expired" if not live else "inactive")
             await _record(conn, link_id, recipient, "file", outcome)
         if not served:

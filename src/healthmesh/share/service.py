@@ -7,28 +7,37 @@ plugs in there; until it does, a share needs an explicit Bundle.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from healthmesh.auth.grant import AccessGrant
 from healthmesh.share.issuer import CardIssuer, IssuerKeys
 from healthmesh.share.links import LinkStore
 from healthmesh.share.manifest import ManifestService
 from healthmesh.share.settings import ShareSettings
 
+if TYPE_CHECKING:
+    from healthmesh.share.content import ShareContents
+
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 
 
 class SummarySource(Protocol):
-    async def summary(self, patient: str) -> dict[str, Any] | None:
-        """The patient's summary Bundle (e.g. ``Patient/[id]/$summary``), or None."""
+    async def summary(
+        self, grant: AccessGrant, contents: ShareContents | None = None
+    ) -> dict[str, Any] | None:
+        """The Bundle of ``grant.patient``'s record that ``contents`` asks for, as ``grant``
+        may read it; None when that patient is not known."""
         ...
 
 
 class NoSummaries:
-    async def summary(self, patient: str) -> dict[str, Any] | None:
+    async def summary(
+        self, grant: AccessGrant, contents: ShareContents | None = None
+    ) -> dict[str, Any] | None:
         return None
 
 

@@ -23,6 +23,9 @@ class ShareSettings:
     # SMART Health Card issuer (iss, https, no trailing slash); derived from the request
     # ("<origin>/shc") when unset.
     issuer: str | None = None
+    # The public OAuth client the patient's page (GET /share) signs in as, with the
+    # authorization code flow + PKCE; its redirect URI must be "<origin>/share".
+    page_client: str = "healthmesh-demo"
 
     def __post_init__(self) -> None:
         if not 0 < self.location_ttl <= MAX_LOCATION_TTL:
@@ -41,6 +44,7 @@ class ShareSettings:
             ("public_base", "HEALTHMESH_SHARE_BASE"),
             ("viewer", "HEALTHMESH_SHARE_VIEWER"),
             ("issuer", "HEALTHMESH_SHC_ISSUER"),
+            ("page_client", "HEALTHMESH_SHARE_PAGE_CLIENT"),
         ):
             if env in os.environ:
                 values[name] = os.environ[env].rstrip("/") if name != "viewer" else os.environ[env]
