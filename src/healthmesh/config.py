@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from healthmesh.auth.authcode_settings import AuthCodeSettings
 from healthmesh.auth.settings import AuthSettings
+from healthmesh.checkin.settings import CheckinSettings
 from healthmesh.export.settings import ExportSettings
 from healthmesh.share.settings import ShareSettings
 
@@ -38,6 +39,7 @@ class Settings:
             raise ValueError("consent_default is 'opt-out' or 'opt-in'")
 
     share: ShareSettings = field(default_factory=ShareSettings)
+    checkin: CheckinSettings = field(default_factory=CheckinSettings)  # the clinic check-in
     export: ExportSettings = field(default_factory=ExportSettings)  # bulk export (docs/export.md)
 
     @staticmethod
@@ -54,6 +56,7 @@ class Settings:
         if "HEALTHMESH_AUDIT" in os.environ:
             values["audit"] = _on_off("HEALTHMESH_AUDIT", os.environ["HEALTHMESH_AUDIT"])
         values["share"] = ShareSettings.from_env()
+        values["checkin"] = CheckinSettings.from_env()
         values["export"] = ExportSettings.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from healthmesh.api.auditing import AuditFailed, Auditor, interaction_of, touched_by
 from healthmesh.api.auth_routes import mount_auth
 from healthmesh.api.authorize_routes import mount_authorize
+from healthmesh.api.checkin_routes import mount_checkin
 from healthmesh.api.export_routes import mount_export
 from healthmesh.api.parsing import (
     parse_body,
@@ -448,6 +449,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         settings.base_url or "http://localhost/fhir",
         consent_default_permit=settings.consent_default == "opt-out",
     )
+    mount_checkin(app, settings, repository, token_verifier)  # the clinic check-in page and API
     app.state.repository = repository
     app.state.settings = settings
     return app
