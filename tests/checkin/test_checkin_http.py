@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from checkin_support import MRN, Clinic, Nodes, reason, two_nodes
+from checkin_support import MRN, Clinic, Nodes, off_loop, reason, two_nodes
 from joserfc.jwk import ECKey
 
 from healthmesh.checkin.candidates import CHECKIN_SYSTEM
@@ -340,7 +340,16 @@ def test_the_import_and_the_candidate_searches_leave_audit_events(
     done = clinic.import_(text=shlink, patient="new", reviewed=preview["digest"]).json()
     patient_id = done["patient"].split("/")[1]
     clinic.scan(text=shlink)  # now the identifier search finds the patient: a read of theirs
-    events = clinic.fhir("AuditEvent", patient=patient_id, _count="100")
+    # The trail is read by an auditor: a wildcard like the front desk's user/*.crs does not
+    # reach other patients' audit events (docs/privacy.md).
+    auditor = off_loop(clinic.node.token, "system/AuditEvent.rs", client_id="privacy-officer")
+    answer = clinic.http.get(
+        "/fhir/AuditEvent",
+        params={"patient": patient_id, "_count": "100"},
+        headers={"Authorization": f"Bearer {auditor}"},
+    )
+    assert answer.status_code == 200, answer.text
+    events = answer.json()
     found = [e["resource"] for e in events.get("entry", [])]
     subtypes = {c.get("code") for e in found for c in e.get("subtype", [])}
     assert {"transaction", "search-type"} <= subtypes, subtypes

@@ -449,7 +449,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         settings.base_url or "http://localhost/fhir",
         consent_default_permit=settings.consent_default == "opt-out",
     )
-    mount_checkin(app, settings, repository, token_verifier)  # the clinic check-in page and API
+    # the clinic check-in page and API
+    mount_checkin(app, settings, repository, token_verifier, auditor)
     app.state.repository = repository
     app.state.settings = settings
     return app

@@ -109,13 +109,16 @@ def _check_scopes(grant: AccessGrant, *, importing: bool, settings: Settings) ->
 
 
 def mount_checkin(
-    app: Starlette, settings: Settings, repository: Repository, verifier: TokenVerifier
+    app: Starlette,
+    settings: Settings,
+    repository: Repository,
+    verifier: TokenVerifier,
+    auditor: Auditor,
 ) -> CheckinService:
     from healthmesh.api.app import bearer_token
 
     service = CheckinService(repository, settings.checkin)
     app.state.checkin = service
-    auditor = Auditor(settings.base_url or "healthmesh")
 
     def fhir_base(request: Request) -> str:
         return settings.base_url or f"{request.url.scheme}://{request.url.netloc}/fhir"
@@ -150,9 +153,7 @@ def mount_checkin(
             events = auditor.events(
                 fhir_request, grant, result=result, status=result.status, address=address
             )
-            if events:
-                async with repository.pool.connection() as conn:
-                    await auditor.on_its_own(conn, events)
+            await auditor.record(events)  # committed before the answer leaves (503 if not)
 
         return hook
 
