@@ -21,6 +21,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +30,7 @@ import psycopg
 
 from healthmesh.fhir.errors import FhirError, InvalidRequest
 from healthmesh.interactions.context import FhirRequest, FhirResult
+from healthmesh.interactions.relabel import labels_current, record_digest
 from healthmesh.interactions.transaction import parse_entries, run_transaction
 from healthmesh.load.prepare import (
     Prepared,
@@ -39,8 +41,9 @@ from healthmesh.load.prepare import (
     prepare_lines,
     stable_id,
 )
+from healthmesh.store.copy_rows import EncodedVersion
 from healthmesh.store.repository import Repository, Session, StoredVersion
-from healthmesh.store.rows import PreparedVersion, now, prepare
+from healthmesh.store.rows import now, prepare
 
 CHUNK = 1000  # NDJSON resources per database transaction
 SUFFIXES = (".json", ".ndjson", ".ndjson.gz", ".json.gz")
@@ -99,34 +102,37 @@ def find_inputs(paths: list[Path]) -> list[Path]:
     return found
 
 
-async def write_versions(session: Session, versions: list[PreparedVersion]) -> list[FhirResult]:
-    """Upsert prepared versions: new ids by COPY, changed ones as new versions, same ones skipped."""
+async def write_versions(session: Session, prepared: Prepared) -> list[FhirResult]:
+    """Upsert a unit's versions: new ids by COPY, changed ones as new versions, same ones skipped."""
+    versions = prepared.versions
+    at = prepared.at or now()
     existing = await session.current_many([(v.res_type, v.id) for v in versions])
-    fresh: list[PreparedVersion] = []
+    fresh: list[EncodedVersion] = []
     results: list[FhirResult] = []
     for v in versions:
-        current = existing.get((v.res_type, v.id))
+        current = existing.get((v.res_type, v.id)) if existing else None
         if current is None:
             fresh.append(v)
+            results.append(FhirResult(status=201, version=_stored(v.res_type, v.id, 1, at)))
             continue
         if not current.deleted and current.content_hash == v.content_hash:
             results.append(FhirResult(status=200, version=current, unchanged=True))
             continue
         # Rare: a changed resource. Its content carries versionId 1; stamp the real one.
-        again = prepare(
-            orjson.loads(v.content), version_id=current.version_id + 1, last_updated=v.last_updated
-        )
+        again = prepare(orjson.loads(v.content), version_id=current.version_id + 1, last_updated=at)
         await session.replace(again)
-        results.append(FhirResult(status=201 if current.deleted else 200, version=_stored(again)))
-    await session.insert_many(fresh)
-    results.extend(FhirResult(status=201, version=_stored(v)) for v in fresh)
+        results.append(
+            FhirResult(
+                status=201 if current.deleted else 200,
+                version=_stored(again.res_type, again.id, again.version_id, at),
+            )
+        )
+    await session.insert_encoded(fresh)
     return results
 
 
-def _stored(v: PreparedVersion) -> StoredVersion:
-    return StoredVersion(
-        v.res_type, v.id, v.version_id, v.last_updated, False, None, v.content_hash
-    )
+def _stored(res_type: str, id: str, version_id: int, at: datetime) -> StoredVersion:
+    return StoredVersion(res_type, id, version_id, at, False, None)
 
 
 def _entry_of(error: FhirError) -> str:
@@ -152,6 +158,10 @@ class Loader:
         self.report = LoadReport()
 
     async def load(self, files: list[Path], *, workers: int = 2) -> LoadReport:
+        # Everything written here is labelled with the current rules (store/rows.py); when
+        # that was true of the store before, it stays true, and saying so spares the next
+        # `serve` a relabelling sweep over everything (interactions/relabel.py).
+        vouch = await labels_current(self.repository)
         # spawn, not fork: the children must not inherit this process's open connections.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
@@ -160,6 +170,8 @@ class Loader:
         # more try once everything else is in.
         for path in deferred:
             await self._fallback(path, last_try=True)
+        if vouch:
+            await record_digest(self.repository)
         if self.report.created or self.report.updated:
             async with self.repository.session(write=False) as session:
                 await session.analyze()
@@ -208,7 +220,7 @@ class Loader:
             return True
         try:
             async with self.repository.session() as session:
-                results = await write_versions(session, prepared.versions)
+                results = await write_versions(session, prepared)
         except psycopg.errors.IntegrityError:
             return False  # a concurrent writer made the same id: the retry sees its write
         for result in results:

@@ -23,9 +23,15 @@ from healthmesh.fhir.errors import FhirError, Issue
 from healthmesh.fhir.ids import is_valid_id
 from healthmesh.fhir.references import rewrite_references
 from healthmesh.fhir.validation import check_resource
-from healthmesh.store.rows import PreparedVersion, prepare
+from healthmesh.store.copy_rows import EncodedVersion, encode
+from healthmesh.store.rows import prepare
 
 NAMESPACE = uuid.UUID("6f1c2a52-7d1e-4a0b-9a41-3e5f0c6d8b10")  # HealthMesh loader ids
+
+
+# PostgreSQL text cannot hold U+0000: refused as the server refuses it (fhir/jsonio.py).
+NUL = b"\\u0000"
+NUL_REASON = "contains a NUL character (\\u0000), which cannot be stored"
 
 
 def stable_id(*parts: str) -> str:
@@ -42,9 +48,10 @@ class Problem:
 class Prepared:
     """What a worker hands back for one unit of writing (a Bundle or an NDJSON chunk)."""
 
-    versions: list[PreparedVersion] = field(default_factory=list)
+    versions: list[EncodedVersion] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     nbytes: int = 0
+    at: datetime | None = None  # meta.lastUpdated of its versions
     fallback: bool = False  # needs the database while processing: run as a transaction
     failed: bool = False  # the whole unit is refused (a transaction with a bad entry)
 
@@ -89,7 +96,11 @@ def _simple_creates(bundle: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 def prepare_bundle(path: Path, at: datetime) -> Prepared:
     raw = path.read_bytes()
-    out = Prepared(nbytes=len(raw))
+    out = Prepared(nbytes=len(raw), at=at)
+    if NUL in raw:
+        out.problems.append(Problem("", NUL_REASON))
+        out.failed = True
+        return out
     try:
         bundle = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -134,11 +145,13 @@ def prepare_bundle(path: Path, at: datetime) -> Prepared:
         try:
             _rewrite(resource, ids)
             check_resource(resource)
+            # prepare refuses e.g. a Consent whose provisions cannot be enforced.
+            out.versions.append(encode(prepare(resource, version_id=1, last_updated=at)))
         except FhirError as error:
             out.problems.append(Problem(f"entry {index}", first_error(error)))
             out.failed = True  # one bad entry: the Bundle is refused whole, like a transaction
+            out.versions = []
             return out
-        out.versions.append(prepare(resource, version_id=1, last_updated=at))
     return out
 
 
@@ -168,26 +181,29 @@ def open_input(path: Path) -> io.BufferedIOBase:
 
 def prepare_lines(name: str, first: int, lines: list[bytes], at: datetime) -> Prepared:
     """A chunk of NDJSON lines, numbered from ``first``; each bad line is reported and skipped."""
-    out = Prepared()
+    out = Prepared(at=at)
     seen: dict[tuple[str, str], int] = {}
     for number, line in enumerate(lines, start=first):
         out.nbytes += len(line)
         if not line.strip():
             continue
+        if NUL in line:
+            out.problems.append(Problem(f"line {number}", NUL_REASON))
+            continue
         try:
             resource = orjson.loads(line)
             check_resource(resource)
+            id = resource.get("id")
+            if not (isinstance(id, str) and is_valid_id(id)):
+                id = resource["id"] = stable_id(name, str(number))
+            key = (resource["resourceType"], id)
+            version = encode(prepare(resource, version_id=1, last_updated=at))
         except orjson.JSONDecodeError as exc:
             out.problems.append(Problem(f"line {number}", f"not JSON: {exc}"))
             continue
         except FhirError as error:
             out.problems.append(Problem(f"line {number}", first_error(error)))
             continue
-        id = resource.get("id")
-        if not (isinstance(id, str) and is_valid_id(id)):
-            id = resource["id"] = stable_id(name, str(number))
-        key = (resource["resourceType"], id)
-        version = prepare(resource, version_id=1, last_updated=at)
         if key in seen:  # the same resource twice in one chunk: the later line wins
             out.versions[seen[key]] = version
         else:

@@ -21,6 +21,14 @@ from healthmesh.fhir.consent import DATA_CATEGORIES
 from healthmesh.fhir.errors import Forbidden
 from healthmesh.fhir.search.extract import IndexRows
 from healthmesh.store.access import Visibility
+from healthmesh.store.copy_rows import (
+    INDEX_COLUMNS,
+    INDEX_KINDS,
+    RESOURCE_COLUMNS,
+    EncodedVersion,
+    encode,
+    joined,
+)
 from healthmesh.store.rows import PreparedVersion
 from healthmesh.store.search.compiler import Compiler
 
@@ -35,7 +43,7 @@ def _refusal(permission: str, res_type: str, id: str) -> str:
     )
 
 
-_COLUMNS = "res_type, id, version_id, last_updated, deleted, patient_id, content_hash, content"
+_COLUMNS = ", ".join(RESOURCE_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +121,7 @@ _PATIENTS_AFTER = (
 )
 # Index tables: IndexRows attribute -> (table, value columns after res_type, res_id, param).
 INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "token": ("search_token", ("system", "code", "display")),
-    "string": ("search_string", ("norm", "exact")),
-    "date": ("search_date", ("low", "high")),
-    "number": ("search_number", ("value",)),
-    "quantity": (
-        "search_quantity",
-        ("value", "system", "code", "unit", "canonical_value", "canonical_code"),
-    ),
-    "uri": ("search_uri", ("uri",)),
-    "reference": ("search_reference", ("target_type", "target_id", "target_url")),
+    kind: (f"search_{kind}", columns) for kind, columns in INDEX_COLUMNS.items()
 }
 
 
@@ -136,6 +135,7 @@ _INSERT_INDEX = {
     for kind, (table, cols) in INDEX_TABLES.items()
 }
 # Table and column names below come from INDEX_TABLES, never from input.
+_COPY_RESOURCE = f"COPY resource ({', '.join(RESOURCE_COLUMNS)}) FROM STDIN"
 _COPY_INDEX = {
     kind: f"COPY {table} ({_index_columns(cols)}) FROM STDIN"
     for kind, (table, cols) in INDEX_TABLES.items()
@@ -168,7 +168,7 @@ def _array(values: frozenset[str] | None) -> list[str] | None:
     return None if values is None else sorted(values)
 
 
-def _consent_rows(p: PreparedVersion) -> list[tuple[Any, ...]]:
+def _consent_rows(p: PreparedVersion | EncodedVersion) -> list[tuple[Any, ...]]:
     """``consent_rule`` rows of a Consent version (none unless active patient-privacy)."""
     if not p.consent or p.patient_id is None:
         return []
@@ -433,32 +433,24 @@ class Session:
                 await self.conn.execute(_DELETE_CONSENT, (id,))
 
     async def insert_many(self, versions: Sequence[PreparedVersion]) -> None:
-        """Insert new resources in bulk (COPY): the loader's and transactions' fast path."""
+        """Insert new resources in bulk (COPY): transactions' fast path."""
+        await self.insert_encoded([encode(p) for p in versions])
+
+    async def insert_encoded(self, versions: Sequence[EncodedVersion]) -> None:
+        """Insert new resources from their COPY lines (store/copy_rows.py): one COPY per
+        table; the loader's workers make the lines, so this only sends bytes."""
         if not versions:
             return
         if self.visibility is not None:
             self._written.extend(("c", p.res_type, p.id) for p in versions)
+        resource, index = joined(versions)
         async with self.conn.cursor() as cur:
-            async with cur.copy(f"COPY resource ({_COLUMNS}) FROM STDIN") as copy:
-                for p in versions:
-                    await copy.write_row(
-                        (
-                            p.res_type,
-                            p.id,
-                            p.version_id,
-                            p.last_updated,
-                            False,
-                            p.patient_id,
-                            p.content_hash,
-                            p.content,
-                        )
-                    )
-            for kind in INDEX_TABLES:
-                rows = [row for p in versions for row in _index_rows_of(p, kind)]
-                if rows:
+            async with cur.copy(_COPY_RESOURCE) as copy:
+                await copy.write(resource)
+            for kind, lines in zip(INDEX_KINDS, index, strict=True):
+                if lines:
                     async with cur.copy(_COPY_INDEX[kind]) as copy:
-                        for row in rows:
-                            await copy.write_row(row)
+                        await copy.write(lines)
             consent = [row for p in versions for row in _consent_rows(p)]
             if consent:
                 await cur.executemany(_INSERT_CONSENT, consent)
@@ -557,7 +549,8 @@ class Repository:
             max_size=max_size,
             open=False,
             # Autocommit: a lone read is one round trip; writes open explicit transactions.
-            kwargs={"autocommit": True},
+            # UTF8: COPY data is sent as bytes made in that encoding (store/copy_rows.py).
+            kwargs={"autocommit": True, "client_encoding": "UTF8"},
             configure=configure,
         )
 

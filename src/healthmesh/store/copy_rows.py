@@ -1,0 +1,187 @@
+"""A prepared version as the bytes ``COPY … FROM STDIN`` reads: its resource row and index rows.
+
+PostgreSQL's COPY text format (sql-copy.html, "Text Format"): one line per row, columns
+separated by a tab, ``\\N`` for NULL, and a backslash, tab, newline or carriage return inside a
+value written as ``\\\\``, ``\\t``, ``\\n``, ``\\r``. Making these bytes is the CPU part of a
+COPY; the loader's worker processes do it (load/prepare.py), so the process that writes only
+joins bytes and sends them, and what crosses the process boundary is a few byte strings per
+resource instead of a Python tuple per index row. Transactions use the same encoding
+(``Session.insert_many``), so there is one writer of COPY data.
+
+Column orders are the store's: ``RESOURCE_COLUMNS`` and, per index table, ``res_type, res_id,
+param``, the value columns of ``INDEX_COLUMNS``, ``patient_id, elem``. Bytes are UTF-8: the
+repository's connections set ``client_encoding`` to UTF8.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from healthmesh.fhir.consent import ConsentRule
+from healthmesh.fhir.search.extract import IndexRows
+from healthmesh.store.rows import PreparedVersion
+
+RESOURCE_COLUMNS = (
+    "res_type",
+    "id",
+    "version_id",
+    "last_updated",
+    "deleted",
+    "patient_id",
+    "content_hash",
+    "content",
+)
+# Index kind (an IndexRows attribute) -> value columns after (res_type, res_id, param); the
+# order is the order of EncodedVersion.indexes.
+INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
+    "token": ("system", "code", "display"),
+    "string": ("norm", "exact"),
+    "date": ("low", "high"),
+    "number": ("value",),
+    "quantity": ("value", "system", "code", "unit", "canonical_value", "canonical_code"),
+    "uri": ("uri",),
+    "reference": ("target_type", "target_id", "target_url"),
+}
+INDEX_KINDS = tuple(INDEX_COLUMNS)
+
+NULL = "\\N"
+_SPECIAL = re.compile(r"[\\\t\n\r]").search
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+class EncodedVersion(NamedTuple):
+    """One version ready to COPY: what the writer needs to decide, and the lines to send."""
+
+    res_type: str
+    id: str
+    patient_id: str | None
+    content_hash: bytes
+    content: bytes  # the stored JSON, for the rare write that must become a new version
+    resource: bytes  # the ``resource`` line
+    indexes: tuple[bytes, ...]  # per INDEX_KINDS, that index table's lines (b"" for none)
+    consent: tuple[ConsentRule, ...] = ()  # a patient-privacy Consent's provisions
+
+
+def text(value: str) -> str:
+    """A text value as a COPY field."""
+    return value.translate(_ESCAPES) if _SPECIAL(value) else value
+
+
+def _opt(value: str | None) -> str:
+    if value is None:
+        return NULL
+    return value.translate(_ESCAPES) if _SPECIAL(value) else value
+
+
+def _stamp(value: datetime) -> str:
+    # ISO 8601 with its offset: PostgreSQL's timestamptz input reads it as the same instant.
+    return value.isoformat()
+
+
+def _num(value: Decimal | None) -> str:
+    # str(Decimal) may use exponent notation ("1E+2"), which numeric input accepts.
+    return NULL if value is None else str(value)
+
+
+def _token(row: tuple[Any, ...]) -> str:
+    return f"{text(row[0])}\t{_opt(row[1])}\t{_opt(row[2])}\t{_opt(row[3])}"
+
+
+def _string(row: tuple[Any, ...]) -> str:
+    return f"{text(row[0])}\t{text(row[1])}\t{text(row[2])}"
+
+
+def _date(row: tuple[Any, ...]) -> str:
+    return f"{text(row[0])}\t{_stamp(row[1])}\t{_stamp(row[2])}"
+
+
+def _number(row: tuple[Any, ...]) -> str:
+    return f"{text(row[0])}\t{_num(row[1])}"
+
+
+def _quantity(row: tuple[Any, ...]) -> str:
+    return (
+        f"{text(row[0])}\t{_num(row[1])}\t{_opt(row[2])}\t{_opt(row[3])}\t{_opt(row[4])}"
+        f"\t{_num(row[5])}\t{_opt(row[6])}"
+    )
+
+
+def _uri(row: tuple[Any, ...]) -> str:
+    return f"{text(row[0])}\t{text(row[1])}"
+
+
+def _reference(row: tuple[Any, ...]) -> str:
+    return f"{text(row[0])}\t{_opt(row[1])}\t{_opt(row[2])}\t{_opt(row[3])}"
+
+
+_FIELDS: dict[str, Callable[[tuple[Any, ...]], str]] = {
+    "token": _token,
+    "string": _string,
+    "date": _date,
+    "number": _number,
+    "quantity": _quantity,
+    "uri": _uri,
+    "reference": _reference,
+}
+
+
+def index_lines(
+    res_type: str, res_id: str, patient_id: str | None, index: IndexRows
+) -> tuple[bytes, ...]:
+    """Each index table's COPY lines for one resource's rows, in INDEX_KINDS order."""
+    head = f"{text(res_type)}\t{text(res_id)}\t"
+    tail = f"\t{_opt(patient_id)}\t"
+    plain = tail + NULL + "\n"
+    composite: dict[str, list[str]] = {}
+    for kind, row, elem in index.composite:
+        composite.setdefault(kind, []).append(f"{head}{_FIELDS[kind](row)}{tail}{elem}\n")
+    out = []
+    for kind in INDEX_KINDS:
+        rows: list[Any] = getattr(index, kind)
+        extra = composite.get(kind)
+        if not rows and not extra:
+            out.append(b"")
+            continue
+        fields = _FIELDS[kind]
+        lines = [f"{head}{fields(row)}{plain}" for row in rows]
+        if extra:
+            lines += extra
+        out.append("".join(lines).encode())
+    return tuple(out)
+
+
+def encode(p: PreparedVersion) -> EncodedVersion:
+    """The version's COPY lines (a live version: ``deleted`` false)."""
+    content = p.content.encode()
+    # orjson writes every control character as an escape, so the JSON holds no tab, newline
+    # or carriage return; its backslashes (escapes) are the one thing COPY needs doubled.
+    line = (
+        (
+            f"{text(p.res_type)}\t{text(p.id)}\t{p.version_id}\t{_stamp(p.last_updated)}\tf"
+            f"\t{_opt(p.patient_id)}\t\\\\x{p.content_hash.hex()}\t"
+        ).encode()
+        + content.replace(b"\\", b"\\\\")
+        + b"\n"
+    )
+    return EncodedVersion(
+        p.res_type,
+        p.id,
+        p.patient_id,
+        p.content_hash,
+        content,
+        line,
+        index_lines(p.res_type, p.id, p.patient_id, p.index),
+        p.consent,
+    )
+
+
+def joined(versions: Iterable[EncodedVersion]) -> tuple[bytes, tuple[bytes, ...]]:
+    """The resource lines and each index table's lines of many versions, joined."""
+    items = list(versions)
+    resource = b"".join(v.resource for v in items)
+    indexes = tuple(b"".join(v.indexes[k] for v in items) for k in range(len(INDEX_KINDS)))
+    return resource, indexes
