@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from healthmesh.fhir.security_labels import rules
+from healthmesh.load import loader
 from healthmesh.load.loader import Loader, LoadReport, find_inputs
 from healthmesh.store.repository import Repository
 
@@ -307,3 +308,32 @@ def test_a_load_into_a_store_labelled_by_unknown_rules_leaves_the_relabel_to_ser
     path.write_text(json.dumps({"resourceType": "Patient", "id": "later"}) + "\n")
     run_load(store, [path])
     assert _label_digest(store) is None
+
+
+def test_the_later_line_wins_when_a_resource_repeats_across_chunks(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks are written over two connections at once. The first chunk here takes a worker
+    # far longer to prepare than the next, yet the next, repeating one of its resources,
+    # must be written after it (load/ordering.py), so the later line still wins.
+    monkeypatch.setattr(loader, "CHUNK", 2)
+    slow = {"resourceType": "Patient", "id": "slow"}
+    slow["name"] = [{"family": f"F{n}", "given": [f"G{n}"]} for n in range(20000)]
+    lines = [json.dumps(slow)]
+    for n in range(6):
+        if n:
+            lines.append(json.dumps({"resourceType": "Patient", "id": f"other-{n}"}))
+        lines.append(
+            json.dumps({"resourceType": "Patient", "id": "same", "birthDate": f"{2000 + n}"})
+        )
+    path = tmp_path / "repeats.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    report = run_load(store, [path])
+    assert report.errors == []
+    with psycopg.connect(store) as conn:
+        row = conn.execute("SELECT content FROM resource WHERE id = 'same'").fetchone()
+        versions = conn.execute(
+            "SELECT count(*) FROM resource_history WHERE id = 'same'"
+        ).fetchone()
+    assert row is not None and orjson.loads(row[0])["birthDate"] == "2005"
+    assert versions == (5,)

@@ -125,6 +125,14 @@ INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# What a bulk load refreshes statistics of (Session.analyze).
+ANALYZED_TABLES = (
+    "resource",
+    "resource_history",
+    *(table for table, _ in INDEX_TABLES.values()),
+)
+
+
 def _index_columns(columns: tuple[str, ...]) -> str:
     return ", ".join(("res_type", "res_id", "param", *columns, "patient_id", "elem"))
 
@@ -516,13 +524,23 @@ class Session:
         cur = await self.conn.execute(_PATIENTS_AFTER, (after_id, limit))
         return [(row[0], row[1]) for row in await cur.fetchall()]
 
-    async def analyze(self) -> None:
+    async def analyze(self, tables: Sequence[str] = ANALYZED_TABLES) -> None:
         """Refresh planner statistics (with the extended ones of migration 0005) after a bulk
         load: without them the first queries on fresh data pick plans thousands of times slower."""
-        tables = ["resource", "resource_history", *(table for table, _ in INDEX_TABLES.values())]
+        if unknown := set(tables) - set(ANALYZED_TABLES):
+            raise ValueError(f"not a table of the store: {sorted(unknown)}")
         await self.conn.execute(
             sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(map(sql.Identifier, tables)))
         )
+
+    async def tables_by_size(self) -> list[str]:
+        """The tables ``analyze`` covers, largest first."""
+        cur = await self.conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN unnest(%s::text[]) t(name)"
+            " ON c.oid = to_regclass(t.name) ORDER BY pg_relation_size(c.oid) DESC, c.relname",
+            (list(ANALYZED_TABLES),),
+        )
+        return [row[0] for row in await cur.fetchall()]
 
     async def fetch(self, query: sql.SQL | sql.Composed) -> list[tuple[Any, ...]]:
         cur = await self.conn.execute(query)
