@@ -7,6 +7,7 @@ import gzip
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -317,7 +318,7 @@ def test_the_later_line_wins_when_a_resource_repeats_across_chunks(
     # far longer to prepare than the next, yet the next, repeating one of its resources,
     # must be written after it (load/ordering.py), so the later line still wins.
     monkeypatch.setattr(loader, "CHUNK", 2)
-    slow = {"resourceType": "Patient", "id": "slow"}
+    slow: dict[str, Any] = {"resourceType": "Patient", "id": "slow"}
     slow["name"] = [{"family": f"F{n}", "given": [f"G{n}"]} for n in range(20000)]
     lines = [json.dumps(slow)]
     for n in range(6):
