@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from healthmesh.store.copy_rows import INDEX_KINDS, encode
+from healthmesh.store.copy_rows import INDEX_KINDS, content_of, encode
 from healthmesh.store.repository import INDEX_TABLES, Repository
 from healthmesh.store.rows import PreparedVersion, now, prepare
 
@@ -111,3 +111,12 @@ def test_copied_rows_read_back_as_the_values_indexed(database_url: str) -> None:
         ).fetchone()
     assert row == (1, at, False, patient_id, patient.content_hash, patient.content)
     assert "\\\\" in patient.content  # the JSON's own escapes survived the COPY unchanged
+
+
+def test_the_json_is_recovered_from_its_copy_line() -> None:
+    p = prepare(
+        {"resourceType": "Patient", "id": "j", "name": [{"family": AWKWARD}]},
+        version_id=1,
+        last_updated=now(),
+    )
+    assert content_of(encode(p)) == p.content.encode()

@@ -42,7 +42,7 @@ from healthmesh.load.prepare import (
     prepare_lines,
     stable_id,
 )
-from healthmesh.store.copy_rows import EncodedVersion
+from healthmesh.store.copy_rows import EncodedVersion, content_of
 from healthmesh.store.repository import Repository, Session, StoredVersion
 from healthmesh.store.rows import now, prepare
 
@@ -120,7 +120,9 @@ async def write_versions(session: Session, prepared: Prepared) -> list[FhirResul
             results.append(FhirResult(status=200, version=current, unchanged=True))
             continue
         # Rare: a changed resource. Its content carries versionId 1; stamp the real one.
-        again = prepare(orjson.loads(v.content), version_id=current.version_id + 1, last_updated=at)
+        again = prepare(
+            orjson.loads(content_of(v)), version_id=current.version_id + 1, last_updated=at
+        )
         await session.replace(again)
         results.append(
             FhirResult(

@@ -60,8 +60,7 @@ class EncodedVersion(NamedTuple):
     id: str
     patient_id: str | None
     content_hash: bytes
-    content: bytes  # the stored JSON, for the rare write that must become a new version
-    resource: bytes  # the ``resource`` line
+    resource: bytes  # the ``resource`` line; its last column is the JSON (``content_of``)
     indexes: tuple[bytes, ...]  # per INDEX_KINDS, that index table's lines (b"" for none)
     consent: tuple[ConsentRule, ...] = ()  # a patient-privacy Consent's provisions
 
@@ -172,11 +171,17 @@ def encode(p: PreparedVersion) -> EncodedVersion:
         p.id,
         p.patient_id,
         p.content_hash,
-        content,
         line,
         index_lines(p.res_type, p.id, p.patient_id, p.index),
         p.consent,
     )
+
+
+def content_of(version: EncodedVersion) -> bytes:
+    """The stored JSON of an encoded version: its line's last column, unescaped."""
+    line = version.resource
+    # The JSON holds no tab (see encode), so the last tab ends the columns before it.
+    return line[line.rindex(b"\t") + 1 : -1].replace(b"\\\\", b"\\")
 
 
 def joined(versions: Iterable[EncodedVersion]) -> tuple[bytes, tuple[bytes, ...]]:
