@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from healthmesh.store.copy_rows import INDEX_KINDS, content_of, encode
+from healthmesh.store.copy_rows import INDEX_KINDS, EncodedBatch, content_of, encode
 from healthmesh.store.repository import INDEX_TABLES, Repository
 from healthmesh.store.rows import PreparedVersion, now, prepare
 
@@ -23,7 +23,7 @@ def _insert(url: str, versions: list[PreparedVersion]) -> None:
         await repository.open()
         try:
             async with repository.session() as session:
-                await session.insert_encoded([encode(p) for p in versions])
+                await session.insert_encoded(EncodedBatch.of([encode(p) for p in versions]))
         finally:
             await repository.close()
 
@@ -120,3 +120,25 @@ def test_the_json_is_recovered_from_its_copy_line() -> None:
         last_updated=now(),
     )
     assert content_of(encode(p)) == p.content.encode()
+
+
+def test_a_batch_picks_its_versions_lines_and_json() -> None:
+    at = now()
+    versions = [
+        prepare(
+            {"resourceType": "Patient", "id": f"b{n}", "name": [{"family": f"{AWKWARD}{n}"}]},
+            version_id=1,
+            last_updated=at,
+        )
+        for n in range(3)
+    ]
+    encoded = [encode(p) for p in versions]
+    batch = EncodedBatch.of(encoded)
+    assert [batch.content(n) for n in range(3)] == [p.content.encode() for p in versions]
+    picked = batch.pick([0, 2])
+    alone = EncodedBatch.of([encoded[0], encoded[2]])
+    assert (picked.keys, picked.resource, picked.indexes) == (
+        alone.keys,
+        alone.resource,
+        alone.indexes,
+    )

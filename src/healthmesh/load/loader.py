@@ -42,7 +42,6 @@ from healthmesh.load.prepare import (
     prepare_lines,
     stable_id,
 )
-from healthmesh.store.copy_rows import EncodedVersion, content_of
 from healthmesh.store.repository import Repository, Session, StoredVersion
 from healthmesh.store.rows import now, prepare
 
@@ -105,23 +104,25 @@ def find_inputs(paths: list[Path]) -> list[Path]:
 
 async def write_versions(session: Session, prepared: Prepared) -> list[FhirResult]:
     """Upsert a unit's versions: new ids by COPY, changed ones as new versions, same ones skipped."""
-    versions = prepared.versions
+    batch = prepared.batch
+    if batch is None:
+        return []
     at = prepared.at or now()
-    existing = await session.current_many([(v.res_type, v.id) for v in versions])
-    fresh: list[EncodedVersion] = []
+    existing = await session.current_many(batch.keys)
+    fresh: list[int] = []
     results: list[FhirResult] = []
-    for v in versions:
-        current = existing.get((v.res_type, v.id)) if existing else None
+    for n, (res_type, id) in enumerate(batch.keys):
+        current = existing.get((res_type, id)) if existing else None
         if current is None:
-            fresh.append(v)
-            results.append(FhirResult(status=201, version=_stored(v.res_type, v.id, 1, at)))
+            fresh.append(n)
+            results.append(FhirResult(status=201, version=_stored(res_type, id, 1, at)))
             continue
-        if not current.deleted and current.content_hash == v.content_hash:
+        if not current.deleted and current.content_hash == batch.hashes[n]:
             results.append(FhirResult(status=200, version=current, unchanged=True))
             continue
         # Rare: a changed resource. Its content carries versionId 1; stamp the real one.
         again = prepare(
-            orjson.loads(content_of(v)), version_id=current.version_id + 1, last_updated=at
+            orjson.loads(batch.content(n)), version_id=current.version_id + 1, last_updated=at
         )
         await session.replace(again)
         results.append(
@@ -130,7 +131,7 @@ async def write_versions(session: Session, prepared: Prepared) -> list[FhirResul
                 version=_stored(again.res_type, again.id, again.version_id, at),
             )
         )
-    await session.insert_encoded(fresh)
+    await session.insert_encoded(batch.pick(fresh))
     return results
 
 
@@ -258,9 +259,9 @@ class Loader:
             order.declare(unit.seq, (), barrier=True)
             await order.wait_turn(unit.seq)
             return await self._fallback(unit.path, last_try=False)
-        if prepared.failed or not prepared.versions:
+        if prepared.failed or not prepared.batch:
             return True
-        order.declare(unit.seq, ((v.res_type, v.id) for v in prepared.versions))
+        order.declare(unit.seq, prepared.batch.keys)
         await order.wait_turn(unit.seq)
         unit.prepared = prepared
         return await self._write_prepared(unit.path, prepared)

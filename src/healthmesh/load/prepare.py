@@ -23,7 +23,7 @@ from healthmesh.fhir.errors import FhirError, Issue
 from healthmesh.fhir.ids import is_valid_id
 from healthmesh.fhir.references import rewrite_references
 from healthmesh.fhir.validation import check_resource
-from healthmesh.store.copy_rows import EncodedVersion, encode
+from healthmesh.store.copy_rows import EncodedBatch, EncodedVersion, encode
 from healthmesh.store.rows import prepare
 
 NAMESPACE = uuid.UUID("6f1c2a52-7d1e-4a0b-9a41-3e5f0c6d8b10")  # HealthMesh loader ids
@@ -48,7 +48,7 @@ class Problem:
 class Prepared:
     """What a worker hands back for one unit of writing (a Bundle or an NDJSON chunk)."""
 
-    versions: list[EncodedVersion] = field(default_factory=list)
+    batch: EncodedBatch | None = None  # the versions to write, as COPY data
     problems: list[Problem] = field(default_factory=list)
     nbytes: int = 0
     at: datetime | None = None  # meta.lastUpdated of its versions
@@ -140,18 +140,19 @@ def prepare_bundle(path: Path, at: datetime) -> Prepared:
                 return out
             ids[full_url] = f"{res_type}/{new_id}"
         resource["id"] = new_id
+    versions: list[EncodedVersion] = []
     for index, entry in enumerate(entries):
         resource = entry["resource"]
         try:
             _rewrite(resource, ids)
             check_resource(resource)
             # prepare refuses e.g. a Consent whose provisions cannot be enforced.
-            out.versions.append(encode(prepare(resource, version_id=1, last_updated=at)))
+            versions.append(encode(prepare(resource, version_id=1, last_updated=at)))
         except FhirError as error:
             out.problems.append(Problem(f"entry {index}", first_error(error)))
             out.failed = True  # one bad entry: the Bundle is refused whole, like a transaction
-            out.versions = []
             return out
+    out.batch = EncodedBatch.of(versions)
     return out
 
 
@@ -182,6 +183,7 @@ def open_input(path: Path) -> io.BufferedIOBase:
 def prepare_lines(name: str, first: int, lines: list[bytes], at: datetime) -> Prepared:
     """A chunk of NDJSON lines, numbered from ``first``; each bad line is reported and skipped."""
     out = Prepared(at=at)
+    versions: list[EncodedVersion] = []
     seen: dict[tuple[str, str], int] = {}
     for number, line in enumerate(lines, start=first):
         out.nbytes += len(line)
@@ -205,8 +207,9 @@ def prepare_lines(name: str, first: int, lines: list[bytes], at: datetime) -> Pr
             out.problems.append(Problem(f"line {number}", first_error(error)))
             continue
         if key in seen:  # the same resource twice in one chunk: the later line wins
-            out.versions[seen[key]] = version
+            versions[seen[key]] = version
         else:
-            seen[key] = len(out.versions)
-            out.versions.append(version)
+            seen[key] = len(versions)
+            versions.append(version)
+    out.batch = EncodedBatch.of(versions)
     return out

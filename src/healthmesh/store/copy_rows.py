@@ -16,9 +16,11 @@ repository's connections set ``client_encoding`` to UTF8.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from healthmesh.fhir.consent import ConsentRule
@@ -67,17 +69,20 @@ class EncodedVersion(NamedTuple):
 
 def text(value: str) -> str:
     """A text value as a COPY field."""
+    # Two C-level scans; printable excludes tab, newline and carriage return.
+    if "\\" not in value and value.isprintable():
+        return value
     return value.translate(_ESCAPES) if _SPECIAL(value) else value
 
 
 def _opt(value: str | None) -> str:
-    if value is None:
-        return NULL
-    return value.translate(_ESCAPES) if _SPECIAL(value) else value
+    return NULL if value is None else text(value)
 
 
+@lru_cache(maxsize=8192)
 def _stamp(value: datetime) -> str:
     # ISO 8601 with its offset: PostgreSQL's timestamptz input reads it as the same instant.
+    # Cached: a unit's versions share meta.lastUpdated, a record its timestamps.
     return value.isoformat()
 
 
@@ -86,8 +91,21 @@ def _num(value: Decimal | None) -> str:
     return NULL if value is None else str(value)
 
 
+def _plain(probe: str) -> bool:
+    """No character in ``probe`` needs escaping: rows whose texts joined pass this are
+    formatted without a check per column (most rows: the common case, made cheap)."""
+    return "\\" not in probe and probe.isprintable()
+
+
+def _n(value: str | None) -> str:
+    return NULL if value is None else value
+
+
 def _token(row: tuple[Any, ...]) -> str:
-    return f"{text(row[0])}\t{_opt(row[1])}\t{_opt(row[2])}\t{_opt(row[3])}"
+    p, s, c, d = row
+    if _plain(p + (s or "") + (c or "") + (d or "")):
+        return f"{p}\t{_n(s)}\t{_n(c)}\t{_n(d)}"
+    return f"{text(p)}\t{_opt(s)}\t{_opt(c)}\t{_opt(d)}"
 
 
 def _string(row: tuple[Any, ...]) -> str:
@@ -103,10 +121,10 @@ def _number(row: tuple[Any, ...]) -> str:
 
 
 def _quantity(row: tuple[Any, ...]) -> str:
-    return (
-        f"{text(row[0])}\t{_num(row[1])}\t{_opt(row[2])}\t{_opt(row[3])}\t{_opt(row[4])}"
-        f"\t{_num(row[5])}\t{_opt(row[6])}"
-    )
+    p, v, s, c, u, cv, cc = row
+    if _plain(p + (s or "") + (c or "") + (u or "") + (cc or "")):
+        return f"{p}\t{_num(v)}\t{_n(s)}\t{_n(c)}\t{_n(u)}\t{_num(cv)}\t{_n(cc)}"
+    return f"{text(p)}\t{_num(v)}\t{_opt(s)}\t{_opt(c)}\t{_opt(u)}\t{_num(cv)}\t{_opt(cc)}"
 
 
 def _uri(row: tuple[Any, ...]) -> str:
@@ -114,7 +132,10 @@ def _uri(row: tuple[Any, ...]) -> str:
 
 
 def _reference(row: tuple[Any, ...]) -> str:
-    return f"{text(row[0])}\t{_opt(row[1])}\t{_opt(row[2])}\t{_opt(row[3])}"
+    p, t, i, u = row
+    if _plain(p + (t or "") + (i or "") + (u or "")):
+        return f"{p}\t{_n(t)}\t{_n(i)}\t{_n(u)}"
+    return f"{text(p)}\t{_opt(t)}\t{_opt(i)}\t{_opt(u)}"
 
 
 _FIELDS: dict[str, Callable[[tuple[Any, ...]], str]] = {
@@ -177,16 +198,84 @@ def encode(p: PreparedVersion) -> EncodedVersion:
     )
 
 
-def content_of(version: EncodedVersion) -> bytes:
-    """The stored JSON of an encoded version: its line's last column, unescaped."""
-    line = version.resource
+def _content(line: bytes) -> bytes:
+    """The stored JSON of a ``resource`` line: its last column, unescaped."""
     # The JSON holds no tab (see encode), so the last tab ends the columns before it.
     return line[line.rindex(b"\t") + 1 : -1].replace(b"\\\\", b"\\")
 
 
-def joined(versions: Iterable[EncodedVersion]) -> tuple[bytes, tuple[bytes, ...]]:
-    """The resource lines and each index table's lines of many versions, joined."""
-    items = list(versions)
-    resource = b"".join(v.resource for v in items)
-    indexes = tuple(b"".join(v.indexes[k] for v in items) for k in range(len(INDEX_KINDS)))
-    return resource, indexes
+def content_of(version: EncodedVersion) -> bytes:
+    """The stored JSON of an encoded version."""
+    return _content(version.resource)
+
+
+ConsentEntry = tuple[int, str, str | None, tuple[ConsentRule, ...]]  # position, id, patient
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    """Many versions' COPY data joined per table, with where each version's lines end: what
+    a loader worker hands back for a unit (few objects to pickle), and what the writer sends
+    whole when every version is new, or in part (``pick``) when some exist already."""
+
+    keys: list[tuple[str, str]]  # (res_type, id) per version
+    hashes: list[bytes]
+    resource: bytes
+    indexes: tuple[bytes, ...]  # per INDEX_KINDS
+    ends: list[tuple[int, ...]]  # per version: end in resource, then in each of indexes
+    consent: list[ConsentEntry]  # the versions that are patient-privacy Consents
+
+    @classmethod
+    def of(cls, versions: Sequence[EncodedVersion]) -> EncodedBatch:
+        ends: list[tuple[int, ...]] = []
+        position = [0] * (1 + len(INDEX_KINDS))
+        for v in versions:
+            position[0] += len(v.resource)
+            for k, lines in enumerate(v.indexes, start=1):
+                position[k] += len(lines)
+            ends.append(tuple(position))
+        return cls(
+            keys=[(v.res_type, v.id) for v in versions],
+            hashes=[v.content_hash for v in versions],
+            resource=b"".join(v.resource for v in versions),
+            indexes=tuple(
+                b"".join(v.indexes[k] for v in versions) for k in range(len(INDEX_KINDS))
+            ),
+            ends=ends,
+            consent=[
+                (n, v.id, v.patient_id, v.consent) for n, v in enumerate(versions) if v.consent
+            ],
+        )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _span(self, n: int, column: int) -> slice:
+        return slice(self.ends[n - 1][column] if n else 0, self.ends[n][column])
+
+    def content(self, n: int) -> bytes:
+        """The stored JSON of version ``n``."""
+        return _content(self.resource[self._span(n, 0)])
+
+    def pick(self, positions: Sequence[int]) -> EncodedBatch:
+        """The versions at ``positions`` (ascending), as a batch of their own."""
+        if len(positions) == len(self.keys):
+            return self
+        chosen = set(positions)
+        versions = [
+            EncodedVersion(
+                *self.keys[n],
+                None,
+                self.hashes[n],
+                self.resource[self._span(n, 0)],
+                tuple(self.indexes[k][self._span(n, k + 1)] for k in range(len(INDEX_KINDS))),
+            )
+            for n in positions
+        ]
+        batch = EncodedBatch.of(versions)
+        batch.consent = [
+            (positions.index(n), id, patient, rules)
+            for n, id, patient, rules in self.consent
+            if n in chosen
+        ]
+        return batch

@@ -17,7 +17,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from healthmesh.fhir.consent import DATA_CATEGORIES
+from healthmesh.fhir.consent import DATA_CATEGORIES, ConsentRule
 from healthmesh.fhir.errors import Forbidden
 from healthmesh.fhir.search.extract import IndexRows
 from healthmesh.store.access import Visibility
@@ -25,9 +25,8 @@ from healthmesh.store.copy_rows import (
     INDEX_COLUMNS,
     INDEX_KINDS,
     RESOURCE_COLUMNS,
-    EncodedVersion,
+    EncodedBatch,
     encode,
-    joined,
 )
 from healthmesh.store.rows import PreparedVersion
 from healthmesh.store.search.compiler import Compiler
@@ -176,12 +175,14 @@ def _array(values: frozenset[str] | None) -> list[str] | None:
     return None if values is None else sorted(values)
 
 
-def _consent_rows(p: PreparedVersion | EncodedVersion) -> list[tuple[Any, ...]]:
+def _consent_rows(
+    id: str, patient_id: str | None, consent: tuple[ConsentRule, ...]
+) -> list[tuple[Any, ...]]:
     """``consent_rule`` rows of a Consent version (none unless active patient-privacy)."""
-    if not p.consent or p.patient_id is None:
+    if not consent or patient_id is None:
         return []
     rows = []
-    for n, rule in enumerate(p.consent):
+    for n, rule in enumerate(consent):
         cat_types: list[str] | None = None
         cat_codes: list[str] | None = None
         if rule.categories is not None:
@@ -190,9 +191,9 @@ def _consent_rows(p: PreparedVersion | EncodedVersion) -> list[tuple[Any, ...]]:
             cat_codes = sorted({f"{t}|{code}" for c in covered for t, code in c.by_category})
         rows.append(
             (
-                p.id,
+                id,
                 n,
-                p.patient_id,
+                patient_id,
                 rule.effect,
                 rule.depth,
                 _array(rule.actors),
@@ -391,7 +392,7 @@ class Session:
             return
         if replacing:
             await self.conn.execute(_DELETE_CONSENT, (p.id,))
-        rows = _consent_rows(p)
+        rows = _consent_rows(p.id, p.patient_id, p.consent)
         if rows:
             async with self.conn.cursor() as cur:
                 await cur.executemany(_INSERT_CONSENT, rows)
@@ -442,24 +443,27 @@ class Session:
 
     async def insert_many(self, versions: Sequence[PreparedVersion]) -> None:
         """Insert new resources in bulk (COPY): transactions' fast path."""
-        await self.insert_encoded([encode(p) for p in versions])
+        await self.insert_encoded(EncodedBatch.of([encode(p) for p in versions]))
 
-    async def insert_encoded(self, versions: Sequence[EncodedVersion]) -> None:
+    async def insert_encoded(self, batch: EncodedBatch) -> None:
         """Insert new resources from their COPY lines (store/copy_rows.py): one COPY per
         table; the loader's workers make the lines, so this only sends bytes."""
-        if not versions:
+        if not len(batch):
             return
         if self.visibility is not None:
-            self._written.extend(("c", p.res_type, p.id) for p in versions)
-        resource, index = joined(versions)
+            self._written.extend(("c", res_type, id) for res_type, id in batch.keys)
         async with self.conn.cursor() as cur:
             async with cur.copy(_COPY_RESOURCE) as copy:
-                await copy.write(resource)
-            for kind, lines in zip(INDEX_KINDS, index, strict=True):
+                await copy.write(batch.resource)
+            for kind, lines in zip(INDEX_KINDS, batch.indexes, strict=True):
                 if lines:
                     async with cur.copy(_COPY_INDEX[kind]) as copy:
                         await copy.write(lines)
-            consent = [row for p in versions for row in _consent_rows(p)]
+            consent = [
+                row
+                for _, id, patient_id, rules in batch.consent
+                for row in _consent_rows(id, patient_id, rules)
+            ]
             if consent:
                 await cur.executemany(_INSERT_CONSENT, consent)
 
