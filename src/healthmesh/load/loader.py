@@ -41,6 +41,7 @@ from healthmesh.load.prepare import (
     prepare_bundle,
     prepare_lines,
     stable_id,
+    start_worker,
 )
 from healthmesh.store.repository import Repository, Session, StoredVersion
 from healthmesh.store.rows import now, prepare
@@ -172,7 +173,9 @@ class Loader:
         vouch = await labels_current(self.repository)
         # spawn, not fork: the children must not inherit this process's open connections.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=max(1, workers), mp_context=context, initializer=start_worker
+        ) as pool:
             deferred = await self._pipeline(
                 files, pool, in_flight=max(2, workers * 2), writers=max(1, writers)
             )

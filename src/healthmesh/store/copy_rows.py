@@ -79,7 +79,7 @@ def _opt(value: str | None) -> str:
     return NULL if value is None else text(value)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=4096)
 def _stamp(value: datetime) -> str:
     # ISO 8601 with its offset: PostgreSQL's timestamptz input reads it as the same instant.
     # Cached: a unit's versions share meta.lastUpdated, a record its timestamps.

@@ -157,7 +157,7 @@ def _interval(value: Any) -> tuple[datetime, datetime] | None:
     return _parsed_interval(value)
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=4096)
 def _parsed_interval(value: str) -> tuple[datetime, datetime] | None:
     # Cached: a record repeats its timestamps (an encounter's start is its observations'
     # effective time, their issued time, the report's date ...).
@@ -278,7 +278,7 @@ def _references(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
     rows.reference.append((param, *_target(literal)))
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=4096)
 def _target(literal: str) -> tuple[str | None, str | None, str | None]:
     """(target type, target id, url) of a reference; cached, as a record names the same
     patient, encounter and practitioners over and over."""
