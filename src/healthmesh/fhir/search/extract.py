@@ -21,6 +21,7 @@ from healthmesh.fhir.fhirpath.model import resource_node
 from healthmesh.fhir.fhirpath.ucum import UnitError, parse_unit
 from healthmesh.fhir.ids import parse_relative
 from healthmesh.fhir.search.normalize import normalize
+from healthmesh.fhir.search.plain_paths import walk
 from healthmesh.fhir.search.registry import IndexedParam, indexed_params
 
 # display: Coding.display / CodeableConcept.text / Identifier.type.text, normalised for :text
@@ -331,7 +332,8 @@ def extract(resource: Mapping[str, Any]) -> IndexRows:
                 _positions(param, root, rows)
             continue
         extractor = _EXTRACTORS[param.type]
-        for node in _nodes(param.path, root):
+        nodes = _nodes(param.path, root) if param.steps is None else walk(param.steps, root)
+        for node in nodes:
             extractor(param.code, node, rows)
     return rows
 
