@@ -27,7 +27,7 @@ def _resources() -> Iterator[dict[str, Any]]:
         for line in lines:
             yield orjson.loads(line)
     if SYNTHEA.is_dir():
-        for path in sorted(SYNTHEA.glob("*.json"))[:12]:
+        for path in sorted(SYNTHEA.glob("*.json"))[:4]:
             for entry in orjson.loads(path.read_bytes())["entry"]:
                 yield entry["resource"]
 
