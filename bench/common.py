@@ -129,7 +129,9 @@ class Databases:
         self.created: list[str] = []
 
     def create(self, suffix: str) -> str:
-        name = f"bench_{suffix}"
+        # BENCH_DB_TAG keeps the names of runs on a shared server apart (bench_<tag>_...).
+        tag = os.environ.get("BENCH_DB_TAG", "")
+        name = f"bench_{tag}_{suffix}" if tag else f"bench_{suffix}"
         if not re.fullmatch(r"bench_[a-z0-9_]+", name):
             raise BenchError(f"bad database name {name!r}")
         with psycopg.connect(self.admin_url, autocommit=True) as conn:

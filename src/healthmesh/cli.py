@@ -158,7 +158,9 @@ def load(
     ],
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
-    workers: Annotated[int, typer.Option(help="Files loaded side by side.")] = 2,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes preparing resources (two connections write).")
+    ] = 2,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Load FHIR Bundles and NDJSON; loading the same input twice leaves the same data."""

@@ -83,3 +83,21 @@ def test_conditional_create_with_unsupported_criteria_is_refused_not_ignored(
 def test_create_with_resource_type_not_matching_url_is_400(client: httpx.Client) -> None:
     response = client.post("/Observation", json=patient(), headers=FHIR_JSON)
     assert response.status_code == 400
+
+
+def test_dates_at_the_ends_of_the_calendar_are_stored_and_searchable(
+    client: httpx.Client,
+) -> None:
+    # R4 dates run from 0001 to 9999; the intervals they cover end outside Python's datetime
+    # range (9999 ends in year 10000), which once made these creates answer 500.
+    family = unique()
+    ids = []
+    for birth in ("9999", "9999-12-31", "0001"):
+        response = client.post(
+            "/Patient", json=patient(name=[{"family": family}], birthDate=birth), headers=FHIR_JSON
+        )
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    found = client.get("/Patient", params={"family": family, "birthdate": "ge9999-06-01"})
+    assert found.status_code == 200
+    assert sorted(e["resource"]["id"] for e in found.json().get("entry", [])) == sorted(ids[:2])

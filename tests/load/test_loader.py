@@ -7,11 +7,14 @@ import gzip
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
 import pytest
 
+from healthmesh.fhir.security_labels import rules
+from healthmesh.load import loader
 from healthmesh.load.loader import Loader, LoadReport, find_inputs
 from healthmesh.store.repository import Repository
 
@@ -225,3 +228,113 @@ def test_a_load_leaves_fresh_planner_statistics(store: str) -> None:
         ).fetchone()
     assert analyzed == (3,)
     assert extended == (7,)
+
+
+def test_unenforceable_consent_is_reported_and_its_bundle_stores_nothing(
+    store: str, tmp_path: Path
+) -> None:
+    # An active patient-privacy Consent without a provision cannot be enforced as meant
+    # (fhir/consent.py): refused like a transaction with a bad entry, not a crash.
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:3b0b4c0e-1d2f-4a5b-8c6d-7e8f9a0b1c2d",
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Consent",
+                    "status": "active",
+                    "scope": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                "code": "patient-privacy",
+                            }
+                        ]
+                    },
+                    "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                    "patient": {"reference": "urn:uuid:3b0b4c0e-1d2f-4a5b-8c6d-7e8f9a0b1c2d"},
+                },
+                "request": {"method": "POST", "url": "Consent"},
+            },
+        ],
+    }
+    path = tmp_path / "consent.json"
+    path.write_text(json.dumps(bundle))
+    report = run_load(store, [path])
+    assert table_counts(store) == {}
+    assert [(e.file, e.entry) for e in report.errors] == [(str(path), "entry 1")]
+    assert "Consent.provision" in report.errors[0].reason
+
+
+def test_a_line_with_a_nul_character_is_reported_and_the_rest_loads(
+    store: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "nul.ndjson"
+    lines = [
+        json.dumps({"resourceType": "Patient", "id": "nul1", "name": [{"family": "a\u0000b"}]}),
+        json.dumps({"resourceType": "Patient", "id": "fine"}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    report = run_load(store, [path])
+    assert table_counts(store) == {"Patient": 1}
+    assert [(e.entry, "NUL" in e.reason) for e in report.errors] == [("line 1", True)]
+
+
+def _label_digest(url: str) -> str | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT digest FROM label_rules_state").fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_a_load_into_a_fresh_store_records_the_label_rules_it_applied(store: str) -> None:
+    with psycopg.connect(store, autocommit=True) as conn:
+        conn.execute("DELETE FROM label_rules_state")
+    run_load(store, [SAMPLE])
+    # The next `serve` finds the digest current and does not relabel the whole store.
+    assert _label_digest(store) == rules().digest
+
+
+def test_a_load_into_a_store_labelled_by_unknown_rules_leaves_the_relabel_to_serve(
+    store: str, tmp_path: Path
+) -> None:
+    run_load(store, [SAMPLE])
+    with psycopg.connect(store, autocommit=True) as conn:
+        conn.execute("DELETE FROM label_rules_state")  # as written by an older version
+    path = tmp_path / "one.ndjson"
+    path.write_text(json.dumps({"resourceType": "Patient", "id": "later"}) + "\n")
+    run_load(store, [path])
+    assert _label_digest(store) is None
+
+
+def test_the_later_line_wins_when_a_resource_repeats_across_chunks(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks are written over two connections at once. The first chunk here takes a worker
+    # far longer to prepare than the next, yet the next, repeating one of its resources,
+    # must be written after it (load/ordering.py), so the later line still wins.
+    monkeypatch.setattr(loader, "CHUNK", 2)
+    slow: dict[str, Any] = {"resourceType": "Patient", "id": "slow"}
+    slow["name"] = [{"family": f"F{n}", "given": [f"G{n}"]} for n in range(20000)]
+    lines = [json.dumps(slow)]
+    for n in range(6):
+        if n:
+            lines.append(json.dumps({"resourceType": "Patient", "id": f"other-{n}"}))
+        lines.append(
+            json.dumps({"resourceType": "Patient", "id": "same", "birthDate": f"{2000 + n}"})
+        )
+    path = tmp_path / "repeats.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    report = run_load(store, [path])
+    assert report.errors == []
+    with psycopg.connect(store) as conn:
+        row = conn.execute("SELECT content FROM resource WHERE id = 'same'").fetchone()
+        versions = conn.execute(
+            "SELECT count(*) FROM resource_history WHERE id = 'same'"
+        ).fetchone()
+    assert row is not None and orjson.loads(row[0])["birthDate"] == "2005"
+    assert versions == (5,)

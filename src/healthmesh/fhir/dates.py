@@ -57,18 +57,41 @@ def parse_interval(value: str) -> Interval | None:
         digits = g["fraction"][1:]
         micros = int((digits + "000000")[:6])
         low = low.replace(microsecond=micros)
-        high = low + timedelta(microseconds=10 ** max(0, 6 - len(digits)))
-    elif g["second"] is not None:
-        high = low + timedelta(seconds=1)
-    elif g["minute"] is not None:
-        high = low + timedelta(minutes=1)
-    elif g["day"] is not None:
-        high = low + timedelta(days=1)
-    elif g["month"] is not None:
-        high = _add_months(low, 1)
-    else:
-        high = low.replace(year=low.year + 1)
-    return Interval(low.astimezone(UTC), high.astimezone(UTC))
+    # The interval's ends in UTC. At the edges of Python's range (year 1 with an offset east
+    # of UTC, anything ending after year 9999) they are clamped to the range: R4 allows
+    # dates from 0001 to 9999, and an error here would refuse a valid resource.
+    end = _end(low, g)
+    return Interval(_utc(low), _MAX if end is None else _utc(end))
+
+
+_MIN = datetime.min.replace(tzinfo=UTC)
+_MAX = datetime.max.replace(tzinfo=UTC)
+
+
+def _end(low: datetime, g: dict[str, str | None]) -> datetime | None:
+    """Where the value's precision ends (exclusive); None when that is past year 9999."""
+    try:
+        if g["fraction"]:
+            return low + timedelta(microseconds=10 ** max(0, 6 - len(g["fraction"]) + 1))
+        if g["second"] is not None:
+            return low + timedelta(seconds=1)
+        if g["minute"] is not None:
+            return low + timedelta(minutes=1)
+        if g["day"] is not None:
+            return low + timedelta(days=1)
+        if g["month"] is not None:
+            return _add_months(low, 1)
+        return low.replace(year=low.year + 1)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        # Only year 1 east of UTC or year 9999 west of it fall outside.
+        return _MIN if moment.year == 1 else _MAX
 
 
 def parse_instant(value: str) -> datetime | None:

@@ -34,6 +34,34 @@ async def needs_relabel(repository: Repository) -> bool:
     return await stored_digest(repository) != rules().digest
 
 
+async def labels_current(repository: Repository) -> bool:
+    """Every stored resource the rules look at was labelled with the current rules: their
+    digest is the one recorded, or no resource of the types they look at is stored yet.
+
+    A bulk writer that labels everything it writes (the loader) may then record the digest
+    when it is done, so the next start does not sweep the store again."""
+    if not await needs_relabel(repository):
+        return True
+    async with repository.session(write=False) as session:
+        rows = await session.fetch(
+            sql.SQL("SELECT 1 FROM resource WHERE res_type = ANY({t}) LIMIT 1").format(
+                t=sql.Literal(sorted(CODED_PATHS))
+            )
+        )
+    return not rows
+
+
+async def record_digest(repository: Repository) -> None:
+    """Record that the stored data is labelled with the current rules."""
+    async with repository.session() as session:
+        await session.fetch(
+            sql.SQL(
+                "INSERT INTO label_rules_state (digest) VALUES ({d}) ON CONFLICT (singleton)"
+                " DO UPDATE SET digest = EXCLUDED.digest, relabelled_at = now() RETURNING digest"
+            ).format(d=sql.Literal(rules().digest))
+        )
+
+
 async def relabel(
     repository: Repository, *, progress: Callable[[int, int], None] | None = None
 ) -> int:
@@ -70,12 +98,6 @@ async def relabel(
             cursor = (batch[-1][0], batch[-1][1])
         if progress is not None:
             progress(seen, changed)
-    async with repository.session() as session:
-        await session.fetch(
-            sql.SQL(
-                "INSERT INTO label_rules_state (digest) VALUES ({d}) ON CONFLICT (singleton)"
-                " DO UPDATE SET digest = EXCLUDED.digest, relabelled_at = now() RETURNING digest"
-            ).format(d=sql.Literal(digest))
-        )
+    await record_digest(repository)
     log.info("security labels: %d of %d resources newly labelled (rules %s)", changed, seen, digest)
     return changed

@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import multiprocessing
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +30,9 @@ import psycopg
 
 from healthmesh.fhir.errors import FhirError, InvalidRequest
 from healthmesh.interactions.context import FhirRequest, FhirResult
+from healthmesh.interactions.relabel import labels_current, record_digest
 from healthmesh.interactions.transaction import parse_entries, run_transaction
+from healthmesh.load.ordering import WriteOrder
 from healthmesh.load.prepare import (
     Prepared,
     bundle_key,
@@ -38,9 +41,10 @@ from healthmesh.load.prepare import (
     prepare_bundle,
     prepare_lines,
     stable_id,
+    start_worker,
 )
 from healthmesh.store.repository import Repository, Session, StoredVersion
-from healthmesh.store.rows import PreparedVersion, now, prepare
+from healthmesh.store.rows import now, prepare
 
 CHUNK = 1000  # NDJSON resources per database transaction
 SUFFIXES = (".json", ".ndjson", ".ndjson.gz", ".json.gz")
@@ -99,34 +103,41 @@ def find_inputs(paths: list[Path]) -> list[Path]:
     return found
 
 
-async def write_versions(session: Session, versions: list[PreparedVersion]) -> list[FhirResult]:
-    """Upsert prepared versions: new ids by COPY, changed ones as new versions, same ones skipped."""
-    existing = await session.current_many([(v.res_type, v.id) for v in versions])
-    fresh: list[PreparedVersion] = []
+async def write_versions(session: Session, prepared: Prepared) -> list[FhirResult]:
+    """Upsert a unit's versions: new ids by COPY, changed ones as new versions, same ones skipped."""
+    batch = prepared.batch
+    if batch is None:
+        return []
+    at = prepared.at or now()
+    existing = await session.current_many(batch.keys)
+    fresh: list[int] = []
     results: list[FhirResult] = []
-    for v in versions:
-        current = existing.get((v.res_type, v.id))
+    for n, (res_type, id) in enumerate(batch.keys):
+        current = existing.get((res_type, id)) if existing else None
         if current is None:
-            fresh.append(v)
+            fresh.append(n)
+            results.append(FhirResult(status=201, version=_stored(res_type, id, 1, at)))
             continue
-        if not current.deleted and current.content_hash == v.content_hash:
+        if not current.deleted and current.content_hash == batch.hashes[n]:
             results.append(FhirResult(status=200, version=current, unchanged=True))
             continue
         # Rare: a changed resource. Its content carries versionId 1; stamp the real one.
         again = prepare(
-            orjson.loads(v.content), version_id=current.version_id + 1, last_updated=v.last_updated
+            orjson.loads(batch.content(n)), version_id=current.version_id + 1, last_updated=at
         )
         await session.replace(again)
-        results.append(FhirResult(status=201 if current.deleted else 200, version=_stored(again)))
-    await session.insert_many(fresh)
-    results.extend(FhirResult(status=201, version=_stored(v)) for v in fresh)
+        results.append(
+            FhirResult(
+                status=201 if current.deleted else 200,
+                version=_stored(again.res_type, again.id, again.version_id, at),
+            )
+        )
+    await session.insert_encoded(batch.pick(fresh))
     return results
 
 
-def _stored(v: PreparedVersion) -> StoredVersion:
-    return StoredVersion(
-        v.res_type, v.id, v.version_id, v.last_updated, False, None, v.content_hash
-    )
+def _stored(res_type: str, id: str, version_id: int, at: datetime) -> StoredVersion:
+    return StoredVersion(res_type, id, version_id, at, False, None)
 
 
 def _entry_of(error: FhirError) -> str:
@@ -142,6 +153,8 @@ class _Unit:
 
     path: Path
     future: Awaitable[Prepared]
+    seq: int = 0  # its place in the input (load/ordering.py)
+    prepared: Prepared | None = None
 
 
 class Loader:
@@ -151,50 +164,93 @@ class Loader:
         self.progress = progress
         self.report = LoadReport()
 
-    async def load(self, files: list[Path], *, workers: int = 2) -> LoadReport:
+    async def load(self, files: list[Path], *, workers: int = 2, writers: int = 2) -> LoadReport:
+        """Load ``files`` with ``workers`` processes preparing and ``writers`` connections
+        writing (the repository's pool needs that many)."""
+        # Everything written here is labelled with the current rules (store/rows.py); when
+        # that was true of the store before, it stays true, and saying so spares the next
+        # `serve` a relabelling sweep over everything (interactions/relabel.py).
+        vouch = await labels_current(self.repository)
         # spawn, not fork: the children must not inherit this process's open connections.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
-            deferred = await self._pipeline(files, pool, in_flight=max(2, workers * 2))
-        # A Bundle whose conditional references name resources from a later file gets one
-        # more try once everything else is in.
-        for path in deferred:
-            await self._fallback(path, last_try=True)
+        with ProcessPoolExecutor(
+            max_workers=max(1, workers), mp_context=context, initializer=start_worker
+        ) as pool:
+            deferred = await self._pipeline(
+                files, pool, in_flight=max(2, workers * 2), writers=max(1, writers)
+            )
+        # A unit that met a concurrent writer's rows, or a Bundle whose conditional
+        # references name resources from a later file, gets one more try once everything
+        # else is in.
+        for unit in deferred:
+            if unit.prepared is None:
+                await self._fallback(unit.path, last_try=True)
+            elif not await self._write_prepared(unit.path, unit.prepared):
+                self.report.errors.append(
+                    LoadError(str(unit.path), "", "a concurrent writer kept changing its resources")
+                )
+        if vouch:
+            await record_digest(self.repository)
         if self.report.created or self.report.updated:
-            async with self.repository.session(write=False) as session:
-                await session.analyze()
+            await self._analyze(writers)
         return self.report
 
-    async def _pipeline(self, files: list[Path], pool: Executor, *, in_flight: int) -> list[Path]:
+    async def _analyze(self, connections: int) -> None:
+        """ANALYZE every table written to, largest first, on up to ``connections`` at once:
+        each table's statistics are one backend's work."""
+        async with self.repository.session(write=False) as session:
+            tables = await session.tables_by_size()
+        limit = asyncio.Semaphore(max(1, connections))
+
+        async def one(table: str) -> None:
+            async with limit, self.repository.session(write=False) as session:
+                await session.analyze([table])
+
+        async with asyncio.TaskGroup() as group:
+            for table in tables:
+                group.create_task(one(table))
+
+    async def _pipeline(
+        self, files: list[Path], pool: Executor, *, in_flight: int, writers: int
+    ) -> list[_Unit]:
         loop = asyncio.get_running_loop()
-        pending: deque[_Unit] = deque()
-        deferred: list[Path] = []
+        queue: asyncio.Queue[_Unit | None] = asyncio.Queue(maxsize=in_flight)
+        order = WriteOrder()
+        deferred: list[_Unit] = []
 
-        def submit(path: Path, fn: Callable[..., Prepared], *args: Any) -> None:
-            pending.append(_Unit(path, loop.run_in_executor(pool, fn, *args)))
+        async def submit(path: Path, fn: Callable[..., Prepared], *args: Any) -> None:
+            unit = _Unit(path, loop.run_in_executor(pool, fn, *args), order.enter())
+            await queue.put(unit)
 
-        async def drain(keep: int) -> None:
-            while len(pending) > keep:
-                unit = pending.popleft()
-                if not await self._write(unit):
-                    deferred.append(unit.path)
+        async def read() -> None:
+            for path in files:
+                if ".ndjson" in path.name:
+                    try:
+                        async for first, lines in _chunks(path):
+                            await submit(path, prepare_lines, path.name, first, lines, now())
+                    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                        self.report.errors.append(LoadError(str(path), "", f"cannot read: {exc}"))
+                else:
+                    await submit(path, prepare_bundle, path, now())
+            for _ in range(writers):
+                await queue.put(None)
 
-        for path in files:
-            if ".ndjson" in path.name:
+        async def write() -> None:
+            while (unit := await queue.get()) is not None:
                 try:
-                    async for first, lines in _chunks(path):
-                        submit(path, prepare_lines, path.name, first, lines, now())
-                        await drain(in_flight)
-                except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                    self.report.errors.append(LoadError(str(path), "", f"cannot read: {exc}"))
-            else:
-                submit(path, prepare_bundle, path, now())
-            await drain(in_flight)
-        await drain(0)
-        return deferred
+                    if not await self._write(unit, order):
+                        deferred.append(unit)
+                finally:
+                    order.leave(unit.seq)
 
-    async def _write(self, unit: _Unit) -> bool:
-        """Write one prepared unit; False when it should be retried after the others."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(read())
+            for _ in range(writers):
+                group.create_task(write())
+        return sorted(deferred, key=lambda unit: unit.seq)
+
+    async def _write(self, unit: _Unit, order: WriteOrder) -> bool:
+        """Write one prepared unit in its turn; False when it should be retried at the end."""
         try:
             prepared = await unit.future
         except OSError as exc:
@@ -203,14 +259,27 @@ class Loader:
         for problem in prepared.problems:
             self.report.errors.append(LoadError(str(unit.path), problem.where, problem.reason))
         if prepared.fallback:
+            order.declare(unit.seq, (), barrier=True)
+            await order.wait_turn(unit.seq)
             return await self._fallback(unit.path, last_try=False)
-        if prepared.failed or not prepared.versions:
+        if prepared.failed or not prepared.batch:
             return True
+        order.declare(unit.seq, prepared.batch.keys)
+        await order.wait_turn(unit.seq)
+        unit.prepared = prepared
+        return await self._write_prepared(unit.path, prepared)
+
+    async def _write_prepared(self, path: Path, prepared: Prepared) -> bool:
         try:
             async with self.repository.session() as session:
-                results = await write_versions(session, prepared.versions)
+                results = await write_versions(session, prepared)
         except psycopg.errors.IntegrityError:
-            return False  # a concurrent writer made the same id: the retry sees its write
+            return False  # another writer made the same id meanwhile: the retry sees its row
+        except psycopg.errors.DataError as exc:
+            # A value PostgreSQL cannot store; the unit's transaction stored nothing.
+            reason = str(exc).splitlines()[0]
+            self.report.errors.append(LoadError(str(path), "", f"refused by PostgreSQL: {reason}"))
+            return True
         for result in results:
             self.report.count(result)
         if self.progress:

@@ -9,6 +9,7 @@ ordinary transaction instead.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import io
 import uuid
@@ -23,9 +24,29 @@ from healthmesh.fhir.errors import FhirError, Issue
 from healthmesh.fhir.ids import is_valid_id
 from healthmesh.fhir.references import rewrite_references
 from healthmesh.fhir.validation import check_resource
-from healthmesh.store.rows import PreparedVersion, prepare
+from healthmesh.store.copy_rows import EncodedBatch, EncodedVersion, encode
+from healthmesh.store.rows import prepare
 
 NAMESPACE = uuid.UUID("6f1c2a52-7d1e-4a0b-9a41-3e5f0c6d8b10")  # HealthMesh loader ids
+
+
+# PostgreSQL text cannot hold U+0000: refused as the server refuses it (fhir/jsonio.py).
+NUL = b"\\u0000"
+NUL_REASON = "contains a NUL character (\\u0000), which cannot be stored"
+
+
+def start_worker() -> None:
+    """Set a worker process up for preparing (the process pool's initializer).
+
+    A unit allocates hundreds of thousands of short-lived, acyclic objects (parsed JSON,
+    FHIRPath nodes, index rows) that reference counting frees; the cyclic collector's
+    default thresholds would still run it every 700 allocations, each full pass re-walking the
+    definitions and compiled paths the worker keeps for good (~5 % of a worker's time on the
+    Synthea set). So those are frozen out of collection and collections made rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def stable_id(*parts: str) -> str:
@@ -42,9 +63,10 @@ class Problem:
 class Prepared:
     """What a worker hands back for one unit of writing (a Bundle or an NDJSON chunk)."""
 
-    versions: list[PreparedVersion] = field(default_factory=list)
+    batch: EncodedBatch | None = None  # the versions to write, as COPY data
     problems: list[Problem] = field(default_factory=list)
     nbytes: int = 0
+    at: datetime | None = None  # meta.lastUpdated of its versions
     fallback: bool = False  # needs the database while processing: run as a transaction
     failed: bool = False  # the whole unit is refused (a transaction with a bad entry)
 
@@ -89,7 +111,11 @@ def _simple_creates(bundle: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 def prepare_bundle(path: Path, at: datetime) -> Prepared:
     raw = path.read_bytes()
-    out = Prepared(nbytes=len(raw))
+    out = Prepared(nbytes=len(raw), at=at)
+    if NUL in raw:
+        out.problems.append(Problem("", NUL_REASON))
+        out.failed = True
+        return out
     try:
         bundle = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -129,16 +155,19 @@ def prepare_bundle(path: Path, at: datetime) -> Prepared:
                 return out
             ids[full_url] = f"{res_type}/{new_id}"
         resource["id"] = new_id
+    versions: list[EncodedVersion] = []
     for index, entry in enumerate(entries):
         resource = entry["resource"]
         try:
             _rewrite(resource, ids)
             check_resource(resource)
+            # prepare refuses e.g. a Consent whose provisions cannot be enforced.
+            versions.append(encode(prepare(resource, version_id=1, last_updated=at)))
         except FhirError as error:
             out.problems.append(Problem(f"entry {index}", first_error(error)))
             out.failed = True  # one bad entry: the Bundle is refused whole, like a transaction
             return out
-        out.versions.append(prepare(resource, version_id=1, last_updated=at))
+    out.batch = EncodedBatch.of(versions)
     return out
 
 
@@ -168,29 +197,34 @@ def open_input(path: Path) -> io.BufferedIOBase:
 
 def prepare_lines(name: str, first: int, lines: list[bytes], at: datetime) -> Prepared:
     """A chunk of NDJSON lines, numbered from ``first``; each bad line is reported and skipped."""
-    out = Prepared()
+    out = Prepared(at=at)
+    versions: list[EncodedVersion] = []
     seen: dict[tuple[str, str], int] = {}
     for number, line in enumerate(lines, start=first):
         out.nbytes += len(line)
         if not line.strip():
             continue
+        if NUL in line:
+            out.problems.append(Problem(f"line {number}", NUL_REASON))
+            continue
         try:
             resource = orjson.loads(line)
             check_resource(resource)
+            id = resource.get("id")
+            if not (isinstance(id, str) and is_valid_id(id)):
+                id = resource["id"] = stable_id(name, str(number))
+            key = (resource["resourceType"], id)
+            version = encode(prepare(resource, version_id=1, last_updated=at))
         except orjson.JSONDecodeError as exc:
             out.problems.append(Problem(f"line {number}", f"not JSON: {exc}"))
             continue
         except FhirError as error:
             out.problems.append(Problem(f"line {number}", first_error(error)))
             continue
-        id = resource.get("id")
-        if not (isinstance(id, str) and is_valid_id(id)):
-            id = resource["id"] = stable_id(name, str(number))
-        key = (resource["resourceType"], id)
-        version = prepare(resource, version_id=1, last_updated=at)
         if key in seen:  # the same resource twice in one chunk: the later line wins
-            out.versions[seen[key]] = version
+            versions[seen[key]] = version
         else:
-            seen[key] = len(out.versions)
-            out.versions.append(version)
+            seen[key] = len(versions)
+            versions.append(version)
+    out.batch = EncodedBatch.of(versions)
     return out

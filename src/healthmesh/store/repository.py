@@ -17,11 +17,18 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from healthmesh.fhir.consent import DATA_CATEGORIES
+from healthmesh.fhir.consent import DATA_CATEGORIES, ConsentRule
 from healthmesh.fhir.errors import Forbidden
 from healthmesh.fhir.search.extract import IndexRows
 from healthmesh.store import consent_sql
 from healthmesh.store.access import Visibility
+from healthmesh.store.copy_rows import (
+    INDEX_COLUMNS,
+    INDEX_KINDS,
+    RESOURCE_COLUMNS,
+    EncodedBatch,
+    encode,
+)
 from healthmesh.store.rows import PreparedVersion
 from healthmesh.store.search.compiler import Compiler
 
@@ -36,7 +43,7 @@ def _refusal(permission: str, res_type: str, id: str) -> str:
     )
 
 
-_COLUMNS = "res_type, id, version_id, last_updated, deleted, patient_id, content_hash, content"
+_COLUMNS = ", ".join(RESOURCE_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,17 +121,16 @@ _PATIENTS_AFTER = (
 )
 # Index tables: IndexRows attribute -> (table, value columns after res_type, res_id, param).
 INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "token": ("search_token", ("system", "code", "display")),
-    "string": ("search_string", ("norm", "exact")),
-    "date": ("search_date", ("low", "high")),
-    "number": ("search_number", ("value",)),
-    "quantity": (
-        "search_quantity",
-        ("value", "system", "code", "unit", "canonical_value", "canonical_code"),
-    ),
-    "uri": ("search_uri", ("uri",)),
-    "reference": ("search_reference", ("target_type", "target_id", "target_url")),
+    kind: (f"search_{kind}", columns) for kind, columns in INDEX_COLUMNS.items()
 }
+
+
+# What a bulk load refreshes statistics of (Session.analyze).
+ANALYZED_TABLES = (
+    "resource",
+    "resource_history",
+    *(table for table, _ in INDEX_TABLES.values()),
+)
 
 
 def _index_columns(columns: tuple[str, ...]) -> str:
@@ -137,6 +143,7 @@ _INSERT_INDEX = {
     for kind, (table, cols) in INDEX_TABLES.items()
 }
 # Table and column names below come from INDEX_TABLES, never from input.
+_COPY_RESOURCE = f"COPY resource ({', '.join(RESOURCE_COLUMNS)}) FROM STDIN"
 _COPY_INDEX = {
     kind: f"COPY {table} ({_index_columns(cols)}) FROM STDIN"
     for kind, (table, cols) in INDEX_TABLES.items()
@@ -169,12 +176,14 @@ def _array(values: frozenset[str] | None) -> list[str] | None:
     return None if values is None else sorted(values)
 
 
-def _consent_rows(p: PreparedVersion) -> list[tuple[Any, ...]]:
+def _consent_rows(
+    id: str, patient_id: str | None, consent: tuple[ConsentRule, ...]
+) -> list[tuple[Any, ...]]:
     """``consent_rule`` rows of a Consent version (none unless active patient-privacy)."""
-    if not p.consent or p.patient_id is None:
+    if not consent or patient_id is None:
         return []
     rows = []
-    for n, rule in enumerate(p.consent):
+    for n, rule in enumerate(consent):
         cat_types: list[str] | None = None
         cat_codes: list[str] | None = None
         if rule.categories is not None:
@@ -183,9 +192,9 @@ def _consent_rows(p: PreparedVersion) -> list[tuple[Any, ...]]:
             cat_codes = sorted({f"{t}|{code}" for c in covered for t, code in c.by_category})
         rows.append(
             (
-                p.id,
+                id,
                 n,
-                p.patient_id,
+                patient_id,
                 rule.effect,
                 rule.depth,
                 _array(rule.actors),
@@ -384,7 +393,7 @@ class Session:
             return
         if replacing:
             await self.conn.execute(_DELETE_CONSENT, (p.id,))
-        rows = _consent_rows(p)
+        rows = _consent_rows(p.id, p.patient_id, p.consent)
         if rows:
             async with self.conn.cursor() as cur:
                 await cur.executemany(_INSERT_CONSENT, rows)
@@ -434,33 +443,28 @@ class Session:
                 await self.conn.execute(_DELETE_CONSENT, (id,))
 
     async def insert_many(self, versions: Sequence[PreparedVersion]) -> None:
-        """Insert new resources in bulk (COPY): the loader's and transactions' fast path."""
-        if not versions:
+        """Insert new resources in bulk (COPY): transactions' fast path."""
+        await self.insert_encoded(EncodedBatch.of([encode(p) for p in versions]))
+
+    async def insert_encoded(self, batch: EncodedBatch) -> None:
+        """Insert new resources from their COPY lines (store/copy_rows.py): one COPY per
+        table; the loader's workers make the lines, so this only sends bytes."""
+        if not len(batch):
             return
         if self.visibility is not None:
-            self._written.extend(("c", p.res_type, p.id) for p in versions)
+            self._written.extend(("c", res_type, id) for res_type, id in batch.keys)
         async with self.conn.cursor() as cur:
-            async with cur.copy(f"COPY resource ({_COLUMNS}) FROM STDIN") as copy:
-                for p in versions:
-                    await copy.write_row(
-                        (
-                            p.res_type,
-                            p.id,
-                            p.version_id,
-                            p.last_updated,
-                            False,
-                            p.patient_id,
-                            p.content_hash,
-                            p.content,
-                        )
-                    )
-            for kind in INDEX_TABLES:
-                rows = [row for p in versions for row in _index_rows_of(p, kind)]
-                if rows:
+            async with cur.copy(_COPY_RESOURCE) as copy:
+                await copy.write(batch.resource)
+            for kind, lines in zip(INDEX_KINDS, batch.indexes, strict=True):
+                if lines:
                     async with cur.copy(_COPY_INDEX[kind]) as copy:
-                        for row in rows:
-                            await copy.write_row(row)
-            consent = [row for p in versions for row in _consent_rows(p)]
+                        await copy.write(lines)
+            consent = [
+                row
+                for _, id, patient_id, rules in batch.consent
+                for row in _consent_rows(id, patient_id, rules)
+            ]
             if consent:
                 await cur.executemany(_INSERT_CONSENT, consent)
 
@@ -571,13 +575,23 @@ class Session:
         cur = await self.conn.execute(_PATIENTS_AFTER, (after_id, limit))
         return [(row[0], row[1]) for row in await cur.fetchall()]
 
-    async def analyze(self) -> None:
+    async def analyze(self, tables: Sequence[str] = ANALYZED_TABLES) -> None:
         """Refresh planner statistics (with the extended ones of migration 0005) after a bulk
         load: without them the first queries on fresh data pick plans thousands of times slower."""
-        tables = ["resource", "resource_history", *(table for table, _ in INDEX_TABLES.values())]
+        if unknown := set(tables) - set(ANALYZED_TABLES):
+            raise ValueError(f"not a table of the store: {sorted(unknown)}")
         await self.conn.execute(
             sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(map(sql.Identifier, tables)))
         )
+
+    async def tables_by_size(self) -> list[str]:
+        """The tables ``analyze`` covers, largest first."""
+        cur = await self.conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN unnest(%s::text[]) t(name)"
+            " ON c.oid = to_regclass(t.name) ORDER BY pg_relation_size(c.oid) DESC, c.relname",
+            (list(ANALYZED_TABLES),),
+        )
+        return [row[0] for row in await cur.fetchall()]
 
     async def fetch(self, query: sql.SQL | sql.Composed) -> list[tuple[Any, ...]]:
         cur = await self.conn.execute(query)
@@ -604,7 +618,8 @@ class Repository:
             max_size=max_size,
             open=False,
             # Autocommit: a lone read is one round trip; writes open explicit transactions.
-            kwargs={"autocommit": True},
+            # UTF8: COPY data is sent as bytes made in that encoding (store/copy_rows.py).
+            kwargs={"autocommit": True, "client_encoding": "UTF8"},
             configure=configure,
         )
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from healthmesh.fhir import fhirpath
@@ -20,6 +21,7 @@ from healthmesh.fhir.fhirpath.model import resource_node
 from healthmesh.fhir.fhirpath.ucum import UnitError, parse_unit
 from healthmesh.fhir.ids import parse_relative
 from healthmesh.fhir.search.normalize import normalize
+from healthmesh.fhir.search.plain_paths import walk
 from healthmesh.fhir.search.registry import IndexedParam, indexed_params
 
 # display: Coding.display / CodeableConcept.text / Identifier.type.text, normalised for :text
@@ -153,6 +155,13 @@ def _strings(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
 def _interval(value: Any) -> tuple[datetime, datetime] | None:
     if not isinstance(value, str):
         return None
+    return _parsed_interval(value)
+
+
+@lru_cache(maxsize=4096)
+def _parsed_interval(value: str) -> tuple[datetime, datetime] | None:
+    # Cached: a record repeats its timestamps (an encounter's start is its observations'
+    # effective time, their issued time, the report's date ...).
     interval = parse_interval(value)
     return (interval.low, interval.high) if interval else None
 
@@ -214,6 +223,7 @@ def canonical(
     return value * unit[0], unit[1]
 
 
+@lru_cache(maxsize=4096)
 def ucum_unit(system: str | None, code: str | None) -> tuple[Decimal, str] | None:
     """(factor to UCUM base units, dimension key) of a UCUM code; None when not convertible."""
     if system != UCUM or code is None:
@@ -266,15 +276,20 @@ def _references(param: str, node: fhirpath.Node, rows: IndexRows) -> None:
         literal = value
     else:
         return
+    rows.reference.append((param, *_target(literal)))
+
+
+@lru_cache(maxsize=4096)
+def _target(literal: str) -> tuple[str | None, str | None, str | None]:
+    """(target type, target id, url) of a reference; cached, as a record names the same
+    patient, encounter and practitioners over and over."""
     target = parse_relative(literal.split("/_history/", 1)[0])
     if target is not None:
-        rows.reference.append((param, target.resource_type, target.id, None))
-        return
+        return target.resource_type, target.id, None
     tail = parse_relative("/".join(literal.split("/_history/", 1)[0].rsplit("/", 2)[-2:]))
     if tail is not None and "://" in literal:
-        rows.reference.append((param, tail.resource_type, tail.id, literal))
-    else:
-        rows.reference.append((param, None, None, literal))
+        return tail.resource_type, tail.id, literal
+    return None, None, literal
 
 
 _EXTRACTORS: dict[str, Callable[[str, fhirpath.Node, IndexRows], None]] = {
@@ -317,38 +332,46 @@ def extract(resource: Mapping[str, Any]) -> IndexRows:
                 _positions(param, root, rows)
             continue
         extractor = _EXTRACTORS[param.type]
-        for node in _nodes(param.path, root):
+        nodes = _nodes(param.path, root) if param.steps is None else walk(param.steps, root)
+        for node in nodes:
             extractor(param.code, node, rows)
     return rows
 
 
-_Memo = dict[Any, list[fhirpath.Node]]
+_Memo = dict[Any, Any]
 
 
 def _composite(param: IndexedParam, root: fhirpath.Node, rows: IndexRows, memo: _Memo) -> None:
     """Each element the composite selects, its components' rows tagged with its number.
 
     Composites share base and component expressions (Observation's eight all evaluate
-    ``code``), so evaluations are remembered for the resource being indexed.
+    ``code``), so evaluations — and the rows made of them — are remembered for the resource
+    being indexed.
     """
     base_key = param.path.expression
     if base_key not in memo:
         memo[base_key] = list(_nodes(param.path, root))
     for elem, base in enumerate(memo[base_key]):
-        parts: list[tuple[str, list[tuple[Any, ...]]]] = []
+        parts: list[tuple[str, str, list[tuple[Any, ...]]]] = []
         for n, (kind, path) in enumerate(param.components):
-            key = (base_key, elem, path.expression)
-            if key not in memo:
-                memo[key] = list(_nodes(path, base))
-            if not memo[key]:
+            key = (base_key, elem, path.expression, kind)
+            found = memo.get(key)
+            if found is None:
+                # Rows with an empty param name: the name is the composite's own, below
+                # (an Identifier's ":of-type" rows keep their suffix).
+                part = IndexRows()
+                for node in _nodes(path, base):
+                    _EXTRACTORS[kind]("", node, part)
+                found = memo[key] = getattr(part, kind)
+            if not found:
                 break  # an element missing a component never matches
-            part = IndexRows()
-            for node in memo[key]:
-                _EXTRACTORS[kind](f"{param.code}${n}", node, part)
-            parts.append((kind, getattr(part, kind)))
+            parts.append((kind, f"{param.code}${n}", found))
         else:
-            if all(found for _, found in parts):
-                rows.composite.extend((kind, row, elem) for kind, found in parts for row in found)
+            rows.composite.extend(
+                (kind, (name + row[0], *row[1:]), elem)
+                for kind, name, found in parts
+                for row in found
+            )
 
 
 def _positions(param: IndexedParam, root: fhirpath.Node, rows: IndexRows) -> None:

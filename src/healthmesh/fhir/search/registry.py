@@ -17,6 +17,8 @@ from healthmesh.fhir.definitions import (
     search_param_by_url,
     search_params_by_type,
 )
+from healthmesh.fhir.fhirpath.paths import Step
+from healthmesh.fhir.search.plain_paths import plain_steps
 
 # Parameters answered from the resource table's own columns, never from index rows.
 COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
@@ -39,6 +41,8 @@ class IndexedParam:
     # A composite on the resource itself (``Observation`` with components ``code`` and
     # ``value.as(Quantity)``) selects nothing unless every component can: their keys.
     component_keys: tuple[frozenset[str], ...] = ()
+    # A plain member path's steps, walked without the evaluator (plain_paths.py), or None.
+    steps: tuple[Step, ...] | None = None
 
 
 def split_union(expression: str) -> list[str]:
@@ -116,8 +120,11 @@ def indexed_params(resource_type: str) -> tuple[IndexedParam, ...]:
         if components and expression.strip() == resource_type:
             found = (c.root_keys(resource_type) for _, c in components)
             component_keys = tuple(k for k in found if k is not None)
+        steps = None if components or special else plain_steps(expression, resource_type)
         params.append(
-            IndexedParam(code, definition.type, path, definition, components, keys, component_keys)
+            IndexedParam(
+                code, definition.type, path, definition, components, keys, component_keys, steps
+            )
         )
     return tuple(params)
 
