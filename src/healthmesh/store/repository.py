@@ -497,7 +497,7 @@ class Session:
             rows = [row for p in versions for row in _index_rows_of(p, kind)]
             if rows:
                 await self._insert_rows(_INSERT_INDEX[kind].split(" VALUES ", 1)[0], rows)
-        consent = [row for p in versions for row in _consent_rows(p)]
+        consent = [row for p in versions for row in _consent_rows(p.id, p.patient_id, p.consent)]
         if consent:
             await self._insert_rows(_INSERT_CONSENT.split(" VALUES ", 1)[0], consent)
 
