@@ -27,6 +27,7 @@ from healthmesh.api.parsing import (
     parse_body,
     path_segments,
     read_body,
+    request_base,
     response_type,
     to_fhir_request,
 )
@@ -220,7 +221,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     def base_url(request: Request) -> str:
         if settings.base_url:
             return settings.base_url
-        return f"{request.url.scheme}://{request.url.netloc}/fhir"
+        return request_base(request)
 
     async def access(
         request: Request, path: tuple[str, ...]

@@ -37,10 +37,32 @@ def header(request: Request, name: bytes) -> str | None:
     return None
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def request_base(request: Request) -> str:
+    """``scheme://host/fhir`` as the client addressed us: the same as Starlette's
+    ``request.url`` (the Host header, else the server's address without a default port),
+    without building and parsing the whole URL on every request (a tenth of a search's
+    Python time, py-spy)."""
+    scope = request.scope
+    scheme = str(scope.get("scheme", "http"))
+    host = header(request, b"host")
+    if host is None:
+        server = scope.get("server")
+        if server is None:
+            host = "localhost"
+        else:
+            name, port = server
+            host = name if _DEFAULT_PORTS.get(scheme) == port else f"{name}:{port}"
+    return f"{scheme}://{host}/fhir"
+
+
 def response_type(request: Request) -> str:
     """The JSON media type to answer with; XML-only clients get 406 (JSON is all we speak)."""
-    # Most requests (every plain read) have no query: skip parsing an empty one.
-    wanted = request.query_params.get("_format") if request.scope.get("query_string") else None
+    # Only a query that may name _format is parsed here (the search parses its own query).
+    query = request.scope.get("query_string") or b""
+    wanted = request.query_params.get("_format") if b"format" in query else None  # %5Fformat too
     if wanted is not None:
         if wanted in ("json", *JSON_TYPES):
             return "application/json" if wanted == "application/json" else "application/fhir+json"
@@ -121,7 +143,9 @@ def to_fhir_request(
     *,
     secured: bool = False,
 ) -> FhirRequest:
-    params = [*parse_qsl(request.url.query, keep_blank_values=True), *extra]
+    # The raw query as sent (what ``request.url.query`` gives, without building the URL).
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    params = [*parse_qsl(query, keep_blank_values=True), *extra]
     # PostgreSQL text cannot hold U+0000 and no FHIR value needs it: refuse it at the door.
     for name, value in params:
         if "\x00" in name or "\x00" in value:
