@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml tests/browser/package-lock.json
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found (apt-get install chromium): browser tests will be skipped"; fi; \
 	fi
+	@# The PDF rendering test rasterises the PDF with poppler's pdftoppm (best effort).
+	@if ! command -v pdftoppm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null 2>&1 \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null 2>&1; }; } \
+	    || echo "poppler-utils not installed: the PDF rasterising test will be skipped"; \
+	fi
 	@touch $(STAMP)
 
 setup: $(STAMP)
