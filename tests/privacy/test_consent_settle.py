@@ -30,9 +30,10 @@ from healthmesh.store.access import (
     RowRule,
     Visibility,
 )
+from healthmesh.store.migrate import migrate
 from secured import secured_node
 
-from conftest import ServerThread
+from conftest import ServerThread, _with_db
 from support import FHIR_JSON
 
 RUN = uuid.uuid4().hex[:8]
@@ -151,6 +152,25 @@ ACCESSES: dict[str, tuple[tuple[RowRule, ...], ConsentContext]] = {
         ConsentContext(actors=("client:x",), patient=ADA),
     ),
 }
+
+
+@pytest.fixture(scope="module")
+def database_url(admin_url: str) -> Iterator[str]:
+    """This module's own database: which short condition settle picks depends on every
+    Consent in consent_rule, so another module's Consents (same worker, same database)
+    must not be there."""
+    name = f"hm_settle_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _with_db(admin_url, name)
+    migrate(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture(scope="module")
