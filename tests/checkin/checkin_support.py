@@ -13,19 +13,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import psycopg
 
 from healthmesh.checkin.settings import CheckinSettings
 from healthmesh.config import Settings
-from healthmesh.store.migrate import migrate
 from secured import SecuredNode
 
-from conftest import ServerThread, _with_db
+from conftest import ServerThread, scratch_database
 from support import FHIR_JSON
 
 STAFF_SCOPE = "user/*.crs"
@@ -49,22 +47,8 @@ def off_loop(mint: Callable[..., str], *args: Any, **kwargs: Any) -> str:
         return pool.submit(mint, *args, **kwargs).result()
 
 
-@contextmanager
-def fresh_database(admin_url: str, prefix: str = "hm_checkin") -> Iterator[str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    url = _with_db(admin_url, name)
-    migrate(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    psycopg.sql.Identifier(name)
-                )
-            )
+def fresh_database(admin_url: str, prefix: str = "hm_checkin") -> AbstractContextManager[str]:
+    return scratch_database(admin_url, prefix)
 
 
 def _concept(system: str, code: str, display: str) -> dict[str, Any]:

@@ -4,40 +4,21 @@ the asynchronous request pattern (kick-off, poll, download)."""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 import orjson
-import psycopg
 
-from healthmesh.store.migrate import migrate
-
-from conftest import _with_db
+from conftest import scratch_database
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 
 
-@contextmanager
-def own_database(admin_url: str, prefix: str) -> Iterator[str]:
+def own_database(admin_url: str, prefix: str) -> AbstractContextManager[str]:
     """A database for one module: a system export reads everything, so no other test's rows
     (or TRUNCATE) may be in it."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    url = _with_db(admin_url, name)
-    migrate(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    psycopg.sql.Identifier(name)
-                )
-            )
+    return scratch_database(admin_url, prefix)
 
 
 def kickoff(

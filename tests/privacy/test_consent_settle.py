@@ -30,10 +30,9 @@ from healthmesh.store.access import (
     RowRule,
     Visibility,
 )
-from healthmesh.store.migrate import migrate
 from secured import secured_node
 
-from conftest import ServerThread, _with_db
+from conftest import ServerThread, scratch_database
 from support import FHIR_JSON
 
 RUN = uuid.uuid4().hex[:8]
@@ -159,18 +158,8 @@ def database_url(admin_url: str) -> Iterator[str]:
     """This module's own database: which short condition settle picks depends on every
     Consent in consent_rule, so another module's Consents (same worker, same database)
     must not be there."""
-    name = f"hm_settle_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _with_db(admin_url, name)
-    migrate(url)
-    try:
+    with scratch_database(admin_url, "hm_settle") as url:
         yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture(scope="module")
