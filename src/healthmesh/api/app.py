@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from healthmesh.api.auditing import AuditFailed, Auditor, interaction_of, touched_by
+from healthmesh.api.auditing import AuditFailed, Auditor
 from healthmesh.api.auth_routes import mount_auth
 from healthmesh.api.authorize_routes import mount_authorize
 from healthmesh.api.checkin_routes import mount_checkin
@@ -56,13 +56,12 @@ from healthmesh.interactions.context import (
 from healthmesh.interactions.dispatch import READ_METHODS, dispatch
 from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.interactions.relabel import needs_relabel, relabel
-from healthmesh.privacy import audit
 from healthmesh.privacy.appender import AuditAppender
 from healthmesh.share.content import OwnRecordBundles
 from healthmesh.store import consent_sql
 from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
-from healthmesh.store.repository import Repository, Session
+from healthmesh.store.repository import Repository
 
 log = logging.getLogger(__name__)
 AUDIT_OFF_WARNING = (
@@ -276,25 +275,6 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         )
         await auditor.record(events)
 
-    def transaction_auditor(
-        request: Request, grant: AccessGrant
-    ) -> Callable[[Session, FhirRequest, list[FhirResult]], Awaitable[None]]:
-        """For transaction and batch Bundles: their entries' events, in their transactions."""
-
-        async def hook(session: Session, entry: FhirRequest, results: list[FhirResult]) -> None:
-            touched = [t for r in results for t in touched_by(r)]
-            events = audit.interaction_events(
-                grant,
-                interaction_of(entry) or "transaction",
-                touched,
-                audit.outcome_of_status(200),
-                address=client_address(request),
-                node=auditor.node,
-            )
-            await auditor.in_transaction(session, events)
-
-        return hook
-
     async def read_stored(path: tuple[str, ...], media: str) -> Response:
         """GET [type]/[id] and [type]/[id]/_history/[vid] without parameters: the hot path.
 
@@ -363,7 +343,10 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
                 request, path, body, extra, base, visibility, secured=not settings.open
             )
             if grant is not None and auditor.enabled and fhir_request.method not in READ_METHODS:
-                fhir_request = replace(fhir_request, audit_hook=transaction_auditor(request, grant))
+                fhir_request = replace(
+                    fhir_request,
+                    audit_hook=auditor.transaction_hook(grant, client_address(request)),
+                )
             try:
                 result = await run(fhir_request, grant, visibility, request)
             except FhirError as error:

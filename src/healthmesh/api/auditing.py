@@ -27,7 +27,7 @@ from healthmesh.auth.identity.claims import IdentityClaims
 from healthmesh.auth.identity.matching import MATCHED, MatchDecision
 from healthmesh.fhir.errors import FhirError, Issue
 from healthmesh.fhir.structure import is_resource_type
-from healthmesh.interactions.context import FhirRequest, FhirResult
+from healthmesh.interactions.context import AuditHook, FhirRequest, FhirResult
 from healthmesh.privacy import audit, chain
 from healthmesh.privacy.appender import AuditAppender, AuditUnavailable
 from healthmesh.share.errors import NotRecorded
@@ -147,6 +147,27 @@ class Auditor:
             description=description,
             node=self.node,
         )
+
+    def transaction_hook(
+        self, grant: AccessGrant, address: str | None, *, description: str | None = None
+    ) -> AuditHook:
+        """For transaction and batch Bundles (and the check-in import, which is one): each
+        entry's events, written in the Bundle's own transaction."""
+
+        async def hook(session: Session, entry: FhirRequest, results: list[FhirResult]) -> None:
+            touched = [t for r in results for t in touched_by(r)]
+            events = audit.interaction_events(
+                grant,
+                interaction_of(entry) or "transaction",
+                touched,
+                audit.outcome_of_status(200),
+                address=address,
+                node=self.node,
+                description=description,
+            )
+            await self.in_transaction(session, events)
+
+        return hook
 
     async def in_transaction(self, session: Session, events: list[dict[str, Any]]) -> None:
         """A write's events, in its own transaction (call last, before commit)."""

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from healthmesh.api.auditing import Auditor, interaction_of, touched_by
+from healthmesh.api.auditing import Auditor
 from healthmesh.api.checkin_page import PAGE
 from healthmesh.auth.grant import AccessGrant, InvalidToken, TokenVerifier
 from healthmesh.auth.policy import visibility_for
@@ -40,9 +40,8 @@ from healthmesh.checkin.importer import IMPORTED, Importer
 from healthmesh.checkin.service import Caller, CheckinService
 from healthmesh.config import Settings
 from healthmesh.fhir.errors import FhirError, Forbidden, Issue, Unauthorized, operation_outcome
-from healthmesh.interactions.context import AuditHook, FhirRequest, FhirResult
-from healthmesh.privacy import audit
-from healthmesh.store.repository import Repository, Session
+from healthmesh.interactions.context import FhirRequest, FhirResult
+from healthmesh.store.repository import Repository
 
 log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
@@ -128,24 +127,6 @@ def mount_checkin(
         origin = (share.public_base or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
         return share.issuer or f"{origin}/shc"
 
-    def audit_hook(request: Request, grant: AccessGrant) -> AuditHook:
-        address = request.client.host if request.client else None
-
-        async def hook(session: Session, entry: FhirRequest, results: list[FhirResult]) -> None:
-            touched = [t for r in results for t in touched_by(r)]
-            events = audit.interaction_events(
-                grant,
-                interaction_of(entry) or "transaction",
-                touched,
-                audit.outcome_of_status(200),
-                address=address,
-                node=auditor.node,
-                description="clinic check-in import",
-            )
-            await auditor.in_transaction(session, events)
-
-        return hook
-
     def audit_read(request: Request, grant: AccessGrant) -> ReadHook:
         address = request.client.host if request.client else None
 
@@ -168,7 +149,11 @@ def mount_checkin(
             importer=Importer(fhir_user=grant.fhir_user, client_id=grant.client_id),
             base=fhir_base(request),
             own_issuer=own_issuer(request),
-            audit_hook=audit_hook(request, grant),
+            audit_hook=auditor.transaction_hook(
+                grant,
+                request.client.host if request.client else None,
+                description="clinic check-in import",
+            ),
             audit_read=audit_read(request, grant),
         )
 
