@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +45,6 @@ def off_loop(mint: Callable[..., str], *args: Any, **kwargs: Any) -> str:
     run inside Playwright's sync API (it keeps an event loop in the test's thread)."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(mint, *args, **kwargs).result()
-
-
-def fresh_database(admin_url: str, prefix: str = "hm_checkin") -> AbstractContextManager[str]:
-    return scratch_database(admin_url, prefix)
 
 
 def _concept(system: str, code: str, display: str) -> dict[str, Any]:
@@ -277,7 +273,7 @@ def two_nodes(admin_url: str, database_url: str, loader: ServerThread) -> Iterat
     with ServerThread(Settings(database_url=database_url, open=False, pool_size=POOL)) as sender:
         sender_issuer = f"http://127.0.0.1:{sender.port}/shc"
         with (
-            fresh_database(admin_url) as clinic_url,
+            scratch_database(admin_url, "hm_checkin") as clinic_url,
             ServerThread(
                 clinic_settings(clinic_url, trusted_issuers=("self", sender_issuer))
             ) as clinic,
