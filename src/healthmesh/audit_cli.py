@@ -51,13 +51,8 @@ def _run(
     migrate(url)
 
     async def go() -> T:
-        from healthmesh.privacy.chain import chain_pending
-
         conn = await AsyncConnection.connect(url, autocommit=True)
         try:
-            # Reads' events a server committed and has not chained yet (privacy/appender.py):
-            # chained first, so every command sees the whole trail.
-            await chain_pending(conn)
             return await body(conn)
         finally:
             await conn.close()

@@ -185,7 +185,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     accepts; its grant becomes the request's Visibility, compiled into every query
     (store/access.py)."""
     repository = Repository(settings.database_url, max_size=settings.pool_size)
-    # One appender per process: reads' events committed durably, chained by its chainer.
+    # One appender per process: reads' events committed durably and chained, batch by batch.
     appender = AuditAppender(repository.pool.connection) if settings.audit else None
     auditor = Auditor(settings.base_url or "healthmesh", appender)
 
@@ -197,8 +197,6 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         if not settings.audit:
             log.warning(AUDIT_OFF_WARNING)
         await repository.open()
-        if appender is not None:
-            appender.chain_soon()  # whatever an earlier run queued and did not chain
         await parameters.refresh(force=True)
         watcher = asyncio.create_task(parameters.watch())
         # A changed security-label rule table: label what was stored before (in the background).

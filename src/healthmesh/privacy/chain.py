@@ -163,7 +163,7 @@ async def record(
     before this returns; ``durable=False`` then skips waiting for the WAL flush (an entry can
     be lost in a crash, never corrupted; docs/privacy.md, "Audit"). Any failure raises: a
     request whose audit cannot be written must fail. Many concurrent reads are cheaper
-    through :class:`healthmesh.privacy.appender.AuditAppender` (no chain lock per read).
+    through :class:`healthmesh.privacy.appender.AuditAppender` (one chain append a batch).
     """
     batch = [event] if isinstance(event, Mapping) else list(event)
     if not batch:
@@ -193,36 +193,6 @@ async def append_prepared(
     if last // every > (first - 1) // every:  # crossed a multiple of ``every``
         await _sign(conn, last, head, own)
     return list(range(first, last + 1))
-
-
-async def record_pending(
-    conn: AsyncConnection[TupleRow], prepared: Prepared, *, durable: bool = True
-) -> None:
-    """Store prepared events and queue them for the chain, committed (and, ``durable``, on
-    disk) before this returns; :func:`chain_pending` chains them. For reads: no chain-head
-    lock is taken, so concurrent requests share WAL flushes (privacy/appender.py)."""
-    if len(prepared):
-        await audit_store.append_pending(conn, prepared.versions, prepared.entries, durable=durable)
-
-
-PENDING_BATCH = 5000
-
-
-async def chain_pending(
-    conn: AsyncConnection[TupleRow], *, checkpoint_every: int | None = None
-) -> int:
-    """Chain every queued entry, oldest first (under the head lock, like any append); how
-    many. Any process may run it at any time: chainers serialise on the head lock."""
-    total = 0
-    every = checkpoint_every or checkpoints.CHECKPOINT_EVERY
-    while True:
-        chained, last, head = await audit_store.chain_pending(conn, PENDING_BATCH)
-        if chained:
-            total += chained
-            if last // every > (last - chained) // every:  # crossed a multiple of ``every``
-                await _sign(conn, last, head, True)
-        if chained < PENDING_BATCH:
-            return total
 
 
 async def _sign(conn: Conn, seq: int, head: bytes, own: bool) -> None:
@@ -320,8 +290,6 @@ async def verify(conn: Conn) -> Report:
     entries were removed must start right after a valid purge checkpoint.
     """
     report = Report()
-    if conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        await chain_pending(conn)  # what reads queued is chained first, then judged
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         keys = await audit_store.public_keys(conn)

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from healthmesh.store.repository import INDEX_TABLES, Session
+from healthmesh.store.repository import INDEX_TABLES, json_rows
 from healthmesh.store.rows import PreparedVersion
 
 Conn = AsyncConnection[TupleRow]
@@ -45,78 +46,29 @@ async def append(
     begin: bool = False,
     durable: bool = True,
 ) -> tuple[int, bytes]:
-    """Store events (resource and index rows) and chain them (``audit_append``, migration
-    0014); the new head (seq, hash). Everything goes in one pipeline: with ``begin``, in a
+    """Store events (resource and index rows) and chain them, in one statement
+    (``audit_record``, migration 0023); the new head (seq, hash). With ``begin``, in a
     transaction of its own (BEGIN … COMMIT in the same round trip), else in the caller's.
     ``durable=False`` (own transaction only) commits without waiting for the WAL flush."""
-    session = Session(conn)  # unrestricted: the node writes its own audit trail
-    async with conn.pipeline():
-        if begin:
-            async with conn.transaction():
-                if not durable:
-                    await conn.execute("SET LOCAL synchronous_commit = off")
-                cur = await _append(conn, session, versions, entries)
-        else:
-            cur = await _append(conn, session, versions, entries)
+    doc: dict[str, Any] = json_rows(versions)
+    doc["entries"] = entries
+    # orjson: the batch's one document, serialised in C (datetimes as RFC 3339; Decimal
+    # index values as strings, which the numeric columns read back exactly).
+    payload = orjson.dumps(doc, default=str).decode()
+    if begin:
+        async with conn.pipeline(), conn.transaction():
+            if not durable:
+                await conn.execute("SET LOCAL synchronous_commit = off")
+            cur = await conn.execute(_RECORD, (payload,))
+    else:
+        cur = await conn.execute(_RECORD, (payload,))
     row = await cur.fetchone()
     if row is None:
-        raise RuntimeError("audit_append returned nothing")
+        raise RuntimeError("audit_record returned nothing")
     return int(row[0]), bytes(row[1])
 
 
-async def _append(
-    conn: Conn,
-    session: Session,
-    versions: Sequence[PreparedVersion],
-    entries: Sequence[dict[str, Any]],
-) -> Any:
-    await session.insert_pipelined(versions)
-    return await conn.execute(
-        "SELECT last_seq, last_hash FROM audit_append(%s)", (Jsonb(list(entries)),)
-    )
-
-
-async def append_pending(
-    conn: Conn,
-    versions: Sequence[PreparedVersion],
-    entries: Sequence[dict[str, Any]],
-    *,
-    durable: bool = True,
-) -> None:
-    """Store events (resource and index rows) and queue their entries for the chain
-    (``audit_pending``, migration 0017), committed in a transaction of their own without the
-    head lock, in one round trip. ``durable=False`` skips waiting for the WAL flush."""
-    session = Session(conn)  # unrestricted: the node writes its own audit trail
-    async with conn.pipeline(), conn.transaction():
-        if not durable:
-            await conn.execute("SET LOCAL synchronous_commit = off")
-        await session.insert_pipelined(versions)
-        await conn.execute(
-            "INSERT INTO audit_pending (entry) SELECT value"
-            " FROM jsonb_array_elements(%s) WITH ORDINALITY ORDER BY ordinality",
-            (Jsonb(list(entries)),),
-        )
-
-
-async def chain_pending(conn: Conn, limit: int) -> tuple[int, int, bytes]:
-    """Chain up to ``limit`` pending entries, oldest first, in a transaction of its own that
-    does not wait for its WAL flush: the entries stay in ``audit_pending`` until it commits,
-    so a chaining lost in a crash is done again. (chained, head seq, head hash)."""
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute("SET LOCAL synchronous_commit = off")
-        cur = await conn.execute(
-            "SELECT chained, last_seq, last_hash FROM audit_chain_pending(%s)", (limit,)
-        )
-    row = await cur.fetchone()
-    if row is None:
-        raise RuntimeError("audit_chain_pending returned nothing")
-    return int(row[0]), int(row[1]), bytes(row[2])
-
-
-async def pending_count(conn: Conn) -> int:
-    cur = await conn.execute("SELECT count(*) FROM audit_pending")
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+_RECORD = "SELECT last_seq, last_hash FROM audit_record(%s::jsonb)"
 
 
 # --- checkpoints and keys -------------------------------------------------------------------
@@ -175,12 +127,10 @@ async def chain_rows(conn: Conn, batch: int = 2000) -> AsyncIterator[tuple[Any, 
 
 
 async def unchained_events(conn: Conn, limit: int = 100) -> list[str]:
-    """Ids of stored AuditEvents that no chain entry names (inserted behind the node's back);
-    those waiting in ``audit_pending`` for the chainer are not among them."""
+    """Ids of stored AuditEvents that no chain entry names (inserted behind the node's back)."""
     cur = await conn.execute(
         "SELECT r.id FROM resource r WHERE r.res_type = 'AuditEvent'"
         " AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.event_id = r.id)"
-        " AND NOT EXISTS (SELECT 1 FROM audit_pending p WHERE p.entry->>'event_id' = r.id)"
         " ORDER BY r.last_updated, r.id LIMIT %s",
         (limit,),
     )

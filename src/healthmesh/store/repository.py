@@ -137,6 +137,10 @@ def _index_columns(columns: tuple[str, ...]) -> str:
     return ", ".join(("res_type", "res_id", "param", *columns, "patient_id", "elem"))
 
 
+_INDEX_NAMES = {
+    kind: ("res_type", "res_id", "param", *cols, "patient_id", "elem")
+    for kind, (_, cols) in INDEX_TABLES.items()
+}
 _INSERT_INDEX = {
     kind: f"INSERT INTO {table} ({_index_columns(cols)})"  # noqa: S608 - names from INDEX_TABLES
     f" VALUES ({', '.join(['%s'] * (len(cols) + 5))})"
@@ -218,6 +222,35 @@ def _index_rows_of(p: PreparedVersion, kind: str) -> list[tuple[Any, ...]]:
         if k == kind
     )
     return rows
+
+
+def json_rows(versions: Sequence[PreparedVersion]) -> dict[str, list[dict[str, Any]]]:
+    """New resources as rows for ``jsonb_populate_recordset``: table name -> rows, each keyed
+    by its table's columns. One JSON document carries every table's rows to one statement
+    whose text never changes (the audit trail's ``audit_record``, migration 0023), where
+    multi-row VALUES made a new statement, to convert and plan, for every batch size.
+    Resources with Consent rules (``consent_rule`` rows) are not for this path."""
+    tables: dict[str, list[dict[str, Any]]] = {"resource": []}
+    for p in versions:
+        if p.consent:
+            raise ValueError("json_rows: Consent versions need consent_rule rows")
+        tables["resource"].append(
+            {
+                "res_type": p.res_type,
+                "id": p.id,
+                "version_id": p.version_id,
+                "last_updated": p.last_updated,
+                "deleted": False,
+                "patient_id": p.patient_id,
+                "content_hash": None if p.content_hash is None else "\\x" + p.content_hash.hex(),
+                "content": p.content,
+            }
+        )
+        for kind, rows in _index_rows(p):
+            table = INDEX_TABLES[kind][0]
+            names = _INDEX_NAMES[kind]
+            tables.setdefault(table, []).extend(dict(zip(names, row, strict=True)) for row in rows)
+    return tables
 
 
 def _index_rows(p: PreparedVersion) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
@@ -467,52 +500,6 @@ class Session:
             ]
             if consent:
                 await cur.executemany(_INSERT_CONSENT, consent)
-
-    async def insert_pipelined(self, versions: Sequence[PreparedVersion]) -> None:
-        """Insert new resources with multi-row statements (one per table, not one per row)
-        and no COPY, so everything can travel in the caller's pipeline, in one round trip
-        (the audit trail's batches, privacy/appender.py: a row-by-row executemany cost PostgreSQL
-        twice the time there)."""
-        if not versions:
-            return
-        if self.visibility is not None:
-            self._written.extend(("c", p.res_type, p.id) for p in versions)
-        await self._insert_rows(
-            f"INSERT INTO resource ({_COLUMNS})",
-            [
-                (
-                    p.res_type,
-                    p.id,
-                    p.version_id,
-                    p.last_updated,
-                    False,
-                    p.patient_id,
-                    p.content_hash,
-                    p.content,
-                )
-                for p in versions
-            ],
-        )
-        for kind in INDEX_TABLES:
-            rows = [row for p in versions for row in _index_rows_of(p, kind)]
-            if rows:
-                await self._insert_rows(_INSERT_INDEX[kind].split(" VALUES ", 1)[0], rows)
-        consent = [row for p in versions for row in _consent_rows(p.id, p.patient_id, p.consent)]
-        if consent:
-            await self._insert_rows(_INSERT_CONSENT.split(" VALUES ", 1)[0], consent)
-
-    async def _insert_rows(self, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """``head`` (INSERT INTO t (cols)) with ``rows`` as multi-row VALUES; PostgreSQL
-        coerces each value to its column's type. At most ~4,000 parameters a statement."""
-        width = len(rows[0])
-        one = f"({', '.join(['%s'] * width)})"
-        step = max(1, 4000 // width)
-        for at in range(0, len(rows), step):
-            chunk = rows[at : at + step]
-            await self.conn.execute(
-                f"{head} VALUES {', '.join([one] * len(chunk))}",
-                [value for row in chunk for value in row],
-            )
 
     async def replace_param_index(
         self, res_type: str, code: str, rows: Sequence[tuple[str, str | None, IndexRows]]
