@@ -55,7 +55,11 @@ async def append(
     # orjson: the batch's one document, serialised in C (datetimes as RFC 3339; Decimal
     # index values as strings, which the numeric columns read back exactly).
     payload = orjson.dumps(doc, default=str).decode()
-    if begin:
+    if begin and durable and conn.autocommit:
+        # One statement in autocommit is a transaction of its own (all of it or none):
+        # no BEGIN and COMMIT to send.
+        cur = await conn.execute(_RECORD, (payload,))
+    elif begin:
         async with conn.pipeline(), conn.transaction():
             if not durable:
                 await conn.execute("SET LOCAL synchronous_commit = off")
