@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Final
 
 from healthmesh.fhir.fhirpath.model import Node
@@ -111,7 +112,11 @@ class _Unknown(Exception):
 
 
 def _only(value: Any, allowed: frozenset[str]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping) or not allowed.issuperset(value):
+    # ``type(...) is dict`` first: the node's events are dicts, and an ABC isinstance check
+    # costs several times as much, dozens of times an event.
+    if (type(value) is not dict and not isinstance(value, Mapping)) or not allowed.issuperset(
+        value
+    ):
         raise _Unknown
     return value
 
@@ -142,6 +147,64 @@ def _is_patient(ref: Mapping[str, Any]) -> bool:
     return isinstance(literal, str) and literal.startswith("Patient/")
 
 
+# Most of an event's parts recur from event to event (its type and subtype, the node as its
+# source, the calling app, the entities' types and roles, the patient): their rows are made
+# once and reused. The keys are the parts' plain string values; anything else is indexed
+# afresh.
+_Key = str | None
+
+
+@lru_cache(maxsize=4096)
+def _coding_rows(param: str, system: _Key, code: _Key, display: _Key) -> IndexRows:
+    coding = {k: v for k, v in (("system", system), ("code", code), ("display", display)) if v}
+    rows = IndexRows()
+    _tokens(param, Node(coding, "Coding", "Coding"), rows)
+    return rows
+
+
+@lru_cache(maxsize=4096)
+def _reference_rows(param: str, literal: _Key, id_system: _Key, id_value: _Key) -> IndexRows:
+    ref: dict[str, Any] = {"reference": literal} if literal is not None else {}
+    if id_system is not None or id_value is not None:
+        ref["identifier"] = {
+            k: v for k, v in (("system", id_system), ("value", id_value)) if v is not None
+        }
+    rows = IndexRows()
+    _references(param, Node(ref, "Reference", "Reference"), rows)
+    return rows
+
+
+def _plain(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _add_coding(param: str, coding: Mapping[str, Any], rows: IndexRows) -> None:
+    system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+    if _plain(system) and _plain(code) and _plain(display):
+        rows.token.extend(_coding_rows(param, system, code, display).token)
+    else:
+        _tokens(param, Node(coding, "Coding", "Coding"), rows)
+
+
+_PLAIN_IDENTIFIER: Final = frozenset({"system", "value"})
+
+
+def _add_reference(param: str, ref: Mapping[str, Any], rows: IndexRows) -> None:
+    literal, ident = ref.get("reference"), ref.get("identifier")
+    if ident is None:
+        id_system = id_value = None
+    elif type(ident) is dict and _PLAIN_IDENTIFIER.issuperset(ident):
+        id_system, id_value = ident.get("system"), ident.get("value")
+    else:
+        id_system = id_value = 0  # not a plain identifier: not cached
+    if _plain(literal) and _plain(id_system) and _plain(id_value):
+        cached = _reference_rows(param, literal, id_system, id_value)
+        rows.token.extend(cached.token)
+        rows.reference.extend(cached.reference)
+    else:
+        _references(param, Node(ref, "Reference", "Reference"), rows)
+
+
 def audit_event_rows(resource: Mapping[str, Any]) -> IndexRows | None:
     """The index rows ``extract`` would give this AuditEvent, or None when only it can say."""
     if resource.get("resourceType") != "AuditEvent" or not _params_known():
@@ -163,15 +226,15 @@ def _rows(event: Mapping[str, Any]) -> IndexRows:
     if "recorded" in event:
         _dates("date", Node(event["recorded"], "instant", "instant"), rows)
     if "type" in event:
-        _tokens("type", Node(_only(event["type"], _CODING), "Coding", "Coding"), rows)
+        _add_coding("type", _only(event["type"], _CODING), rows)
     for coding in _list(event.get("subtype")):
-        _tokens("subtype", Node(_only(coding, _CODING), "Coding", "Coding"), rows)
+        _add_coding("subtype", _only(coding, _CODING), rows)
     patients: list[Mapping[str, Any]] = []  # the union: equal elements count once
     for agent in _list(event.get("agent")):
         agent = _only(agent, _AGENT)
         if "who" in agent:
             who = _reference(agent["who"])
-            _references("agent", Node(who, "Reference", "Reference"), rows)
+            _add_reference("agent", who, rows)
             if _is_patient(who) and who not in patients:
                 patients.append(who)
         if "network" in agent:
@@ -182,20 +245,19 @@ def _rows(event: Mapping[str, Any]) -> IndexRows:
         source = _only(event["source"], _SOURCE)
         if "observer" in source:
             observer = _reference(source["observer"])
-            _references("source", Node(observer, "Reference", "Reference"), rows)
+            _add_reference("source", observer, rows)
     for entity in _list(event.get("entity")):
         entity = _only(entity, _ENTITY)
         if "what" in entity:
             what = _reference(entity["what"])
-            _references("entity", Node(what, "Reference", "Reference"), rows)
+            _add_reference("entity", what, rows)
             if _is_patient(what) and what not in patients:
                 patients.append(what)
         for code in ("role", "type"):
             if code in entity:
-                coding = _only(entity[code], _CODING)
-                _tokens(f"entity-{code}", Node(coding, "Coding", "Coding"), rows)
+                _add_coding(f"entity-{code}", _only(entity[code], _CODING), rows)
     for who in patients:
-        _references("patient", Node(who, "Reference", "Reference"), rows)
+        _add_reference("patient", who, rows)
     return rows
 
 
