@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from healthmesh.privacy import chain
+from healthmesh.privacy import audit, chain
 from healthmesh.store.migrate import migrate
 from secured import SecuredNode, secured_node
 
@@ -227,3 +227,47 @@ def test_a_refused_token_request_is_audited_without_its_credentials(node: Secure
     assert response.status_code in (400, 401)
     assert _count(node, "token-refused") == before + 1
     assert _count(node, bogus) == 0
+
+
+def test_a_patients_consent_decisions_are_in_their_trail_as_consent_changes(
+    node: SecuredNode,
+) -> None:
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{_id('ada')}"},
+        "provision": {"type": "permit"},
+    }
+    with node.client(
+        "patient/Consent.cru patient/AuditEvent.rs",
+        client_id=f"consent-app-{RUN}",
+        patient=_id("ada"),
+    ) as ada:
+        created = ada.post("/Consent", json=consent)
+        assert created.status_code == 201, created.text
+        consent_id = created.json()["id"]
+        withdrawn = ada.put(f"/Consent/{consent_id}", json={**created.json(), "status": "inactive"})
+        assert withdrawn.status_code == 200, withdrawn.text
+
+    def changes(change: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in _events_about(node, "ada")
+            if {"system": audit.HM_EVENT, "code": f"consent-{change}"} in e.get("subtype", [])
+        ]
+
+    for change, action in (("create", "C"), ("revoke", "D")):
+        (event,) = changes(change)
+        assert event["action"] == action
+        assert f"Consent/{consent_id}" in _entities(event)
+        assert _by_client([event], f"consent-app-{RUN}") == [event]
+    assert changes("update") == []  # the withdrawal is a revocation, not a mere update

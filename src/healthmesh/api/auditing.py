@@ -79,6 +79,12 @@ def interaction_of(request: FhirRequest) -> str | None:
     return None
 
 
+# Writes of a Consent and the consent change each is (privacy/audit.py consent_event); a
+# Consent set inactive (or rejected, or entered in error) is withdrawn: revoked.
+CONSENT_CHANGES = {"create": "create", "update": "update", "patch": "update"}
+REVOKED = frozenset({"inactive", "rejected", "entered-in-error"})
+
+
 def touched_by(result: FhirResult) -> list[audit.Touched]:
     version = result.version
     if version is not None:
@@ -137,7 +143,7 @@ class Auditor:
             return []
         touched = touched_by(result) if result is not None else []
         query = request.query_string if interaction.startswith("search") else None
-        return audit.interaction_events(
+        events = audit.interaction_events(
             grant,
             interaction,
             touched,
@@ -147,6 +153,36 @@ class Auditor:
             description=description,
             node=self.node,
         )
+        if interaction in CONSENT_CHANGES and result is not None and status < 300:
+            events += self._consent_change(interaction, result, grant, address)
+        return events
+
+    def _consent_change(
+        self, interaction: str, result: FhirResult, grant: AccessGrant, address: str | None
+    ) -> list[dict[str, Any]]:
+        """A written patient Consent is also a consent change (issue 5, item 4): an event of
+        its own, in the patient's trail — what they decided, besides the REST write."""
+        version = result.version
+        if version is None or version.res_type != "Consent" or version.content is None:
+            # A delete's tombstone names no patient: its REST event records the revocation.
+            return []
+        content = orjson.loads(version.content)
+        patient = audit.owner(content)
+        if patient is None:
+            return []  # not in a patient's compartment: no patient decided anything
+        change = CONSENT_CHANGES[interaction]
+        if change == "update" and content.get("status") in REVOKED:
+            change = "revoke"
+        return [
+            audit.consent_event(
+                grant,
+                consent_id=version.id,
+                patient=patient,
+                change=change,
+                address=address,
+                node=self.node,
+            )
+        ]
 
     def transaction_hook(
         self, grant: AccessGrant, address: str | None, *, description: str | None = None
@@ -156,15 +192,19 @@ class Auditor:
 
         async def hook(session: Session, entry: FhirRequest, results: list[FhirResult]) -> None:
             touched = [t for r in results for t in touched_by(r)]
+            interaction = interaction_of(entry) or "transaction"
             events = audit.interaction_events(
                 grant,
-                interaction_of(entry) or "transaction",
+                interaction,
                 touched,
                 audit.outcome_of_status(200),
                 address=address,
                 node=self.node,
                 description=description,
             )
+            if interaction in CONSENT_CHANGES:
+                for result in results:
+                    events += self._consent_change(interaction, result, grant, address)
             await self.in_transaction(session, events)
 
         return hook
