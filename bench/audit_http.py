@@ -8,6 +8,9 @@
 - read: ``GET /fhir/T/id`` of random resources in patients' compartments, each with a
   ``patient/*.rs`` token of *its own patient* (so the patient and consent conditions apply);
 - search: the US Core patient-scoped mix of bench/auth.py, with the same patient tokens;
+- a third server, audited but storing AuditEvents without their search index rows
+  (bench/switched.py ``--no-audit-index``, benchmark-only): how much of auditing's cost
+  those rows are;
 - wrk at ``--concurrency`` with bench/wrk_auth.lua; any non-2xx fails the benchmark.
 
 The target (issue 5): read throughput on/off >= 0.85.
@@ -34,11 +37,13 @@ from bench.common import (
     healthmesh_argv,
     quiet_check,
     run_measured,
+    switched_argv,
 )
 from bench.loadgen import run_load
 from bench.read import median_run
 
 RATIO_TARGET = 0.85
+NO_INDEX = "unindexed"
 MAX_PATIENTS = 300
 MAX_READS = 20_000
 Run = dict[str, Any]
@@ -88,7 +93,7 @@ def run(ctx: Context) -> Section:
     if not patients:
         raise BenchError("the database holds no Patient to read for")
 
-    on_port, off_port = free_port(), free_port()
+    on_port, off_port, bare_port = free_port(), free_port(), free_port()
     common = ["--database-url", url]
     with (
         Service(
@@ -101,6 +106,11 @@ def run(ctx: Context) -> Section:
             off_port,
             env={"HEALTHMESH_AUDIT": "off"},
         ) as unaudited,
+        Service(
+            switched_argv(["--no-audit-index"], "--port", str(bare_port), *common),
+            bare_port,
+            env={"HEALTHMESH_AUDIT": "on"},
+        ) as unindexed,
     ):
         wait_for_relabel(url, ctx)
         ids = sorted(str(p["id"]) for p in patients)
@@ -119,9 +129,9 @@ def run(ctx: Context) -> Section:
                     strict=True,
                 )
             )
-            for name, service in (("on", audited), ("off", unaudited))
+            for name, service in (("on", audited), ("off", unaudited), (NO_INDEX, unindexed))
         }
-        services = {"on": audited, "off": unaudited}
+        services = {"on": audited, "off": unaudited, NO_INDEX: unindexed}
         mix = query_mix(url, patients)
         files: dict[str, dict[str, Path]] = {"read": {}, "search": {}}
         for name in services:
@@ -148,7 +158,7 @@ def run(ctx: Context) -> Section:
                     threads=ctx.wrk_threads,
                     script=LUA,
                 )
-        runs: dict[str, dict[str, list[Run]]] = {k: {"on": [], "off": []} for k in files}
+        runs: dict[str, dict[str, list[Run]]] = {k: {n: [] for n in services} for k in files}
         audited_events = audited_commits = 0
         for round_ in range(ctx.rounds):
             ctx.log.print(f"  round {round_ + 1}/{ctx.rounds}")
@@ -188,7 +198,22 @@ def run(ctx: Context) -> Section:
                 versus_value=off["p99_ms"],
             ),
         ]
-        section.details[kind] = {"on": on, "off": off}
+        bare = median_run(runs[kind][NO_INDEX])
+        section.figures.append(
+            Figure(
+                "audit",
+                f"{kind}, audit on without AuditEvent index rows (bench-only bound)",
+                bare["rate"],
+                "req/s",
+                versus="audit off",
+                versus_value=off["rate"],
+                note=(
+                    "bench/switched.py --no-audit-index: events stored and chained, not"
+                    " indexed for search; what a cheaper audit index could reach"
+                ),
+            )
+        )
+        section.details[kind] = {"on": on, "off": off, NO_INDEX: bare}
     section.details["audited_events"] = audited_events
     # Every transaction the database committed while the audited server ran (its audit
     # batches, plus the token checks' and anyone else's): an upper bound on audit commits.

@@ -1,4 +1,5 @@
-"""``python -m bench.switched [--no-audit] [--no-consent] serve ...``: FOR BENCHMARKS ONLY.
+"""``python -m bench.switched [--no-audit] [--no-consent] [--no-audit-index] serve ...``:
+FOR BENCHMARKS ONLY.
 
 The ``healthmesh`` command with parts of the secured request path switched off, so the
 authorization benchmark can measure each part's cost against the same server with it on:
@@ -7,7 +8,10 @@ authorization benchmark can measure each part's cost against the same server wit
   nothing), to measure authorization and consent apart from auditing;
 - ``--no-consent``: the grant's Visibility carries no ConsentContext, so queries carry the
   scopes' conditions only, without the patients' Consents and the sensitive-label default:
-  the "consent and label filters off" side of the privacy issue's target.
+  the "consent and label filters off" side of the privacy issue's target;
+- ``--no-audit-index``: AuditEvents are recorded and chained as always, but without their
+  search index rows (not searchable but by id): what auditing would cost if those rows
+  cost nothing, the bound for a cheaper index of the audit trail (docs/PERFORMANCE.md).
 
 Both break the node's privacy guarantees, so they exist only here, in the benchmark
 package, as patches applied to this one process; no setting of the node turns them on.
@@ -19,7 +23,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-SWITCHES = ("--no-audit", "--no-consent")
+SWITCHES = ("--no-audit", "--no-consent", "--no-audit-index")
 
 
 def _patch(switches: set[str]) -> None:
@@ -30,6 +34,14 @@ def _patch(switches: set[str]) -> None:
             return []
 
         auditing.Auditor.events = no_events  # type: ignore[method-assign]
+    if "--no-audit-index" in switches:
+        from healthmesh.fhir.search.extract import IndexRows
+        from healthmesh.privacy import chain
+
+        def no_rows(resource: Any) -> IndexRows:
+            return IndexRows()
+
+        chain.audit_event_rows = no_rows  # type: ignore[attr-defined]
     if "--no-consent" in switches:
         from healthmesh.api import app
         from healthmesh.auth import policy
