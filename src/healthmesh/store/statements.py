@@ -19,12 +19,38 @@ integer, ``1.5`` numeric) and stays a literal, rendered by psycopg as before.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 from psycopg import sql
+
+_TOKENS = re.compile(rb"(%%|%s)")
+
+
+class Bound(sql.Composable):
+    """A piece of statement already bound: its text (``%s`` for each parameter, ``%%`` for a
+    literal percent sign) and its parameters, e.g. a clause the search compiler took from its
+    cache of shapes (store/search/shapes.py). :func:`bind` splices it in as it is;
+    ``as_bytes`` renders the parameters as literals, for whoever prints a statement."""
+
+    def __init__(self, text: bytes, params: list[Any]):
+        super().__init__(text)
+        self.params = params
+
+    def as_bytes(self, context: Any = None) -> bytes:
+        values = iter(self.params)
+        out = [
+            b"%"
+            if token == b"%%"
+            else sql.Literal(next(values)).as_bytes(context)
+            if token == b"%s"
+            else token
+            for token in _TOKENS.split(self._obj)
+        ]
+        return b"".join(out)
 
 
 @lru_cache(maxsize=8192)
@@ -37,6 +63,13 @@ def _text(string: str) -> bytes:
 def _identifier(names: tuple[str, ...]) -> bytes:
     # The quoting depends on nothing but the names (UTF-8 connections, store/repository.py).
     return _text(sql.Identifier(*names).as_string(None))
+
+
+@lru_cache(maxsize=1024)
+def _inline(kind: str, value: float | None) -> bytes:
+    """A literal kept in the text (``LIMIT 21``), rendered once: psycopg builds a Transformer
+    per rendering. ``kind`` keeps ``True``, ``1`` and ``1.0`` apart (they are equal keys)."""
+    return _text(sql.Literal(value).as_string(None))
 
 
 def _bindable(value: object) -> bool:
@@ -65,11 +98,16 @@ def bind(query: sql.Composable) -> tuple[bytes, list[Any]]:
             stack.extend(reversed(node._obj))
         elif kind is sql.Identifier:
             parts.append(_identifier(node._obj))
+        elif kind is Bound:
+            parts.append(node._obj)
+            params += node.params  # type: ignore[attr-defined]
         elif kind is sql.Literal:
             value = node._obj
             if _bindable(value):
                 parts.append(b"%s")
                 params.append(value)
+            elif isinstance(value, int | float | None):  # bool is an int
+                parts.append(_inline(type(value).__name__, value))
             else:
                 parts.append(_text(node.as_string(None)))
         elif isinstance(node, sql.Composed):
