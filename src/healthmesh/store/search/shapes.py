@@ -115,20 +115,23 @@ def _learn(
     pieces: list[str],
     compile_clause: Callable[[Clause], tuple[sql.Composable, int]],
 ) -> _Shape:
+    # The real clause first: its errors are the request's (a stand-in's are not).
+    real, real_aliases = compile_clause(clause)
+    real_text, real_params = bind(real)
     values, markers = _stand_in(forms)
-    marked, marked_aliases = compile_clause(replace(clause, values=values))
+    try:
+        marked, marked_aliases = compile_clause(replace(clause, values=values))
+    except Exception:  # whatever a stand-in provokes, the shape is not kept
+        return _UNKEPT
     text, marked_params = bind(marked)
     index = {marker: n for n, marker in enumerate(markers)}
     recipe = tuple(index.get(p) if isinstance(p, str) else None for p in marked_params)
+    if len({n for n in recipe if n is not None}) != len(markers):
+        return _UNKEPT  # some piece did not reach the statement verbatim
     constants = tuple(
         None if n is not None else p for n, p in zip(recipe, marked_params, strict=True)
     )
-    if len(set(n for n in recipe if n is not None)) != len(markers):
-        return _UNKEPT  # some piece did not reach the statement verbatim
-    real, real_aliases = compile_clause(clause)
-    real_text, real_params = bind(real)
-    shape = _Shape(text, recipe, constants, marked_aliases)
     again = [pieces[n] if n is not None else c for n, c in zip(recipe, constants, strict=True)]
     if real_text != text or real_params != again or real_aliases != marked_aliases:
         return _UNKEPT
-    return shape
+    return _Shape(text, recipe, constants, marked_aliases)
