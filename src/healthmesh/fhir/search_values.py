@@ -34,6 +34,8 @@ def split_escaped(value: str, separator: str) -> list[str]:
     Only the separator's own escape is undone, so ``\\$`` survives a split on commas for the
     composite split on dollars that follows.
     """
+    if "\\" not in value:  # nothing escaped (nearly every value): str.split says the same
+        return value.split(separator)
     parts, current, i = [], [], 0
     while i < len(value):
         ch = value[i]

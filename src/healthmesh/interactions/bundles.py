@@ -6,10 +6,12 @@ Stored content is spliced in as pre-serialised JSON (``orjson.Fragment``) unless
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC
+from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import orjson
 
@@ -28,8 +30,30 @@ def resource_view(content: str, *, summary: str | None, elements: str | None) ->
     return apply_elements(resource, elements)
 
 
+# What quote_plus leaves as it is; every other character is quoted on its own (UTF-8, %XX).
+_RESERVED = re.compile(r"[^A-Za-z0-9_.~-]")
+
+
+@lru_cache(maxsize=4096)
+def _quoted(character: str) -> str:
+    return quote_plus(character)
+
+
+def _quote_match(match: re.Match[str]) -> str:
+    return _quoted(match.group())
+
+
+def query_string(params: Sequence[tuple[str, str]]) -> str:
+    """``urllib.parse.urlencode(params)``, quoting only the characters that need it: the
+    standard ``quote_plus`` goes through every byte in Python, a tenth of the Python of a
+    one-result search's paging links (callgrind)."""
+    return "&".join(
+        f"{_RESERVED.sub(_quote_match, k)}={_RESERVED.sub(_quote_match, v)}" for k, v in params
+    )
+
+
 def link(relation: str, base: str, path: str, params: Sequence[tuple[str, str]]) -> dict[str, str]:
-    query = urlencode(list(params))
+    query = query_string(params)
     target = f"{base}/{path}" if path else base
     return {"relation": relation, "url": target + (f"?{query}" if query else "")}
 

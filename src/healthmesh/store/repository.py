@@ -31,6 +31,7 @@ from healthmesh.store.copy_rows import (
 )
 from healthmesh.store.rows import PreparedVersion
 from healthmesh.store.search.compiler import Compiler
+from healthmesh.store.statements import bind
 
 PERMISSION_ORDER = "cud"
 _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -581,7 +582,8 @@ class Session:
         return [row[0] for row in await cur.fetchall()]
 
     async def fetch(self, query: sql.SQL | sql.Composed) -> list[tuple[Any, ...]]:
-        cur = await self.conn.execute(query)
+        text, params = bind(query)  # values bound: one text per query shape
+        cur = await self.conn.execute(text, params)
         rows: list[tuple[Any, ...]] = await cur.fetchall()
         return rows
 

@@ -18,13 +18,15 @@ from healthmesh.fhir.errors import InvalidRequest, NotSupported
 from healthmesh.fhir.search.query import Clause, param_for
 from healthmesh.fhir.search.registry import component_types
 from healthmesh.fhir.search_values import split_escaped
-from healthmesh.store.search import date, near, number, reference, string, token, uri
+from healthmesh.store.search import date, near, number, reference, shapes, string, token, uri
 from healthmesh.store.search.sqlbits import TRUE, all_of, any_of, col, like_contains
 
 if TYPE_CHECKING:
     from healthmesh.store.access import Visibility
 
 SYSTEM = "Resource"  # the resource_type of clauses in a search across all types
+# Parameters compiled by their own rules, not by looking up their index rows.
+_NOT_INDEXED = frozenset({"_id", "_lastUpdated", "_content", "_text", "_list"})
 
 TABLES = {
     "token": "search_token",
@@ -103,6 +105,38 @@ class Compiler:
 
     # --- one clause ----------------------------------------------------------------------
     def clause(self, c: Clause, r: sql.Identifier) -> sql.Composable:
+        if (
+            c.param.type == "token"
+            and c.modifier in (None, "not")
+            and c.has is None
+            and not c.chain
+            and c.param.expression is not None
+            and c.param.code not in _NOT_INDEXED
+        ):
+            # A plain token clause: its text depends on its shape alone (store/search/shapes.py).
+            start = self._aliases
+            kept = shapes.kept_token_clause(
+                c,
+                (c.resource_type, r._obj, c.param.code, c.modifier),
+                start,
+                lambda clause: self._compiled_at(clause, r, start),
+            )
+            if kept is not None:
+                bound, used = kept
+                self._aliases = start + used
+                return bound
+        return self._clause(c, r)
+
+    def _compiled_at(self, c: Clause, r: sql.Identifier, start: int) -> tuple[sql.Composable, int]:
+        """``c`` compiled as if the alias counter stood at ``start``, and the aliases it used;
+        the counter itself is left where it was."""
+        saved, self._aliases = self._aliases, start
+        try:
+            return self._clause(c, r), self._aliases - start
+        finally:
+            self._aliases = saved
+
+    def _clause(self, c: Clause, r: sql.Identifier) -> sql.Composable:
         if c.has is not None:
             return self._has(c, r)
         if c.param.code == "_id":
