@@ -9,11 +9,11 @@ For one access (a :class:`ConsentContext`) and one row ``r`` of a patient's reco
 - a row with a sensitive security label (ETH, PSY, SEX, HIV, GDIS, R, V …) needs an applicable
   permit that names one of its labels, deeper than every applicable deny.
 
-Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. Every piece is a
-sub-select on the row, inside the query that returns it (store/access.py), so totals and
-paging never count a withheld row: on rows of patients some rule may apply to, one
-sub-select looks the row's category and label codes up once and aggregates the applicable
-rules' depths (``_decision``); other rows get the defaults only.
+Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. The condition is
+part of the query that returns the row (store/access.py), so totals and paging never count a
+withheld row: on rows of patients some rule may apply to, the function ``consent_decides``
+(migration 0024) looks the row's category and label codes up once and compares the
+applicable rules' depths; other rows get the defaults only (``consent_sensitive``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from healthmesh.store.access import (
     ConsentContext,
     Visibility,
 )
-from healthmesh.store.search.sqlbits import all_of
+from healthmesh.store.search.sqlbits import all_of, any_of
 
 
 def _access(
@@ -69,74 +69,29 @@ def _access(
     ]
 
 
-def _rule_matches_row(x: str, context: ConsentContext, r: sql.Composable) -> sql.Composable:
-    """Rule alias ``x`` applies to this access and to row ``r``, whose category and label
-    codes the sub-select ``crow`` (``_row_codes``) has looked up once: array operators
-    instead of one sub-select on search_token per rule."""
-    rule = sql.Identifier(x)
-    access = _access(x, context, sql.SQL("{}.patient_id").format(r))
-    row = [
-        sql.SQL("({x}.types IS NULL OR {r}.res_type = ANY({x}.types))").format(x=rule, r=r),
-        sql.SQL(
-            "({x}.cat_types IS NULL OR {r}.res_type = ANY({x}.cat_types)"
-            " OR crow.cats && {x}.cat_codes)"
-        ).format(x=rule, r=r),
-        sql.SQL("({x}.labels IS NULL OR crow.labels && {x}.labels)").format(x=rule),
-    ]
-    return sql.SQL("{x}.patient_id = {r}.patient_id AND {c}").format(
-        x=rule, r=r, c=all_of([*access, *row])
+_SENSITIVE = sql.SQL("{}::text[]").format(sql.Literal(sorted(SENSITIVE_LABELS)))
+
+
+def _sensitive(r: sql.Composable) -> sql.Composable:
+    """Row ``r`` carries a sensitive security label (migration 0024)."""
+    return sql.SQL("consent_sensitive({r}.res_type, {r}.id, {labels})").format(
+        r=r, labels=_SENSITIVE
     )
 
 
-def _row_codes(r: sql.Composable) -> sql.Composable:
-    """A one-row sub-select ``crow``: row ``r``'s security label codes (``labels``) and its
-    ``Type|category`` codes (``cats``), from its index rows, in one probe."""
+def _decides(context: ConsentContext, r: sql.Composable) -> sql.Composable:
+    """The full decision on row ``r`` of a patient some rule may apply to (migration 0024,
+    ``consent_decides``: the applicable rules' deepest deny, permit and labelled permit)."""
     return sql.SQL(
-        "(SELECT coalesce(array_agg(ctok.code) FILTER (WHERE ctok.param = '_security'),"
-        " '{{}}') AS labels, coalesce(array_agg(ctok.res_type || '|' || ctok.code)"
-        " FILTER (WHERE ctok.param = 'category'), '{{}}') AS cats FROM search_token ctok"
-        " WHERE ctok.res_type = {r}.res_type AND ctok.res_id = {r}.id"
-        " AND ctok.param IN ('_security', 'category')) crow"
-    ).format(r=r)
-
-
-def _decision(context: ConsentContext, r: sql.Composable) -> sql.Composable:
-    """SQL: the full decision on row ``r`` of a patient some rule may apply to, as one
-    scalar sub-select.
-
-    Every clause of docs/privacy.md "Deciding" compares depths of applicable rules, so it
-    needs only three aggregates over them (-1: none applies): the deepest deny ``d``, the
-    deepest permit ``p`` and the deepest permit naming a label ``lp``.
-
-    - denied: some applicable deny has no deeper applicable permit, i.e. ``d >= 0`` and
-      not ``p > d``;
-    - opt-in: someone else's row needs an applicable permit that no deny as deep or deeper
-      overrides, ``p > d``;
-    - sensitive: someone else's row with a sensitive label needs such a permit naming a
-      label of the row, ``lp > d``.
-    """
-    own = sql.Literal(context.patient)
-    others: sql.Composable = (
-        sql.SQL("{r}.patient_id <> {o}").format(r=r, o=own)
-        if context.patient is not None
-        else sql.SQL("true")
-    )
-    parts: list[sql.Composable] = [sql.SQL("(cagg.d < 0 OR cagg.p > cagg.d)")]
-    if not context.default_permit:
-        parts.append(sql.SQL("(NOT ({others}) OR cagg.p > cagg.d)").format(others=others))
-    parts.append(
-        sql.SQL("(NOT ({others} AND crow.labels && {labels}) OR cagg.lp > cagg.d)").format(
-            others=others, labels=sql.Literal(sorted(SENSITIVE_LABELS))
-        )
-    )
-    return sql.SQL(
-        "(SELECT {decide} FROM {codes}, LATERAL (SELECT"
-        " coalesce(max(crule.depth) FILTER (WHERE crule.effect = 'deny'), -1) AS d,"
-        " coalesce(max(crule.depth) FILTER (WHERE crule.effect = 'permit'), -1) AS p,"
-        " coalesce(max(crule.depth) FILTER (WHERE crule.effect = 'permit' AND crule.labels IS NOT NULL),"
-        " -1) AS lp FROM consent_rule crule WHERE {applies}) cagg)"
+        "consent_decides({r}.res_type, {r}.id, {r}.patient_id, {actors}::text[],"
+        " {purpose}::text, {patient}::text, {opt_out}, {labels})"
     ).format(
-        decide=all_of(parts), codes=_row_codes(r), applies=_rule_matches_row("crule", context, r)
+        r=r,
+        actors=sql.Literal(list(context.actors)),
+        purpose=sql.Literal(context.purpose),
+        patient=sql.Literal(context.patient),
+        opt_out=sql.Literal(context.default_permit),
+        labels=_SENSITIVE,
     )
 
 
@@ -158,12 +113,12 @@ def _rendered(context: ConsentContext, alias: str) -> sql.SQL:
 def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Composable:
     """SQL: the patients' Consents let this access touch row ``r``.
 
-    Written as a conjunction of NOT EXISTS, without a top-level OR, so that PostgreSQL plans
-    each as an anti-join, placed after the query's own joins. Rows no patient owns never
-    match a rule (``patient_id`` is NULL). Planning it is most of its cost (a search's own
-    statement plans in ~0.1-1 ms): it was one correlated sub-select per rule role and data
-    dimension, 13 query levels; it is now the decision's one scalar sub-select and two
-    anti-joins (docs/PERFORMANCE.md, "System token under Consents").
+    Rows no patient owns never match a rule (``patient_id`` is NULL). Planning the decision
+    was most of its cost when it was written inline as correlated sub-selects (one per rule
+    role and data dimension: 1-2 ms per query, where a search's own statement plans in
+    0.1-1 ms); the per-row parts are now functions whose inner plans PostgreSQL keeps
+    (migration 0024), called inside this query (docs/PERFORMANCE.md, "System token under
+    Consents").
     """
     if context.purpose in ALWAYS_DENIED_PURPOSES:
         return sql.SQL("{}.patient_id IS NULL").format(r)  # no patient data for marketing
@@ -179,50 +134,26 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
     if context.rules == NONE:
         return _defaults_only(context, r)
     # Patients some rule may apply to for this access (actors, purpose, period): an
-    # uncorrelated sub-select, which PostgreSQL computes once per query and hashes.
+    # uncorrelated sub-select, which PostgreSQL computes once per query and hashes. Their
+    # rows get the full decision, the others the defaults only: the patient's own rows and,
+    # in the opt-out model, the rows without a sensitive label.
     ruled = sql.SQL("(SELECT cxp.patient_id FROM consent_rule cxp WHERE {a})").format(
         a=all_of(_access("cxp", context, sql.SQL("cxp.patient_id")))
     )
-    # 1. On rows of those patients, the full decision (``_decision``, never NULL). A NOT
-    # EXISTS over their rules, so that PostgreSQL plans it as an anti-join, after the
-    # query's own joins have narrowed the rows: the decision runs on the rows that would be
-    # returned, not on every row an index scan passes through.
-    parts: list[sql.Composable] = [
-        sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM consent_rule cxr WHERE cxr.patient_id = {r}.patient_id"
-            " AND {a} AND NOT {decision})"
-        ).format(
-            r=r,
-            a=all_of(_access("cxr", context, sql.SQL("{}.patient_id").format(r))),
-            decision=_decision(context, r),
-        )
-    ]
-    # 2. On rows of other patients, only the defaults: opt-in, nobody else's rows; ...
-    others = (
-        sql.SQL(" AND {r}.patient_id <> {o}").format(r=r, o=own)
-        if context.patient is not None
-        else sql.SQL("")
-    )
-    if not context.default_permit:
-        mine: sql.Composable = (
-            sql.SQL(" OR {r}.patient_id = {o}").format(r=r, o=own)
-            if context.patient is not None
-            else sql.SQL("")
-        )
-        parts.append(
-            sql.SQL("({r}.patient_id IS NULL{mine} OR {r}.patient_id IN {ruled})").format(
-                r=r, mine=mine, ruled=ruled
-            )
-        )
-    # ... and nobody else's sensitive rows.
-    parts.append(
-        sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM search_token cs WHERE cs.res_type = {r}.res_type"
-            " AND cs.res_id = {r}.id AND cs.param = '_security' AND cs.code = ANY({labels})"
-            " AND {r}.patient_id IS NOT NULL{others} AND {r}.patient_id NOT IN {ruled})"
-        ).format(r=r, labels=sql.Literal(sorted(SENSITIVE_LABELS)), others=others, ruled=ruled)
-    )
-    return all_of(parts)
+    defaults: list[sql.Composable] = []
+    if context.patient is not None:
+        defaults.append(sql.SQL("{r}.patient_id = {o}").format(r=r, o=own))
+    if context.default_permit:
+        defaults.append(sql.SQL("NOT {}").format(_sensitive(r)))
+    decision = sql.SQL(
+        "CASE WHEN {r}.patient_id IS NULL THEN true WHEN {r}.patient_id IN {ruled}"
+        " THEN {decides} ELSE {defaults} END"
+    ).format(r=r, ruled=ruled, decides=_decides(context, r), defaults=any_of(defaults))
+    # A NOT EXISTS over one constant row, so that PostgreSQL plans the condition as an
+    # anti-join, which it places after the query's own joins (the functions' COST says they
+    # are dear): they run on the rows the query returns, not on every row an index scan
+    # passes through (``Observation?patient=P&code=C`` scans the code's rows of every patient).
+    return sql.SQL("NOT EXISTS (SELECT 1 FROM (VALUES (true)) cv(x) WHERE NOT {})").format(decision)
 
 
 def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable:
