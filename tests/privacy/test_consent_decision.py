@@ -1,6 +1,7 @@
-"""The edges of the consent condition's one-decision form (store/consent_sql.py,
-``_decision``): depths compared across two Consents of one patient, the prefilter of
-patients some rule may apply to, rows with no category, and aliases of the caller's query.
+"""The edges of the consent condition's one-decision form (store/consent_sql.py and
+``consent_decides``, migration 0024): depths compared across two Consents of one patient,
+the prefilter of patients some rule may apply to, rows with no category, and aliases of the
+caller's query.
 
 The data: Ada and Bob, each with a lab Observation, a PSY-labelled one and their Patient
 row. Consents are written over HTTP (so they become ``consent_rule`` rows the way they do in
@@ -191,8 +192,7 @@ def test_the_condition_means_the_same_under_any_alias_of_the_callers_row(
 ) -> None:
     """The condition's own sub-selects must not capture the caller's alias: the callers'
     (``r``, ``t`` in ``_include``, ``v`` in history) and short names an inner alias could
-    plausibly take. The condition's own aliases (cs, crow, ctok, crule, cagg, cxr, cxp)
-    are reserved."""
+    plausibly take. The condition's own aliases (cv, cxp) are reserved."""
     resources, visible = CASES["labelled permit deeper than the deny"]
     _write(open_node, consents, resources)
     assert _rows(database_url, BACKEND, alias) == set(visible)
