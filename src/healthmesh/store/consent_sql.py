@@ -9,9 +9,11 @@ For one access (a :class:`ConsentContext`) and one row ``r`` of a patient's reco
 - a row with a sensitive security label (ETH, PSY, SEX, HIV, GDIS, R, V …) needs an applicable
   permit that names one of its labels, deeper than every applicable deny.
 
-Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. Every piece is a
-correlated sub-select on the row, inside the query that returns it (store/access.py), so
-totals and paging never count a withheld row.
+Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. The condition is
+part of the query that returns the row (store/access.py), so totals and paging never count a
+withheld row: on rows of patients some rule may apply to, the function ``consent_decides``
+(migration 0024) looks the row's category and label codes up once and compares the
+applicable rules' depths; other rows get the defaults only (``consent_sensitive``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from healthmesh.store.access import (
     ConsentContext,
     Visibility,
 )
-from healthmesh.store.search.sqlbits import all_of
+from healthmesh.store.search.sqlbits import all_of, any_of
 
 
 def _access(
@@ -67,46 +69,29 @@ def _access(
     ]
 
 
-def _applies(x: str, context: ConsentContext, r: sql.Composable) -> sql.Composable:
-    """Rule alias ``x`` applies to this access and to row ``r``."""
-    rule = sql.Identifier(x)
-    access = _access(x, context, sql.SQL("{}.patient_id").format(r))
-    row = [
-        sql.SQL("({x}.types IS NULL OR {r}.res_type = ANY({x}.types))").format(x=rule, r=r),
-        sql.SQL(
-            "({x}.cat_types IS NULL OR {r}.res_type = ANY({x}.cat_types) OR EXISTS (SELECT 1"
-            " FROM search_token {c} WHERE {c}.res_type = {r}.res_type AND {c}.res_id = {r}.id"
-            " AND {c}.param = 'category' AND {c}.res_type || '|' || {c}.code = ANY({x}.cat_codes)))"
-        ).format(x=rule, r=r, c=sql.Identifier(f"{x}c")),
-        sql.SQL(
-            "({x}.labels IS NULL OR EXISTS (SELECT 1 FROM search_token {l} WHERE"
-            " {l}.res_type = {r}.res_type AND {l}.res_id = {r}.id AND {l}.param = '_security'"
-            " AND {l}.code = ANY({x}.labels)))"
-        ).format(x=rule, r=r, l=sql.Identifier(f"{x}l")),
-    ]
-    return sql.SQL("{x}.patient_id = {r}.patient_id AND {c}").format(
-        x=rule, r=r, c=all_of([*access, *row])
+_SENSITIVE = sql.SQL("{}::text[]").format(sql.Literal(sorted(SENSITIVE_LABELS)))
+
+
+def _sensitive(r: sql.Composable) -> sql.Composable:
+    """Row ``r`` carries a sensitive security label (migration 0024)."""
+    return sql.SQL("consent_sensitive({r}.res_type, {r}.id, {labels})").format(
+        r=r, labels=_SENSITIVE
     )
 
 
-def _undenied_permit(
-    context: ConsentContext, r: sql.Composable, *, labelled: bool, suffix: str
-) -> sql.Composable:
-    """Some applicable permit (naming a label, if ``labelled``) outranks every applicable deny."""
-    p, d = f"cp{suffix}", f"cd{suffix}"
-    label = (
-        sql.SQL(" AND {}.labels IS NOT NULL").format(sql.Identifier(p)) if labelled else sql.SQL("")
-    )
+def _decides(context: ConsentContext, r: sql.Composable) -> sql.Composable:
+    """The full decision on row ``r`` of a patient some rule may apply to (migration 0024,
+    ``consent_decides``: the applicable rules' deepest deny, permit and labelled permit)."""
     return sql.SQL(
-        "EXISTS (SELECT 1 FROM consent_rule {p} WHERE {p}.effect = 'permit'{label} AND {ap}"
-        " AND NOT EXISTS (SELECT 1 FROM consent_rule {d} WHERE {d}.effect = 'deny'"
-        " AND {d}.depth >= {p}.depth AND {ad}))"
+        "consent_decides({r}.res_type, {r}.id, {r}.patient_id, {actors}::text[],"
+        " {purpose}::text, {patient}::text, {opt_out}, {labels})"
     ).format(
-        p=sql.Identifier(p),
-        d=sql.Identifier(d),
-        label=label,
-        ap=_applies(p, context, r),
-        ad=_applies(d, context, r),
+        r=r,
+        actors=sql.Literal(list(context.actors)),
+        purpose=sql.Literal(context.purpose),
+        patient=sql.Literal(context.patient),
+        opt_out=sql.Literal(context.default_permit),
+        labels=_SENSITIVE,
     )
 
 
@@ -128,9 +113,12 @@ def _rendered(context: ConsentContext, alias: str) -> sql.SQL:
 def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Composable:
     """SQL: the patients' Consents let this access touch row ``r``.
 
-    Written as a conjunction of NOT EXISTS, without a top-level OR, so that PostgreSQL can plan
-    each as an anti-join (a hash over consent_rule, which is small) instead of a probe per row.
-    Rows no patient owns never match a rule (``patient_id`` is NULL).
+    Rows no patient owns never match a rule (``patient_id`` is NULL). Planning the decision
+    was most of its cost when it was written inline as correlated sub-selects (one per rule
+    role and data dimension: 1-2 ms per query, where a search's own statement plans in
+    0.1-1 ms); the per-row parts are now functions whose inner plans PostgreSQL keeps
+    (migration 0024), called inside this query (docs/PERFORMANCE.md, "System token under
+    Consents").
     """
     if context.purpose in ALWAYS_DENIED_PURPOSES:
         return sql.SQL("{}.patient_id IS NULL").format(r)  # no patient data for marketing
@@ -145,43 +133,27 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
         ).format(r=r, o=own)
     if context.rules == NONE:
         return _defaults_only(context, r)
-    # 1. No applicable deny that a deeper applicable permit does not override.
-    denied = sql.SQL(
-        "NOT EXISTS (SELECT 1 FROM consent_rule cd WHERE cd.effect = 'deny' AND {ad}"
-        " AND NOT EXISTS (SELECT 1 FROM consent_rule cp WHERE cp.effect = 'permit'"
-        " AND cp.depth > cd.depth AND {ap}))"
-    ).format(ad=_applies("cd", context, r), ap=_applies("cp", context, r))
-    parts: list[sql.Composable] = [denied]
-    # 2. Opt-in deployments: someone else's row needs an applicable, undenied permit.
-    if not context.default_permit:
-        permit = _undenied_permit(context, r, labelled=False, suffix="")
-        if context.patient is None:
-            parts.append(sql.SQL("({r}.patient_id IS NULL OR {p})").format(r=r, p=permit))
-        else:
-            parts.append(
-                sql.SQL("({r}.patient_id IS NULL OR {r}.patient_id = {o} OR {p})").format(
-                    r=r, o=own, p=permit
-                )
-            )
-    # 3. Sensitive rows of someone else's record need a permit that names their label.
-    others = (
-        sql.SQL(" AND {r}.patient_id <> {o}").format(r=r, o=own)
-        if context.patient is not None
-        else sql.SQL("")
+    # Patients some rule may apply to for this access (actors, purpose, period): an
+    # uncorrelated sub-select, which PostgreSQL computes once per query and hashes. Their
+    # rows get the full decision, the others the defaults only: the patient's own rows and,
+    # in the opt-out model, the rows without a sensitive label.
+    ruled = sql.SQL("(SELECT cxp.patient_id FROM consent_rule cxp WHERE {a})").format(
+        a=all_of(_access("cxp", context, sql.SQL("cxp.patient_id")))
     )
-    parts.append(
-        sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM search_token cs WHERE cs.res_type = {r}.res_type"
-            " AND cs.res_id = {r}.id AND cs.param = '_security' AND cs.code = ANY({labels})"
-            " AND {r}.patient_id IS NOT NULL{others} AND NOT {permit})"
-        ).format(
-            r=r,
-            labels=sql.Literal(sorted(SENSITIVE_LABELS)),
-            others=others,
-            permit=_undenied_permit(context, r, labelled=True, suffix="s"),
-        )
-    )
-    return all_of(parts)
+    defaults: list[sql.Composable] = []
+    if context.patient is not None:
+        defaults.append(sql.SQL("{r}.patient_id = {o}").format(r=r, o=own))
+    if context.default_permit:
+        defaults.append(sql.SQL("NOT {}").format(_sensitive(r)))
+    decision = sql.SQL(
+        "CASE WHEN {r}.patient_id IS NULL THEN true WHEN {r}.patient_id IN {ruled}"
+        " THEN {decides} ELSE {defaults} END"
+    ).format(r=r, ruled=ruled, decides=_decides(context, r), defaults=any_of(defaults))
+    # A NOT EXISTS over one constant row, so that PostgreSQL plans the condition as an
+    # anti-join, which it places after the query's own joins (the functions' COST says they
+    # are dear): they run on the rows the query returns, not on every row an index scan
+    # passes through (``Observation?patient=P&code=C`` scans the code's rows of every patient).
+    return sql.SQL("NOT EXISTS (SELECT 1 FROM (VALUES (true)) cv(x) WHERE NOT {})").format(decision)
 
 
 def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable:
