@@ -2,10 +2,10 @@
 
 - Writes are audited inside the write's own database transaction, as its last step: the
   events commit with the change or not at all.
-- Reads (and refusals) are audited after the answer is computed and before it is sent, in a
-  transaction of their own that takes no chain lock (they are chained right after, by the
-  process's chainer: privacy/appender.py); if the audit cannot be written the request fails
-  (503, an OperationOutcome), so no data leaves without its record.
+- Reads (and refusals) are audited after the answer is computed and before it is sent:
+  stored and chained by the process's appender, which commits every waiting request's
+  events as one batch (privacy/appender.py); if the audit cannot be written the request
+  fails (503, an OperationOutcome), so no data leaves without its record.
 - ``HEALTHMESH_AUDIT=off`` turns all of it off (benchmarks, operators who audit elsewhere):
   not for production (docs/security.md).
 - ``--open`` has no token, hence nobody to name: it is not audited (it is for experiments).

@@ -118,8 +118,7 @@ class AuditAppender:
             for _, done in batch + self._waiting:
                 if not done.done():
                     done.set_exception(AuditUnavailable("the audit writer stopped"))
-            if batch or self._waiting:
-                self._waiting.clear()
+            self._waiting.clear()
 
     def _take(self) -> list[tuple[chain.Prepared, asyncio.Future[None]]]:
         """The oldest waiters, up to ``max_batch`` events (at least one waiter)."""

@@ -191,17 +191,17 @@ _PLAIN_IDENTIFIER: Final = frozenset({"system", "value"})
 
 def _add_reference(param: str, ref: Mapping[str, Any], rows: IndexRows) -> None:
     literal, ident = ref.get("reference"), ref.get("identifier")
-    if ident is None:
-        id_system = id_value = None
-    elif type(ident) is dict and _PLAIN_IDENTIFIER.issuperset(ident):
-        id_system, id_value = ident.get("system"), ident.get("value")
-    else:
-        id_system = id_value = 0  # not a plain identifier: not cached
-    if _plain(literal) and _plain(id_system) and _plain(id_value):
-        cached = _reference_rows(param, literal, id_system, id_value)
+    ident = {} if ident is None else ident
+    plain = (
+        type(ident) is dict
+        and _PLAIN_IDENTIFIER.issuperset(ident)
+        and all(_plain(v) for v in (literal, ident.get("system"), ident.get("value")))
+    )
+    if plain:
+        cached = _reference_rows(param, literal, ident.get("system"), ident.get("value"))
         rows.token.extend(cached.token)
         rows.reference.extend(cached.reference)
-    else:
+    else:  # anything but plain strings is indexed afresh
         _references(param, Node(ref, "Reference", "Reference"), rows)
 
 

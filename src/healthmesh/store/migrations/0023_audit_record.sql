@@ -59,6 +59,8 @@ END $$;
 CREATE FUNCTION audit_record(doc jsonb, OUT last_seq bigint, OUT last_hash bytea)
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- One static INSERT per table, not a loop of EXECUTE format(...): PL/pgSQL keeps the
+    -- plans of static statements for the connection's life, dynamic ones are planned anew.
     INSERT INTO resource
     SELECT * FROM jsonb_populate_recordset(NULL::resource, doc->'resource');
     IF doc ? 'search_token' THEN
