@@ -172,7 +172,8 @@ def clear_store(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            " AND (tablename LIKE 'search\\_%' OR tablename IN ('resource', 'resource_history'))"
+            " AND (tablename LIKE 'search\\_%'"
+            " OR tablename IN ('resource', 'resource_history', 'audit_index'))"
         ).fetchall()
         tables = psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(r[0]) for r in rows)
         conn.execute(psycopg.sql.SQL("TRUNCATE {}").format(tables))

@@ -20,7 +20,7 @@ from healthmesh.interactions.context import FhirRequest, FhirResult, check_id, c
 from healthmesh.share import bundle, ips
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compartment import member_condition
-from healthmesh.store.search.compiler import SYSTEM
+from healthmesh.store.search.tables import SYSTEM
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 # AuditEvents are written by the audit trail alone (privacy/chain.py), never through REST:

@@ -26,8 +26,9 @@ from healthmesh.interactions.context import FhirRequest, FhirResult
 from healthmesh.interactions.paging import offset_links, page_params
 from healthmesh.interactions.valuesets import expand_value_sets
 from healthmesh.store.repository import Session
-from healthmesh.store.search.compiler import SYSTEM, Compiler, parse_sort
+from healthmesh.store.search.compiler import Compiler, parse_sort
 from healthmesh.store.search.includes import Include, include_query, parse_include
+from healthmesh.store.search.tables import SYSTEM
 
 MAX_INCLUDE_ROUNDS = 4  # :iterate depth bound
 

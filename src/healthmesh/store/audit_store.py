@@ -1,14 +1,17 @@
 """The SQL of the audit trail (migration 0014): chain entries, head, checkpoints, keys.
 
-Every AuditEvent is stored twice over: as a normal resource (``resource`` and the index
-tables, so FHIR search and the Patient-compartment rules serve it) and as an ``audit_chain``
-entry holding the hashes that make the sequence tamper-evident and the facts the breach
-detectors query. Callers pass a connection that is inside a transaction for writes.
+Every AuditEvent is stored twice over: as a normal resource (``resource``, and its search
+index rows, so FHIR search and the Patient-compartment rules serve it) and as an
+``audit_chain`` entry holding the hashes that make the sequence tamper-evident and the facts
+the breach detectors query. Its index rows are packed into one ``audit_index`` row but for
+the selective parameters' (store/search/tables.py, migration 0025). Callers pass a
+connection that is inside a transaction for writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +20,11 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from healthmesh.fhir.search.extract import IndexRows
+from healthmesh.store.copy_rows import INDEX_KINDS
 from healthmesh.store.repository import INDEX_TABLES, json_rows
 from healthmesh.store.rows import PreparedVersion
+from healthmesh.store.search.tables import AUDIT_REAL_PARAMS, packed
 
 Conn = AsyncConnection[TupleRow]
 
@@ -50,7 +56,11 @@ async def append(
     (``audit_record``, migration 0023); the new head (seq, hash). With ``begin``, in a
     transaction of its own (BEGIN … COMMIT in the same round trip), else in the caller's.
     ``durable=False`` (own transaction only) commits without waiting for the WAL flush."""
-    doc: dict[str, Any] = json_rows(versions)
+    doc: dict[str, Any] = json_rows([replace(v, index=_real_rows(v.index)) for v in versions])
+    doc["audit_index"] = [
+        {"res_id": v.id, "patient_id": v.patient_id, "rows": _packed_rows(v.index)}
+        for v in versions
+    ]
     doc["entries"] = entries
     # orjson: the batch's one document, serialised in C (datetimes as RFC 3339; Decimal
     # index values as strings, which the numeric columns read back exactly).
@@ -73,6 +83,29 @@ async def append(
 
 
 _RECORD = "SELECT last_seq, last_hash FROM audit_record(%s::jsonb)"
+
+
+def _real_rows(index: IndexRows) -> IndexRows:
+    """The rows of an event that stay in the search tables (AUDIT_REAL_PARAMS)."""
+    kept = IndexRows(composite=[c for c in index.composite if c[1][0] in AUDIT_REAL_PARAMS])
+    for kind in INDEX_KINDS:
+        rows = getattr(index, kind)
+        if rows:
+            setattr(kept, kind, [row for row in rows if row[0] in AUDIT_REAL_PARAMS])
+    return kept
+
+
+def _packed_rows(index: IndexRows) -> dict[str, list[tuple[Any, ...]]]:
+    """The rest, ``audit_index.rows``: per kind, each row's values then its element number."""
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    for kind in INDEX_KINDS:
+        values = [(*row, None) for row in getattr(index, kind) if packed(row[0])]
+        if values:
+            rows[kind] = values
+    for kind, row, elem in index.composite:
+        if packed(row[0]):
+            rows.setdefault(kind, []).append((*row, elem))
+    return rows
 
 
 # --- checkpoints and keys -------------------------------------------------------------------
@@ -185,6 +218,7 @@ async def delete_through(conn: Conn, last: int) -> int:
                 ),
                 (ids,),
             )
+        await conn.execute("DELETE FROM audit_index WHERE res_id = ANY(%s)", (ids,))
         for table, _ in INDEX_TABLES.values():
             await conn.execute(
                 sql.SQL("DELETE FROM {} WHERE res_type = 'AuditEvent' AND res_id = ANY(%s)").format(

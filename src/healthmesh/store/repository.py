@@ -58,6 +58,10 @@ class StoredVersion:
     deleted: bool
     content: str | None
     content_hash: bytes | None = None
+    # The row's compartment key (patient_id), when the query read it: the audit names the
+    # owner from it instead of parsing the content again (api/auditing.py touched_by).
+    owner: str | None = None
+    owner_read: bool = False
 
 
 class Served(NamedTuple):
@@ -70,13 +74,18 @@ class Served(NamedTuple):
 
 
 def _stored(row: Sequence[Any]) -> StoredVersion:
+    """A row of ``_VERSION_COLUMNS`` (patient_id last, when selected)."""
+    if len(row) > 7:
+        return StoredVersion(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], owner=row[7], owner_read=True
+        )
     return StoredVersion(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
 
-_SELECT_CURRENT = (
-    "SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
-    " FROM resource WHERE res_type = %s AND id = %s"
+_VERSION_COLUMNS = (
+    "res_type, id, version_id, last_updated, deleted, content, content_hash, patient_id"
 )
+_SELECT_CURRENT = f"SELECT {_VERSION_COLUMNS} FROM resource WHERE res_type = %s AND id = %s"  # noqa: S608
 # read and vread serve a version as stored: the columns the response needs, with
 # Last-Modified formatted by PostgreSQL as RFC 9110 IMF-fixdate (``Mon, 23 Nov 2026 10:00:00
 # GMT``; to_char's English names without the TM prefix do not depend on lc_time), which spares
@@ -92,9 +101,9 @@ _VREAD = (
     " WHERE res_type = %s AND id = %s AND version_id = %s"
 )
 _SELECT_VERSION = (
-    "SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
+    f"SELECT {_VERSION_COLUMNS}"  # noqa: S608 - column names, no input
     " FROM resource WHERE res_type = %(t)s AND id = %(id)s AND version_id = %(v)s"
-    " UNION ALL SELECT res_type, id, version_id, last_updated, deleted, content, content_hash"
+    f" UNION ALL SELECT {_VERSION_COLUMNS}"
     " FROM resource_history WHERE res_type = %(t)s AND id = %(id)s AND version_id = %(v)s"
 )
 _INSERT = f"INSERT INTO resource ({_COLUMNS}) VALUES (%s, %s, %s, %s, false, %s, %s, %s)"  # noqa: S608
@@ -347,7 +356,8 @@ class Session:
         r = sql.Identifier("r")
         query = sql.SQL(
             "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.deleted, r.content,"
-            " r.content_hash FROM resource r WHERE r.res_type = {t} AND r.id = {i} AND {v}"
+            " r.content_hash, r.patient_id FROM resource r"
+            " WHERE r.res_type = {t} AND r.id = {i} AND {v}"
         ).format(t=sql.Literal(res_type), i=sql.Literal(id), v=self.visible("r", r, res_type))
         cur = await self.conn.execute(query)
         row = await cur.fetchone()
@@ -364,7 +374,7 @@ class Session:
         parts = [
             sql.SQL(
                 "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.deleted, r.content,"
-                " r.content_hash FROM {tb} r WHERE r.res_type = {t} AND r.id = {i}"
+                " r.content_hash, r.patient_id FROM {tb} r WHERE r.res_type = {t} AND r.id = {i}"
                 " AND r.version_id = {n} AND {v}"
             ).format(
                 tb=sql.Identifier(table),

@@ -20,23 +20,13 @@ from healthmesh.fhir.search.registry import component_types
 from healthmesh.fhir.search_values import split_escaped
 from healthmesh.store.search import date, near, number, reference, shapes, string, token, uri
 from healthmesh.store.search.sqlbits import TRUE, all_of, any_of, col, like_contains
+from healthmesh.store.search.tables import SYSTEM, TABLES, packed_for, row_source, value_source
 
 if TYPE_CHECKING:
     from healthmesh.store.access import Visibility
 
-SYSTEM = "Resource"  # the resource_type of clauses in a search across all types
 # Parameters compiled by their own rules, not by looking up their index rows.
 _NOT_INDEXED = frozenset({"_id", "_lastUpdated", "_content", "_text", "_list"})
-
-TABLES = {
-    "token": "search_token",
-    "string": "search_string",
-    "date": "search_date",
-    "number": "search_number",
-    "quantity": "search_quantity",
-    "uri": "search_uri",
-    "reference": "search_reference",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +156,7 @@ class Compiler:
                 expression=c.name,
             )
         table, index_param = self._index_of(c)
+        source = row_source(table, c.resource_type, index_param, r)
         if kind == "reference":
             self._note_reference(c, r)
         if c.modifier in ("above", "below") and kind == "token":
@@ -179,25 +170,26 @@ class Compiler:
         )
         if c.modifier == "missing":
             exists = sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {s})").format(
-                tb=sql.Identifier(table), i=i, s=scope
+                tb=source, i=i, s=scope
             )
             return sql.SQL("NOT {}").format(exists) if c.values == ("true",) else exists
         match = self._match(c, kind, i)
         exists = sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {s} AND {m})").format(
-            tb=sql.Identifier(table), i=i, s=scope, m=match
+            tb=source, i=i, s=scope, m=match
         )
         # :in arrives with its ValueSet's codes as values (interactions/valuesets.py).
         return sql.SQL("NOT {}").format(exists) if c.modifier in ("not", "not-in") else exists
 
     @staticmethod
     def _index_of(c: Clause) -> tuple[str, str]:
-        """The index table and ``param`` value a plain clause looks up."""
+        """The index table and ``param`` value a plain clause looks up (read through
+        store/search/tables.py: an AuditEvent's may be packed)."""
         kind = c.param.type
         table, index_param = TABLES[kind], c.param.code
         if kind == "token":
             index_param = token.index_param(c)
         if kind == "reference" and c.modifier == "identifier":
-            table, index_param = "search_token", f"{c.param.code}:identifier"
+            table, index_param = TABLES["token"], f"{c.param.code}:identifier"
         return table, index_param
 
     def matching_ids(self, c: Clause) -> sql.Composable | None:
@@ -219,6 +211,8 @@ class Compiler:
         ):
             return None
         table, index_param = self._index_of(c)
+        if packed_for(c.resource_type, index_param):
+            return None  # packed rows are looked up by their event, not by value
         i = self.alias("i")
         return sql.SQL(
             "SELECT DISTINCT {i}.res_id AS id FROM {tb} {i}"
@@ -274,6 +268,10 @@ class Compiler:
         aliases = [self.alias("c") for _ in parts]
         first = aliases[0]
         conditions: list[sql.Composable] = []
+        tables = [
+            row_source(TABLES[kind], c.resource_type, f"{c.param.code}${n}", r)
+            for n, (kind, _) in enumerate(parts)
+        ]
         for n, ((kind, raw), i) in enumerate(zip(parts, aliases, strict=True)):
             component = replace(c, values=(raw,), modifier=None)
             scope = sql.SQL(
@@ -288,10 +286,10 @@ class Compiler:
         inner: sql.Composable = sql.SQL("true")
         for n in range(len(parts) - 1, 0, -1):
             inner = sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {c} AND {rest})").format(
-                tb=sql.Identifier(TABLES[parts[n][0]]), i=aliases[n], c=conditions[n], rest=inner
+                tb=tables[n], i=aliases[n], c=conditions[n], rest=inner
             )
         return sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {c} AND {rest})").format(
-            tb=sql.Identifier(TABLES[parts[0][0]]), i=first, c=conditions[0], rest=inner
+            tb=tables[0], i=first, c=conditions[0], rest=inner
         )
 
     def _special(self, c: Clause, r: sql.Identifier) -> sql.Composable:
@@ -358,9 +356,10 @@ class Compiler:
         if not per_type:
             return sql.SQL("false")
         return sql.SQL(
-            "EXISTS (SELECT 1 FROM search_reference {i} WHERE {i}.res_type = {rt} AND {i}.res_id = {r}.id"
+            "EXISTS (SELECT 1 FROM {tb} {i} WHERE {i}.res_type = {rt} AND {i}.res_id = {r}.id"
             " AND {i}.param = {p} AND ({i}.target_type, {i}.target_id) IN ({targets}))"
         ).format(
+            tb=row_source(TABLES["reference"], c.resource_type, c.param.code, r),
             i=i,
             rt=self.type_of(c.resource_type, r),
             r=r,
@@ -374,12 +373,14 @@ class Compiler:
         assert c.has_reference is not None
         i, t = self.alias("i"), self.alias("t")
         return sql.SQL(
-            "EXISTS (SELECT 1 FROM search_reference {i} JOIN resource {t} ON {t}.res_type = {i}.res_type"
+            "EXISTS (SELECT 1 FROM {tb} {i} JOIN resource {t} ON {t}.res_type = {i}.res_type"
             " AND {t}.id = {i}.res_id WHERE {i}.res_type = {ht} AND {i}.param = {p}"
             " AND {i}.target_type = {rt} AND {i}.target_id = {r}.id AND NOT {t}.deleted AND {inner}"
             " AND {v})"
         ).format(
             v=self.visible("s", t, c.has_type),
+            # Looked up by target: the view, whose packed half scans the trail.
+            tb=sql.Identifier(value_source(TABLES["reference"], c.has_type, c.has_reference.code)),
             i=i,
             t=t,
             ht=sql.Literal(c.has_type),
@@ -433,7 +434,7 @@ class Compiler:
             agg=aggregate,
             i=i,
             c=sql.Identifier(column),
-            tb=sql.Identifier(TABLES[param.type]),
+            tb=row_source(TABLES[param.type], resource_type, key.code, r),
             t=self.type_of(resource_type, r),
             r=r,
             p=sql.Literal(key.code),

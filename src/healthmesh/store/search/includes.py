@@ -9,6 +9,7 @@ from psycopg import sql
 from healthmesh.fhir.definitions import search_params_by_type
 from healthmesh.fhir.errors import InvalidRequest
 from healthmesh.fhir.structure import is_resource_type
+from healthmesh.store.search.tables import TABLES, packed_for, value_source
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +71,28 @@ def include_query(
     if include.reverse:
         join = sql.SQL("t.res_type = i.res_type AND t.id = i.res_id")
         keyed = sql.SQL("(i.target_type, i.target_id)")
+        # The referrers, looked up by target: for AuditEvents, the view (it scans the trail).
+        source: sql.Composable = sql.Identifier(
+            value_source(TABLES["reference"], include.source_type, include.param)
+        )
+    elif packed_for(include.source_type, include.param):
+        # An AuditEvent page's references are in its events' packed rows: per event, by key.
+        join = sql.SQL("t.res_type = i.target_type AND t.id = i.target_id")
+        keyed = sql.SQL("(k.res_type, k.id)")
+        source = sql.SQL(
+            "unnest({ts}::text[], {ids}::text[]) k(res_type, id)"
+            " CROSS JOIN LATERAL audit_rows_reference(k.res_type, k.id)"
+        ).format(ts=sql.Literal(types), ids=sql.Literal(ids))
     else:
         join = sql.SQL("t.res_type = i.target_type AND t.id = i.target_id")
         keyed = sql.SQL("(i.res_type, i.res_id)")
+        source = sql.Identifier(TABLES["reference"])
     return sql.SQL(
-        "SELECT DISTINCT t.res_type, t.id, t.content FROM search_reference i JOIN resource t ON {j}"
+        "SELECT DISTINCT t.res_type, t.id, t.content FROM {tb} i JOIN resource t ON {j}"
         " WHERE {k} IN (SELECT * FROM unnest({ts}::text[], {ids}::text[])) AND {w} AND NOT t.deleted"
         " AND {v}"
     ).format(
+        tb=source,
         j=join,
         k=keyed,
         ts=sql.Literal(types),
