@@ -28,6 +28,7 @@ from healthmesh.interactions.valuesets import expand_value_sets
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compiler import SYSTEM, Compiler, parse_sort
 from healthmesh.store.search.includes import Include, include_query, parse_include
+from healthmesh.store.statements import Constant
 
 MAX_INCLUDE_ROUNDS = 4  # :iterate depth bound
 
@@ -226,7 +227,7 @@ async def search(
             sql.SQL("r.res_type = ANY({})").format(sql.Literal(types)) if types else sql.SQL("true")
         )
     else:
-        kind = sql.SQL("r.res_type = {}").format(sql.Literal(res_type))
+        kind = sql.SQL("r.res_type = {}").format(Constant(res_type))
     where = sql.SQL("{k} AND NOT r.deleted AND {w} AND {s} AND {v}").format(
         k=kind,
         w=compiler.where(parsed.clauses, r),
