@@ -36,7 +36,6 @@ exactly as before.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -102,6 +101,20 @@ class Bound(sql.Composable):
         return b"".join(out)
 
 
+def placeholder_segments(text: bytes) -> tuple[bytes, ...]:
+    """``text`` split at its ``%s`` placeholders (``%%`` stays): one more piece than them."""
+    segments: list[bytes] = []
+    current: list[bytes] = []
+    for token in _TOKENS.split(text):
+        if token == b"%s":
+            segments.append(b"".join(current))
+            current = []
+        else:
+            current.append(token)
+    segments.append(b"".join(current))
+    return tuple(segments)
+
+
 @lru_cache(maxsize=8192)
 def _text(string: str) -> bytes:
     # With parameters, psycopg reads %s placeholders in the text: a literal % is written %%.
@@ -134,33 +147,39 @@ def _quoted(value: str) -> bytes:
     return _text(sql.Literal(value).as_string(None))
 
 
-@dataclass(slots=True)
 class Parts:
-    """A statement bound, before its text is joined: ``text`` pieces, where each parameter
-    is one ``%s`` piece at ``slots[n]``, the parameters and their kinds."""
+    """A statement bound, before its text is joined: the ``text`` pieces (each parameter one
+    ``%s`` piece), the parameters, their kinds, and for each constant its parameter's index
+    and the index of its ``%s`` piece."""
 
-    text: list[bytes] = field(default_factory=list)
-    params: list[Any] = field(default_factory=list)
-    kinds: list[int] = field(default_factory=list)
-    slots: list[int] = field(default_factory=list)
+    __slots__ = ("constants", "kinds", "params", "text")
+
+    def __init__(
+        self,
+        text: list[bytes],
+        params: list[Any],
+        kinds: list[int],
+        constants: list[tuple[int, int]],
+    ):
+        self.text = text
+        self.params = params
+        self.kinds = kinds
+        self.constants = constants
 
     def keyed(self) -> bool:
         """Whether every parameter is a constant or a key, and some is a constant: the
         statement's plan depends on its shape alone (the module's docstring)."""
-        kinds = self.kinds
-        return CONSTANT in kinds and PLAIN not in kinds
+        return bool(self.constants) and PLAIN not in self.kinds
 
     def joined(self, *, inline_constants: bool) -> tuple[bytes, list[Any]]:
         if not inline_constants:
             return b"".join(self.text), self.params
         text = list(self.text)
-        params = []
-        for value, kind, slot in zip(self.params, self.kinds, self.slots, strict=True):
-            if kind == CONSTANT:
-                text[slot] = _quoted(value)
-            else:
-                params.append(value)
-        return b"".join(text), params
+        params = self.params
+        for index, slot in self.constants:
+            text[slot] = _quoted(params[index])
+        kept = [value for value, kind in zip(params, self.kinds, strict=True) if kind != CONSTANT]
+        return b"".join(text), kept
 
 
 def bind(query: sql.Composable) -> tuple[bytes, list[Any]]:
@@ -178,8 +197,10 @@ def bind(query: sql.Composable) -> tuple[bytes, list[Any]]:
 def bind_parts(query: sql.Composable) -> Parts:
     """``query`` bound, every value a parameter, with what each is (store/search/shapes.py
     keeps a clause so)."""
-    out = Parts()
-    parts, params, kinds, slots = out.text, out.params, out.kinds, out.slots
+    parts: list[bytes] = []
+    params: list[Any] = []
+    kinds: list[int] = []
+    constants: list[tuple[int, int]] = []
     stack: list[sql.Composable] = [query]
     while stack:
         node = stack.pop()
@@ -191,45 +212,40 @@ def bind_parts(query: sql.Composable) -> Parts:
             stack.extend(reversed(node._obj))
         elif kind is sql.Identifier:
             parts.append(_identifier(node._obj))
+        elif kind is sql.Literal or kind is Constant or kind is Key:
+            value = node._obj
+            if _bindable(value):
+                if kind is Constant and isinstance(value, str):
+                    constants.append((len(params), len(parts)))
+                    kinds.append(CONSTANT)
+                else:
+                    kinds.append(KEY if kind is Key else PLAIN)
+                parts.append(b"%s")
+                params.append(value)
+            elif isinstance(value, int | float | None):  # bool is an int
+                parts.append(_inline(type(value).__name__, value))
+            else:
+                parts.append(_text(node.as_string(None)))
         elif kind is Bound:
             node_kinds = node.kinds  # type: ignore[attr-defined]
             node_params = node.params  # type: ignore[attr-defined]
             if node_kinds is None:
                 parts.append(node._obj)
-                params += node_params
                 kinds += [PLAIN] * len(node_params)
             else:
                 segments = node.segments  # type: ignore[attr-defined]
                 parts.append(segments[0])
-                for segment in segments[1:]:
-                    slots.append(len(parts))
+                for n, segment in enumerate(segments[1:]):
+                    if node_kinds[n] == CONSTANT:
+                        constants.append((len(params) + n, len(parts)))
                     parts.append(b"%s")
                     parts.append(segment)
-                params += node_params
                 kinds += node_kinds
-        elif kind is sql.Literal or kind is Constant or kind is Key:
-            value = node._obj
-            if _bindable(value):
-                slots.append(len(parts))
-                parts.append(b"%s")
-                params.append(value)
-                kinds.append(
-                    PLAIN
-                    if kind is sql.Literal
-                    else CONSTANT
-                    if kind is Constant and isinstance(value, str)
-                    else KEY
-                    if kind is Key
-                    else PLAIN
-                )
-            elif isinstance(value, int | float | None):  # bool is an int
-                parts.append(_inline(type(value).__name__, value))
-            else:
-                parts.append(_text(node.as_string(None)))
+            params += node_params
         elif isinstance(node, sql.Composed):
             stack.extend(reversed(node._obj))
         elif isinstance(node, sql.SQL):
             parts.append(_text(node._obj))
         else:
             raise TypeError(f"bind: unexpected {kind.__name__} in a composed statement")
-    return out
+    return Parts(parts, params, kinds, constants)

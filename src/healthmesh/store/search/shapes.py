@@ -29,7 +29,7 @@ from psycopg import sql
 
 from healthmesh.fhir.search.query import Clause
 from healthmesh.fhir.search_values import parse_token
-from healthmesh.store.statements import Bound, bind_parts
+from healthmesh.store.statements import Bound, bind_parts, placeholder_segments
 
 MAX_SHAPES = 4096  # distinct shapes kept; the cache starts over when full
 # Token forms: whether the value has a system part, an empty one ("|code"), and a code.
@@ -144,16 +144,7 @@ def _learn(
         or real_parts.kinds != marked_parts.kinds
     ):
         return _UNKEPT
-    segments = _segments(marked_parts.text, marked_parts.slots)
+    segments = placeholder_segments(text)
+    if len(segments) != len(marked_params) + 1:
+        return _UNKEPT
     return _Shape(text, recipe, constants, marked_aliases, tuple(marked_parts.kinds), segments)
-
-
-def _segments(text: list[bytes], slots: list[int]) -> tuple[bytes, ...]:
-    """The text between the placeholders at ``slots`` (one more piece than placeholders)."""
-    pieces: list[bytes] = []
-    start = 0
-    for slot in slots:
-        pieces.append(b"".join(text[start:slot]))
-        start = slot + 1
-    pieces.append(b"".join(text[start:]))
-    return tuple(pieces)
