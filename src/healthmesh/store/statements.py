@@ -30,7 +30,8 @@ plan cannot depend on the values, only on the shape: :func:`bind` then writes th
 and PostgreSQL keeps the generic plan after five executions. ``Patient?identifier=s|v`` at
 1M resources: 270 µs a statement → 108 µs (docs/PERFORMANCE.md, "Search"). One plain value
 anywhere (a code, a date, the consent condition's patient) and the statement is bound
-exactly as before.
+exactly as before. Either way the statement selects the same rows (a constant means the same
+in the text as bound): only when PostgreSQL plans it changes, never what it answers.
 """
 
 from __future__ import annotations

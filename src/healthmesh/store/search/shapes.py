@@ -12,6 +12,9 @@ stand-ins of the same forms (strings no request can send: they hold a NUL, which
 refuses, api/parsing.py); which parameter is which piece of which value is read off the
 stand-ins, and the shape is kept only if that reproduces the real compilation exactly. Later
 clauses of the shape are the kept text with their own pieces as parameters: no composing.
+Each parameter's kind (plain, constant, key: store/statements.py) is kept with the text, and
+the stand-ins must give the same kinds as the real values, so a kept clause binds into a
+statement exactly as its compilation would (constants in the text or not).
 
 Only plain token clauses (no modifier or ``:not``) are kept: their compilation looks at a
 value's form and nothing else (store/search/token.py ``value_condition``). Any clause whose
