@@ -29,6 +29,7 @@ from healthmesh.store.repository import Session
 from healthmesh.store.search.compiler import Compiler, parse_sort
 from healthmesh.store.search.includes import Include, include_query, parse_include
 from healthmesh.store.search.tables import SYSTEM
+from healthmesh.store.statements import Constant
 
 MAX_INCLUDE_ROUNDS = 4  # :iterate depth bound
 
@@ -227,7 +228,7 @@ async def search(
             sql.SQL("r.res_type = ANY({})").format(sql.Literal(types)) if types else sql.SQL("true")
         )
     else:
-        kind = sql.SQL("r.res_type = {}").format(sql.Literal(res_type))
+        kind = sql.SQL("r.res_type = {}").format(Constant(res_type))
     where = sql.SQL("{k} AND NOT r.deleted AND {w} AND {s} AND {v}").format(
         k=kind,
         w=compiler.where(parsed.clauses, r),

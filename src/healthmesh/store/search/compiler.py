@@ -21,6 +21,7 @@ from healthmesh.fhir.search_values import split_escaped
 from healthmesh.store.search import date, near, number, reference, shapes, string, token, uri
 from healthmesh.store.search.sqlbits import TRUE, all_of, any_of, col, like_contains
 from healthmesh.store.search.tables import SYSTEM, TABLES, packed_for, row_source, value_source
+from healthmesh.store.statements import Constant, Key
 
 if TYPE_CHECKING:
     from healthmesh.store.access import Visibility
@@ -88,7 +89,7 @@ class Compiler:
         """The row's type: a literal for type-level search, the column for system-level."""
         if resource_type == SYSTEM:
             return sql.SQL("{}.res_type").format(r)
-        return sql.Literal(resource_type)
+        return Constant(resource_type)
 
     def where(self, clauses: Sequence[Clause], r: sql.Identifier) -> sql.Composable:
         return all_of([self.clause(c, r) for c in clauses])
@@ -107,7 +108,7 @@ class Compiler:
             start = self._aliases
             kept = shapes.kept_token_clause(
                 c,
-                (c.resource_type, r._obj, c.param.code, c.modifier),
+                (c.resource_type, r._obj, c.param.code, c.modifier, token.identifies(c)),
                 start,
                 lambda clause: self._compiled_at(clause, r, start),
             )
@@ -166,7 +167,7 @@ class Compiler:
             )
         i = self.alias("i")
         scope = sql.SQL("{i}.res_type = {t} AND {i}.res_id = {r}.id AND {i}.param = {p}").format(
-            i=i, t=self.type_of(c.resource_type, r), r=r, p=sql.Literal(index_param)
+            i=i, t=self.type_of(c.resource_type, r), r=r, p=Constant(index_param)
         )
         if c.modifier == "missing":
             exists = sql.SQL("EXISTS (SELECT 1 FROM {tb} {i} WHERE {s})").format(
@@ -220,8 +221,8 @@ class Compiler:
         ).format(
             i=i,
             tb=sql.Identifier(table),
-            t=sql.Literal(c.resource_type),
-            p=sql.Literal(index_param),
+            t=Constant(c.resource_type),
+            p=Constant(index_param),
             m=self._match(c, c.param.type, i),
         )
 
@@ -277,7 +278,7 @@ class Compiler:
             scope = sql.SQL(
                 "{i}.res_type = {t} AND {i}.res_id = {r}.id AND {i}.param = {p}"
             ).format(
-                i=i, t=self.type_of(c.resource_type, r), r=r, p=sql.Literal(f"{c.param.code}${n}")
+                i=i, t=self.type_of(c.resource_type, r), r=r, p=Constant(f"{c.param.code}${n}")
             )
             if n > 0:
                 scope = sql.SQL("{} AND {}.elem = {}.elem").format(scope, i, first)
@@ -324,7 +325,11 @@ class Compiler:
     def _id(self, c: Clause, r: sql.Identifier) -> sql.Composable:
         if c.modifier == "missing":
             return sql.SQL("false") if c.values == ("true",) else sql.SQL("true")
-        found = sql.SQL("{}.id = ANY({})").format(r, sql.Literal(list(c.values)))
+        ids = list(c.values)
+        # Ids select one resource each: a key, unless negated (store/statements.py).
+        found = sql.SQL("{}.id = ANY({})").format(
+            r, Key(ids) if c.modifier is None else sql.Literal(ids)
+        )
         return sql.SQL("NOT {}").format(found) if c.modifier == "not" else found
 
     def _chain(self, c: Clause, r: sql.Identifier) -> sql.Composable:
@@ -347,7 +352,7 @@ class Compiler:
                     " AND NOT {t}.deleted AND {inner} AND {v}"
                 ).format(
                     t=t,
-                    tt=sql.Literal(sub.resource_type),
+                    tt=Constant(sub.resource_type),
                     inner=self.clause(sub, t),
                     # A chain cannot probe what the caller may not search (store/access.py).
                     v=self.visible("s", t, sub.resource_type),
@@ -363,7 +368,7 @@ class Compiler:
             i=i,
             rt=self.type_of(c.resource_type, r),
             r=r,
-            p=sql.Literal(c.param.code),
+            p=Constant(c.param.code),
             targets=sql.SQL(" UNION ALL ").join(per_type),
         )
 
@@ -383,8 +388,8 @@ class Compiler:
             tb=sql.Identifier(value_source(TABLES["reference"], c.has_type, c.has_reference.code)),
             i=i,
             t=t,
-            ht=sql.Literal(c.has_type),
-            p=sql.Literal(c.has_reference.code),
+            ht=Constant(c.has_type),
+            p=Constant(c.has_reference.code),
             rt=self.type_of(c.resource_type, r),
             r=r,
             inner=self.clause(c.has, t),
@@ -437,7 +442,7 @@ class Compiler:
             tb=row_source(TABLES[param.type], resource_type, key.code, r),
             t=self.type_of(resource_type, r),
             r=r,
-            p=sql.Literal(key.code),
+            p=Constant(key.code),
         )
 
 

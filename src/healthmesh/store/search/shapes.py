@@ -12,6 +12,9 @@ stand-ins of the same forms (strings no request can send: they hold a NUL, which
 refuses, api/parsing.py); which parameter is which piece of which value is read off the
 stand-ins, and the shape is kept only if that reproduces the real compilation exactly. Later
 clauses of the shape are the kept text with their own pieces as parameters: no composing.
+Each parameter's kind (plain, constant, key: store/statements.py) is kept with the text, and
+the stand-ins must give the same kinds as the real values, so a kept clause binds into a
+statement exactly as its compilation would (constants in the text or not).
 
 Only plain token clauses (no modifier or ``:not``) are kept: their compilation looks at a
 value's form and nothing else (store/search/token.py ``value_condition``). Any clause whose
@@ -29,7 +32,7 @@ from psycopg import sql
 
 from healthmesh.fhir.search.query import Clause
 from healthmesh.fhir.search_values import parse_token
-from healthmesh.store.statements import Bound, bind
+from healthmesh.store.statements import Bound, bind_parts, placeholder_segments
 
 MAX_SHAPES = 4096  # distinct shapes kept; the cache starts over when full
 # Token forms: whether the value has a system part, an empty one ("|code"), and a code.
@@ -42,6 +45,8 @@ class _Shape:
     recipe: tuple[int | None, ...]  # per parameter: the piece it is, or None (a constant)
     constants: tuple[Any, ...]  # per parameter: its value when a constant
     aliases: int  # table aliases the clause numbers (the compiler's counter moves on by this)
+    kinds: tuple[int, ...] = ()  # per parameter: plain, constant or key (store/statements.py)
+    segments: tuple[bytes, ...] = ()  # the text split at its placeholders
 
 
 _UNKEPT = _Shape(b"", (), (), -1)  # a shape whose compilation did not reproduce: never kept
@@ -106,7 +111,7 @@ def kept_token_clause(
         pieces[piece] if piece is not None else constant
         for piece, constant in zip(shape.recipe, shape.constants, strict=True)
     ]
-    return Bound(shape.text, params), shape.aliases
+    return Bound(shape.text, params, shape.kinds, shape.segments), shape.aliases
 
 
 def _learn(
@@ -117,13 +122,14 @@ def _learn(
 ) -> _Shape:
     # The real clause first: its errors are the request's (a stand-in's are not).
     real, real_aliases = compile_clause(clause)
-    real_text, real_params = bind(real)
+    real_parts = bind_parts(real)
     values, markers = _stand_in(forms)
     try:
         marked, marked_aliases = compile_clause(replace(clause, values=values))
     except Exception:  # whatever a stand-in provokes, the shape is not kept
         return _UNKEPT
-    text, marked_params = bind(marked)
+    marked_parts = bind_parts(marked)
+    text, marked_params = marked_parts.joined(inline_constants=False)
     index = {marker: n for n, marker in enumerate(markers)}
     recipe = tuple(index.get(p) if isinstance(p, str) else None for p in marked_params)
     if len({n for n in recipe if n is not None}) != len(markers):
@@ -132,6 +138,16 @@ def _learn(
         None if n is not None else p for n, p in zip(recipe, marked_params, strict=True)
     )
     again = [pieces[n] if n is not None else c for n, c in zip(recipe, constants, strict=True)]
-    if real_text != text or real_params != again or real_aliases != marked_aliases:
+    real_text, real_params = real_parts.joined(inline_constants=False)
+    if (
+        real_text != text
+        or real_params != again
+        or real_aliases != marked_aliases
+        # A value is a key or plain by its clause and form, never by what it says.
+        or real_parts.kinds != marked_parts.kinds
+    ):
         return _UNKEPT
-    return _Shape(text, recipe, constants, marked_aliases)
+    segments = placeholder_segments(text)
+    if len(segments) != len(marked_params) + 1:
+        return _UNKEPT
+    return _Shape(text, recipe, constants, marked_aliases, tuple(marked_parts.kinds), segments)

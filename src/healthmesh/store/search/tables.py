@@ -20,6 +20,7 @@ from typing import Final
 from psycopg import sql
 
 from healthmesh.store.search.sqlbits import col
+from healthmesh.store.statements import Constant
 
 TABLES: Final = {
     "token": "search_token",
@@ -53,7 +54,7 @@ def row_source(
     if not packed_for(resource_type, index_param):
         return sql.Identifier(table)
     kind = table.removeprefix("search_")
-    row_type = sql.Literal(AUDIT_TYPE) if resource_type == AUDIT_TYPE else col(r, "res_type")
+    row_type = Constant(AUDIT_TYPE) if resource_type == AUDIT_TYPE else col(r, "res_type")
     return sql.SQL("{}({}, {})").format(
         sql.Identifier(f"audit_rows_{kind}"), row_type, col(r, "id")
     )
