@@ -34,6 +34,7 @@ from healthmesh.store.access import (
     Visibility,
 )
 from healthmesh.store.search.sqlbits import all_of, any_of
+from healthmesh.store.statements import KEY, Bound, bind_parts, placeholder_segments
 
 
 def _access(
@@ -69,7 +70,13 @@ def _access(
     ]
 
 
-_SENSITIVE = sql.SQL("{}::text[]").format(sql.Literal(sorted(SENSITIVE_LABELS)))
+# The sensitive labels are the same for every access: written into the text, never bound.
+_SENSITIVE = sql.SQL(
+    sql.SQL("{}::text[]").format(sql.Literal(sorted(SENSITIVE_LABELS))).as_string(None)
+)
+
+
+_SENSITIVE_LIST = sql.SQL(sql.Literal(sorted(SENSITIVE_LABELS)).as_string(None))
 
 
 def _sensitive(r: sql.Composable) -> sql.Composable:
@@ -96,18 +103,32 @@ def _decides(context: ConsentContext, r: sql.Composable) -> sql.Composable:
 
 
 def consent_condition(context: ConsentContext, r: sql.Identifier) -> sql.Composable:
-    """SQL: the patients' Consents let this access touch row ``r``, composed and rendered
-    once per (context, alias) and kept: composing it costs ~0.5 ms and rendering the tree
-    as much again, on every request of a token (docs/PERFORMANCE.md, "Authorization and
-    privacy"). The rendering needs no connection: identifiers and literals (text, text[])
-    quote the same for every UTF-8 connection.
+    """SQL: the patients' Consents let this access touch row ``r``, composed and bound once
+    per (context, alias) and kept: composing it costs ~0.5 ms and rendering the tree as
+    much again, on every request of a token (docs/PERFORMANCE.md, "Authorization and
+    privacy"). The binding needs no connection: identifiers quote the same for every UTF-8
+    connection, and the access's values (actors, purpose, patient) are parameters.
+
+    Parameters, not literals in the text: with the patient written into it, every patient's
+    statements were texts of their own, which psycopg never prepares (five executions of a
+    text on one connection) and PostgreSQL parses and plans anew on each request, keyed
+    statements included: at 1M resources, a third more per request than the same search
+    without Consents (docs/PERFORMANCE.md, "Consent filters at 1M resources"). Bound, a
+    patient's statements share their text with everyone's, as without Consents. They are
+    bound as keys (store/statements.py): no plan could suit one access's values and not
+    another's, since they are compared inside a CASE, which the planner does not estimate,
+    in ``consent_rule``'s sub-selects, and in the functions of migration 0024 — so a search
+    keyed by identifier or id keeps its one generic plan under Consents too.
     """
     return _rendered(context, r.as_string(None))
 
 
 @lru_cache(maxsize=4096)
-def _rendered(context: ConsentContext, alias: str) -> sql.SQL:
-    return sql.SQL(_consent_condition(context, sql.SQL(alias)).as_string(None))
+def _rendered(context: ConsentContext, alias: str) -> Bound:
+    parts = bind_parts(_consent_condition(context, sql.SQL(alias)))
+    text = b"".join(parts.text)
+    kinds = tuple(KEY for _ in parts.params)
+    return Bound(text, parts.params, kinds, placeholder_segments(text))
 
 
 def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Composable:
@@ -133,21 +154,25 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
         ).format(r=r, o=own)
     if context.rules == NONE:
         return _defaults_only(context, r)
-    # Patients some rule may apply to for this access (actors, purpose, period): an
-    # uncorrelated sub-select, which PostgreSQL computes once per query and hashes. Their
-    # rows get the full decision, the others the defaults only: the patient's own rows and,
-    # in the opt-out model, the rows without a sensitive label.
-    ruled = sql.SQL("(SELECT cxp.patient_id FROM consent_rule cxp WHERE {a})").format(
-        a=all_of(_access("cxp", context, sql.SQL("cxp.patient_id")))
-    )
+    # The row's patient is one some rule may apply to for this access (actors, purpose,
+    # period): its rows get the full decision, the others the defaults only — the patient's
+    # own rows and, in the opt-out model, the rows without a sensitive label. Correlated on
+    # the row's patient, so that PostgreSQL chooses, by the rows it expects, between probing
+    # ``consent_rule_patient`` per row and hashing every such patient once per query (its
+    # alternative sub-plans). Written uncorrelated, it was always the hash: a scan of all of
+    # ``consent_rule`` on every query, ~0.4 ms at 1M resources (2,431 rules) even for
+    # ``Patient?_id``, growing with the patients who wrote a Consent (docs/PERFORMANCE.md,
+    # "Consent filters at 1M resources").
+    ruled = sql.SQL(
+        "EXISTS (SELECT 1 FROM consent_rule cxp WHERE cxp.patient_id = {r}.patient_id AND {a})"
+    ).format(r=r, a=all_of(_access("cxp", context, sql.SQL("cxp.patient_id"))))
     defaults: list[sql.Composable] = []
     if context.patient is not None:
         defaults.append(sql.SQL("{r}.patient_id = {o}").format(r=r, o=own))
     if context.default_permit:
         defaults.append(sql.SQL("NOT {}").format(_sensitive(r)))
     decision = sql.SQL(
-        "CASE WHEN {r}.patient_id IS NULL THEN true WHEN {r}.patient_id IN {ruled}"
-        " THEN {decides} ELSE {defaults} END"
+        "CASE WHEN {r}.patient_id IS NULL THEN true WHEN {ruled} THEN {decides} ELSE {defaults} END"
     ).format(r=r, ruled=ruled, decides=_decides(context, r), defaults=any_of(defaults))
     # A NOT EXISTS over one constant row, so that PostgreSQL plans the condition as an
     # anti-join, which it places after the query's own joins (the functions' COST says they
@@ -172,7 +197,7 @@ def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable
         "({r}.patient_id IS NULL{mine} OR NOT EXISTS (SELECT 1 FROM search_token cs"
         " WHERE cs.res_type = {r}.res_type AND cs.res_id = {r}.id AND cs.param = '_security'"
         " AND cs.code = ANY({labels})))"
-    ).format(r=r, mine=mine, labels=sql.Literal(sorted(SENSITIVE_LABELS)))
+    ).format(r=r, mine=mine, labels=_SENSITIVE_LIST)
 
 
 def _probe(context: ConsentContext, *, own_only: bool) -> sql.Composable:

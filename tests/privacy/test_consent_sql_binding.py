@@ -1,0 +1,151 @@
+"""The consent condition binds the access's values as parameters (store/consent_sql.py):
+one statement text for every patient, so that psycopg prepares it and PostgreSQL may keep
+its plans — and the answers stay each access's own on every execution, however often the
+same text runs with other values."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from psycopg import sql
+
+from healthmesh.store import consent_sql
+from healthmesh.store.access import APPLY, MAY_APPLY, NONE, NONE_FOR_OWN, ConsentContext
+from healthmesh.store.statements import Constant, Key, bind, bind_parts
+from secured import SecuredNode, secured_node
+
+from support import FHIR_JSON
+
+RUN = uuid.uuid4().hex[:8]
+ADA, BOB, CAT = f"ada-{RUN}", f"bob-{RUN}", f"cat-{RUN}"  # Cat opts out of sharing
+R = sql.Identifier("r")
+
+
+def _statement(context: ConsentContext) -> sql.Composable:
+    return sql.SQL(
+        "SELECT r.id FROM resource r WHERE r.res_type = {t} AND r.id = {i} AND {c}"
+    ).format(t=Constant("Patient"), i=Key("p-1"), c=consent_sql.consent_condition(context, R))
+
+
+@pytest.mark.parametrize("rules", [MAY_APPLY, APPLY, NONE_FOR_OWN, NONE])
+@pytest.mark.parametrize("purpose", [None, "TREAT"])
+def test_every_patients_condition_binds_to_one_text_with_its_own_values(
+    rules: str, purpose: str | None
+) -> None:
+    texts, values = set(), []
+    for patient in ("ada", "bea"):
+        context = ConsentContext(
+            actors=(f"client:app-{patient}",), purpose=purpose, patient=patient, rules=rules
+        )
+        text, params = bind(consent_sql.consent_condition(context, R))
+        texts.add(text)
+        values.append(params)
+        assert patient.encode() not in text
+    assert len(texts) == 1
+    assert values[0] != values[1]
+    assert any("ada" in str(p) for p in values[0]) and not any("bea" in str(p) for p in values[0])
+
+
+@pytest.mark.parametrize("rules", [MAY_APPLY, APPLY, NONE])
+def test_a_keyed_statement_stays_keyed_under_consent(rules: str) -> None:
+    """A system token's ``Patient?_id``: its constants go into the text and PostgreSQL may keep
+    one plan, as without Consents (store/statements.py)."""
+    parts = bind_parts(_statement(ConsentContext(actors=("client:backend",), rules=rules)))
+    assert parts.keyed()
+    text, params = parts.joined(inline_constants=True)
+    assert b"'Patient'" in text and "p-1" in params
+
+
+def _patient(pid: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": pid, "name": [{"family": f"Binding{RUN}"}]}
+
+
+def _lab(pid: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": f"{pid}-lab",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+
+
+def _opt_out(pid: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Consent",
+        "id": f"{pid}-opt-out",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{pid}"},
+        "provision": {"type": "deny"},
+    }
+
+
+@pytest.fixture(scope="module")
+def node(database_url: str) -> Iterator[SecuredNode]:
+    with secured_node(database_url) as running:
+        records = [r for pid in (ADA, BOB, CAT) for r in (_patient(pid), _lab(pid))]
+        records.append(_opt_out(CAT))
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "resource": r,
+                    "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+                }
+                for r in records
+            ],
+        }
+        with running.client("system/*.cruds") as admin:
+            response = admin.post("", json=bundle, headers=FHIR_JSON)
+            assert response.status_code == 200, response.text
+        yield running
+
+
+def _ids(client: httpx.Client, path: str, **params: str) -> list[str]:
+    response = client.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return sorted(e["resource"]["id"] for e in response.json().get("entry", []))
+
+
+def test_each_patient_token_sees_its_own_record_on_every_execution(node: SecuredNode) -> None:
+    clients = {pid: node.client("patient/*.rs", patient=pid) for pid in (ADA, BOB, CAT)}
+    try:
+        for _ in range(8):  # past the executions after which texts are prepared, plans kept
+            for pid, client in clients.items():
+                other = BOB if pid != BOB else ADA
+                assert _ids(client, "/Patient", _id=pid) == [pid]  # Cat's denial is not hers
+                assert _ids(client, "/Patient", _id=other) == []
+                assert _ids(client, "/Observation", patient=pid) == [f"{pid}-lab"]
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def test_a_system_token_never_sees_the_opted_out_patient_however_often_it_asks(
+    node: SecuredNode,
+) -> None:
+    with node.client("system/*.rs") as system:
+        for _ in range(8):
+            for pid in (ADA, BOB, CAT):
+                expected = [] if pid == CAT else [pid]
+                assert _ids(system, "/Patient", _id=pid) == expected
+                labs = [] if pid == CAT else [f"{pid}-lab"]
+                assert _ids(system, "/Observation", patient=pid) == labs
+            found = system.get("/Patient", params={"family": f"Binding{RUN}", "_total": "accurate"})
+            assert found.status_code == 200, found.text
+            assert sorted(e["resource"]["id"] for e in found.json()["entry"]) == [ADA, BOB]
+            assert found.json().get("total", 2) == 2
