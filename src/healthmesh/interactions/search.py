@@ -2,7 +2,8 @@
 
 Unknown parameters are ignored and reported in an OperationOutcome entry under
 ``Prefer: handling=lenient`` (the default) and refused with 400 under ``handling=strict``
-(R4 search.html#errors). Results are ordered by ``_sort`` (then id) and paged by offset.
+(R4 search.html#errors). Results are ordered by ``_sort`` (then type and id) or by (type, id),
+and paged by keyset: a cursor of the page's last row, so writes between pages shift nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from healthmesh.fhir.structure import is_resource_type
 from healthmesh.fhir.summary import check_summary
 from healthmesh.interactions.bundles import link, resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult
-from healthmesh.interactions.paging import offset_links, page_params
+from healthmesh.interactions.paging import page_params
+from healthmesh.interactions.sort_cursor import SortCursor, decode_cursor, encode_cursor
 from healthmesh.interactions.valuesets import expand_value_sets
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compiler import Compiler, parse_sort
 from healthmesh.store.search.includes import Include, include_query, parse_include
+from healthmesh.store.search.keyset import SortColumn, page_query, position
 from healthmesh.store.search.tables import SYSTEM
 from healthmesh.store.statements import Constant
 
@@ -171,26 +174,84 @@ async def _keyset_page(
     return page, more if before is None else True, links
 
 
-async def _offset_page(
+def _sort_cursor(
+    request: FhirRequest, name: str, sort: str, columns: list[SortColumn]
+) -> SortCursor | None:
+    raw = request.param(name)
+    if raw is None:
+        return None
+    return decode_cursor(raw, name, sort, [column.type for column in columns])
+
+
+async def _sorted_page(
     session: Session,
     request: FhirRequest,
     where: sql.Composable,
-    order: sql.Composable,
+    columns: list[SortColumn],
+    sort: str,
     count: int,
-    offset: int,
     path: str,
-) -> tuple[list[tuple[Any, ...]], bool, list[dict[str, str]]]:
-    """A page of a _sort-ed search, by offset (sort values can change, ids cannot)."""
-    rows = []
+    kept: list[tuple[str, str]],
+) -> tuple[list[tuple[Any, ...]], bool, list[dict[str, str]], bool]:
+    """A page of a ``_sort``-ed search after or before a cursor of sort values
+    (store/search/keyset.py): writes between pages shift no unmodified resource.
+
+    ``__offset`` (the links this server made before cursors) still pages by offset for
+    that one page; its own next and previous links are cursors. The last value says
+    whether this is the first page.
+    """
+    after = _sort_cursor(request, "__after", sort, columns)
+    before = _sort_cursor(request, "__before", sort, columns)
+    if after is not None and before is not None:
+        raise InvalidRequest("__after and __before cannot both be given", expression="__before")
+    cursor = after or before
+    offset = 0 if cursor is not None else page_params(request)[1]
+    condition = (
+        None
+        if cursor is None
+        else position(columns, cursor.values, cursor.res_type, cursor.id, before=before is not None)
+    )
+    rows: list[tuple[Any, ...]] = []
     if count > 0:
         rows = await session.fetch(
-            sql.SQL(
-                "SELECT r.res_type, r.id, r.content FROM resource r WHERE {w} ORDER BY {o} LIMIT {n} OFFSET {off}"
-            ).format(w=where, o=order, n=sql.Literal(count + 1), off=sql.Literal(offset))
+            page_query(
+                where,
+                columns,
+                condition=condition,
+                reverse=before is not None,
+                limit=count + 1,
+                offset=offset,
+            )
         )
-    has_next = len(rows) > count
-    links = offset_links(request, path, count=count, offset=offset, has_next=has_next)
-    return rows[:count], has_next, links
+    more = len(rows) > count
+    page = rows[:count]
+    if before is not None:
+        page.reverse()
+
+    def at(row: tuple[Any, ...]) -> str:
+        return encode_cursor(SortCursor(sort, tuple(row[3:]), row[0], row[1]))
+
+    paging = [("_count", str(count))]
+    current = (
+        [("__after", request.param("__after") or "")]
+        if after
+        else [("__before", request.param("__before") or "")]
+        if before
+        else [("__offset", str(offset))]
+        if offset
+        else []
+    )
+    links = [link("self", request.base, path, [*kept, *paging, *current])]
+    has_next = more if before is None else bool(page)
+    if has_next and page:
+        links.append(link("next", request.base, path, [*kept, *paging, ("__after", at(page[-1]))]))
+    has_previous = (after is not None or offset > 0) if before is None else more
+    if has_previous and page:
+        links.append(
+            link("previous", request.base, path, [*kept, *paging, ("__before", at(page[0]))])
+        )
+    first = cursor is None and offset == 0
+    return [row[:3] for row in page], more if before is None else True, links, first
 
 
 async def search(
@@ -213,7 +274,7 @@ async def search(
             f"Unknown search parameter '{parsed.unknown[0]}' for {res_type}",
             expression=parsed.unknown[0],
         )
-    count, offset = page_params(request)
+    count, _ = page_params(request)
     summary = check_summary(request.param("_summary"))
     elements = request.param("_elements")
     total_mode = request.param("_total")
@@ -282,10 +343,16 @@ async def search(
     if summary == "count":
         count = 0  # the total alone: no page to fetch
     if sort:
-        page, has_next, links = await _offset_page(
-            session, request, where, compiler.order_by(res_type, sort, r), count, offset, path
+        page, has_next, links, first_page = await _sorted_page(
+            session,
+            request,
+            where,
+            compiler.sort_columns(res_type, sort, r),
+            ",".join(("-" if key.descending else "") + key.code for key in sort),
+            count,
+            path,
+            kept,
         )
-        first_page = offset == 0
     else:
         page, has_next, links = await _keyset_page(session, request, where, count, path, kept)
         first_page = request.param("__after") is None and request.param("__before") is None

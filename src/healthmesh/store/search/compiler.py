@@ -19,6 +19,7 @@ from healthmesh.fhir.search.query import Clause, param_for
 from healthmesh.fhir.search.registry import component_types
 from healthmesh.fhir.search_values import split_escaped
 from healthmesh.store.search import date, near, number, reference, shapes, string, token, uri
+from healthmesh.store.search.keyset import SortColumn, SortType
 from healthmesh.store.search.sqlbits import TRUE, all_of, any_of, col, like_contains
 from healthmesh.store.search.tables import SYSTEM, TABLES, packed_for, row_source, value_source
 from healthmesh.store.statements import Constant, Key
@@ -396,23 +397,23 @@ class Compiler:
         )
 
     # --- sorting -------------------------------------------------------------------------
-    def order_by(
+    def sort_columns(
         self, resource_type: str, keys: Sequence[SortKey], r: sql.Identifier
-    ) -> sql.Composable:
-        parts: list[sql.Composable] = []
-        for key in keys:
-            direction = sql.SQL("DESC NULLS LAST" if key.descending else "ASC NULLS LAST")
-            parts.append(
-                sql.SQL("{} {}").format(self._sort_value(resource_type, key, r), direction)
-            )
-        parts.append(sql.SQL("{}.id").format(r))
-        return sql.SQL(", ").join(parts)
+    ) -> list[SortColumn]:
+        """Each key's value on row ``r``, its SQL type and direction: the ORDER BY is these,
+        NULLS LAST, then (res_type, id) (store/search/keyset.py)."""
+        return [
+            SortColumn(*self._sort_value(resource_type, key, r), key.descending) for key in keys
+        ]
 
-    def _sort_value(self, resource_type: str, key: SortKey, r: sql.Identifier) -> sql.Composable:
+    def _sort_value(
+        self, resource_type: str, key: SortKey, r: sql.Identifier
+    ) -> tuple[sql.Composable, SortType, bool]:
+        """(value, its type, whether it is a subquery on the index rows)."""
         if key.code == "_id":
-            return sql.SQL("{}.id").format(r)
+            return sql.SQL("{}.id").format(r), "text", False
         if key.code == "_lastUpdated":
-            return sql.SQL("{}.last_updated").format(r)
+            return sql.SQL("{}.last_updated").format(r), "timestamp", False
         param = param_for(resource_type, key.code)
         if param is None:
             raise InvalidRequest(
@@ -431,9 +432,16 @@ class Compiler:
             raise InvalidRequest(
                 f"_sort: {param.type} parameter {key.code} cannot be sorted on", expression="_sort"
             )
+        kind: SortType = (
+            "timestamp"
+            if param.type == "date"
+            else "numeric"
+            if param.type in ("number", "quantity")
+            else "text"
+        )
         aggregate = sql.SQL("max" if key.descending else "min")
         i = self.alias("s")
-        return sql.SQL(
+        value = sql.SQL(
             "(SELECT {agg}({i}.{c}) FROM {tb} {i} WHERE {i}.res_type = {t} AND {i}.res_id = {r}.id AND {i}.param = {p})"
         ).format(
             agg=aggregate,
@@ -444,6 +452,7 @@ class Compiler:
             r=r,
             p=Constant(key.code),
         )
+        return value, kind, True
 
 
 def split_composite(value: str) -> list[str]:
