@@ -26,8 +26,17 @@ def check_valid(resource: Any, *, expected_type: str | None = None) -> dict[str,
 
 
 def _stored(res_type: str, id: str, p: Any) -> StoredVersion:
+    """The version just written; its owner is the compartment key it was written with."""
     return StoredVersion(
-        res_type, id, p.version_id, p.last_updated, False, p.content, p.content_hash
+        res_type,
+        id,
+        p.version_id,
+        p.last_updated,
+        False,
+        p.content,
+        p.content_hash,
+        owner=p.patient_id,
+        owner_read=True,
     )
 
 
