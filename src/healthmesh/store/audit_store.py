@@ -24,7 +24,7 @@ from healthmesh.fhir.search.extract import IndexRows
 from healthmesh.store.copy_rows import INDEX_KINDS
 from healthmesh.store.repository import INDEX_TABLES, json_rows
 from healthmesh.store.rows import PreparedVersion
-from healthmesh.store.search.tables import AUDIT_REAL_PARAMS, packed
+from healthmesh.store.search.tables import packed
 
 Conn = AsyncConnection[TupleRow]
 
@@ -86,12 +86,12 @@ _RECORD = "SELECT last_seq, last_hash FROM audit_record(%s::jsonb)"
 
 
 def _real_rows(index: IndexRows) -> IndexRows:
-    """The rows of an event that stay in the search tables (AUDIT_REAL_PARAMS)."""
-    kept = IndexRows(composite=[c for c in index.composite if c[1][0] in AUDIT_REAL_PARAMS])
+    """The rows of an event that stay in the search tables (tables.AUDIT_REAL_PARAMS)."""
+    kept = IndexRows(composite=[c for c in index.composite if not packed(c[1][0])])
     for kind in INDEX_KINDS:
         rows = getattr(index, kind)
         if rows:
-            setattr(kept, kind, [row for row in rows if row[0] in AUDIT_REAL_PARAMS])
+            setattr(kept, kind, [row for row in rows if not packed(row[0])])
     return kept
 
 
