@@ -75,6 +75,9 @@ def test_purge_removes_old_entries_and_their_events_records_itself_and_verify_pa
         audit_db,
         "SELECT count(*) FROM search_reference WHERE target_id LIKE 'old%'",
     ) == [(0,)]
+    # Their packed index rows (migration 0025) go with them; the kept events' stay.
+    packed = _rows(audit_db, "SELECT DISTINCT patient_id FROM audit_index ORDER BY 1")
+    assert packed == [("new0",), ("new1",), ("new2",), (None,)]
     assert _rows(audit_db, "SELECT seq, kind FROM audit_checkpoint") == [(5, "purge")]
     [(kind, action)] = _rows(audit_db, "SELECT kind, action FROM audit_chain WHERE seq = 9")
     assert (kind, action) == ("purge", "D")
