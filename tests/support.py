@@ -13,6 +13,18 @@ SYNTHEA = SHARED / "data/synthea/R4"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
+def put_all(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A transaction Bundle that PUTs each record at its own id (fixtures with known ids)."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in records
+        ],
+    }
+
+
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

@@ -13,7 +13,7 @@ import pytest
 
 from secured import SecuredNode, secured_node
 
-from support import FHIR_JSON
+from support import FHIR_JSON, put_all
 
 RUN = uuid.uuid4().hex[:8]
 SYSTEM = f"urn:identifier-policy:{RUN}"
@@ -44,19 +44,8 @@ def node(database_url: str) -> Iterator[SecuredNode]:
     with secured_node(database_url) as running:
         records = [_patient(ADA), _patient(BOB), _observation(f"{ADA}-o", ADA)]
         records.append(_observation(f"{BOB}-o", BOB))
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [
-                {
-                    "resource": r,
-                    "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-                }
-                for r in records
-            ],
-        }
         with running.client("system/*.cruds") as admin:
-            response = admin.post("", json=bundle, headers=FHIR_JSON)
+            response = admin.post("", json=put_all(records), headers=FHIR_JSON)
             assert response.status_code == 200, response.text
         yield running
 

@@ -18,7 +18,7 @@ from healthmesh.store.access import APPLY, MAY_APPLY, NONE, NONE_FOR_OWN, Consen
 from healthmesh.store.statements import Constant, Key, bind, bind_parts
 from secured import SecuredNode, secured_node
 
-from support import FHIR_JSON
+from support import FHIR_JSON, put_all
 
 RUN = uuid.uuid4().hex[:8]
 ADA, BOB, CAT = f"ada-{RUN}", f"bob-{RUN}", f"cat-{RUN}"  # Cat opts out of sharing
@@ -98,19 +98,8 @@ def node(database_url: str) -> Iterator[SecuredNode]:
     with secured_node(database_url) as running:
         records = [r for pid in (ADA, BOB, CAT) for r in (_patient(pid), _lab(pid))]
         records.append(_opt_out(CAT))
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [
-                {
-                    "resource": r,
-                    "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-                }
-                for r in records
-            ],
-        }
         with running.client("system/*.cruds") as admin:
-            response = admin.post("", json=bundle, headers=FHIR_JSON)
+            response = admin.post("", json=put_all(records), headers=FHIR_JSON)
             assert response.status_code == 200, response.text
         yield running
 
