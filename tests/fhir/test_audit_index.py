@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from healthmesh.auth.grant import AccessGrant
-from healthmesh.fhir.search.audit_index import audit_event_rows
+from healthmesh.fhir.search.audit_index import audit_event_rows, recurring_key
 from healthmesh.fhir.search.extract import IndexRows, extract
 from healthmesh.privacy import audit
 
@@ -126,3 +126,28 @@ def test_a_patient_named_as_agent_and_entity_is_indexed_once_for_patient_as_gene
     assert fast is not None
     assert [r for r in fast.reference if r[0] == "patient"] == [("patient", "Patient", "p1", None)]
     assert _sorted(fast) == _sorted(extract(event))
+
+
+def test_events_sharing_their_recurring_parts_each_get_their_own_entity_rows() -> None:
+    # The rows of an event's recurring parts are made once and shared between events:
+    # indexing one event must not change what another is indexed with.
+    first = audit.interaction_event(PATIENT_APP, "read", [OBS], audit.SUCCESS, address="10.0.0.1")
+    second = audit.interaction_event(
+        PATIENT_APP, "read", [PATIENT_READ], audit.SUCCESS, address="10.0.0.1"
+    )
+    assert recurring_key(first) == recurring_key(second)
+    for event in (first, second, first, second):
+        fast = audit_event_rows(event)
+        assert fast is not None
+        assert _sorted(fast) == _sorted(extract(event))
+    entity = {r[2] for r in audit_event_rows(second).reference if r[0] == "entity"}  # type: ignore[union-attr]
+    assert entity == {"p1"}, "the first event's Observation leaked into the second's rows"
+
+
+def test_an_unknown_shape_in_the_recurring_parts_is_left_to_the_generic_indexer_every_time() -> (
+    None
+):
+    odd = audit.interaction_event(PATIENT_APP, "read", [OBS], audit.SUCCESS)
+    odd["agent"][0]["role"] = [{"text": "nurse"}]
+    assert audit_event_rows(odd) is None
+    assert audit_event_rows(copy.deepcopy(odd)) is None  # the cached answer, same verdict

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from psycopg import AsyncConnection, pq
 from psycopg.rows import TupleRow
 
-from healthmesh.fhir.search.audit_index import audit_event_rows
+from healthmesh.fhir.search.audit_index import RECURRING, audit_event_rows, recurring_key
 from healthmesh.privacy import checkpoints
 from healthmesh.privacy.audit import (
     CLIENT_ID,
@@ -63,20 +64,14 @@ class Facts:
 _FACT_FIELDS = tuple(f.name for f in fields(Facts))
 
 
-def facts_of(event: Mapping[str, Any]) -> Facts:
-    client = address = patient = obj = None
-    system_access = False
+def facts_of(event: Mapping[str, Any], key: bytes | None = None) -> Facts:
+    """``key``: the event's recurring parts (fhir/search/audit_index.recurring_key), whose
+    facts — the kind, the client, its address and scopes — are then looked up, not read."""
+    kind, client, address, system_access = (
+        _agent_facts(kind_of(event), event.get("agent")) if key is None else _recurring(key)
+    )
+    patient = obj = None
     types: set[str] = set()
-    for agent in event.get("agent") or ():
-        identifier = (agent.get("who") or {}).get("identifier") or {}
-        if client is None and identifier.get("system") == CLIENT_ID:
-            client = identifier.get("value")
-        if address is None:
-            address = (agent.get("network") or {}).get("address")
-        for ext in agent.get("extension") or ():
-            if ext.get("url") == SCOPE_EXTENSION:
-                scopes = str(ext.get("valueString", "")).split()
-                system_access = system_access or any(s.startswith("system/") for s in scopes)
     for entity in event.get("entity") or ():
         role = entity.get("role") or {}
         what = entity.get("what") or {}
@@ -89,7 +84,7 @@ def facts_of(event: Mapping[str, Any]) -> Facts:
         if obj is None and (what.get("identifier") or {}).get("value"):
             obj = str(what["identifier"]["value"])
     return Facts(
-        kind=kind_of(event),
+        kind=kind,
         client_id=client,
         address=address,
         patient_id=patient,
@@ -99,6 +94,31 @@ def facts_of(event: Mapping[str, Any]) -> Facts:
         object=obj,
         types=tuple(sorted(types)),
     )
+
+
+_AgentFacts = tuple[str, str | None, str | None, bool]
+
+
+def _agent_facts(kind: str, agents: Any) -> _AgentFacts:
+    client = address = None
+    system_access = False
+    for agent in agents or ():
+        identifier = (agent.get("who") or {}).get("identifier") or {}
+        if client is None and identifier.get("system") == CLIENT_ID:
+            client = identifier.get("value")
+        if address is None:
+            address = (agent.get("network") or {}).get("address")
+        for ext in agent.get("extension") or ():
+            if ext.get("url") == SCOPE_EXTENSION:
+                scopes = str(ext.get("valueString", "")).split()
+                system_access = system_access or any(s.startswith("system/") for s in scopes)
+    return kind, client, address, system_access
+
+
+@lru_cache(maxsize=4096)
+def _recurring(key: bytes) -> _AgentFacts:
+    parts = dict(zip(RECURRING, orjson.loads(key), strict=True))
+    return _agent_facts(kind_of(parts), parts["agent"])
 
 
 def _conn(target: Session | AsyncConnection[TupleRow]) -> Conn:
@@ -130,9 +150,13 @@ def prepare_events(events: Sequence[Mapping[str, Any]]) -> Prepared:
     versions = []
     entries = []
     for e in events:
-        fact = facts_of(e)
-        version = replace(
-            prepare(dict(e), version_id=1, last_updated=at, index_with=audit_event_rows),
+        key = recurring_key(e)
+        fact = facts_of(e, key)
+        version = prepare(
+            dict(e),
+            version_id=1,
+            last_updated=at,
+            index=audit_event_rows(e, key),
             patient_id=fact.patient_id,
         )
         versions.append(version)

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import EllipsisType
 from typing import Any
 
 import orjson
@@ -73,11 +74,16 @@ def prepare(
     last_updated: datetime,
     digest: bytes | None = None,
     index_with: Callable[[Mapping[str, Any]], IndexRows | None] | None = None,
+    index: IndexRows | None = None,
+    patient_id: str | EllipsisType | None = ...,
 ) -> PreparedVersion:
     """Label, stamp meta onto ``resource`` (in place) and serialise it for storage.
 
     ``index_with``: a faster indexer for this kind of resource, giving the rows ``extract``
     would, or None to leave it to ``extract`` (the audit trail's, fhir/search/audit_index.py).
+    ``index``: its rows, made already (the audit trail's, before its dict is reordered).
+    ``patient_id``: the compartment key, when the caller decides it (the audit trail: the
+    event's patient entity); by default, fhir/compartment.py's.
     """
     apply_security_labels(resource)
     meta = resource.get("meta")
@@ -93,7 +99,8 @@ def prepare(
     ordered.update((k, v) for k, v in resource.items() if k not in ordered)
     resource.clear()
     resource.update(ordered)
-    index = index_with(resource) if index_with is not None else None
+    if index is None and index_with is not None:
+        index = index_with(resource)
     if index is None:
         index = extract(resource)
     rules: tuple[ConsentRule, ...] = ()
@@ -107,7 +114,9 @@ def prepare(
         id=resource["id"],
         version_id=version_id,
         last_updated=last_updated,
-        patient_id=patient_key(resource, index.reference),
+        patient_id=(
+            patient_key(resource, index.reference) if patient_id is Ellipsis else patient_id
+        ),
         # Labelled above already: hash without labelling again.
         content_hash=digest if digest is not None else _digest(resource),
         content=orjson.dumps(resource).decode(),

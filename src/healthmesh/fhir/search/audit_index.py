@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Final
 
+import orjson
+
 from healthmesh.fhir.fhirpath.model import Node
 from healthmesh.fhir.search.extract import (
     IndexRows,
@@ -205,47 +207,79 @@ def _add_reference(param: str, ref: Mapping[str, Any], rows: IndexRows) -> None:
         _references(param, Node(ref, "Reference", "Reference"), rows)
 
 
-def audit_event_rows(resource: Mapping[str, Any]) -> IndexRows | None:
-    """The index rows ``extract`` would give this AuditEvent, or None when only it can say."""
+def audit_event_rows(resource: Mapping[str, Any], key: bytes | None = None) -> IndexRows | None:
+    """The index rows ``extract`` would give this AuditEvent, or None when only it can say.
+
+    ``key``: the event's :func:`recurring_key`, when the caller has made it already."""
     if resource.get("resourceType") != "AuditEvent" or not _params_known():
         return None
     try:
-        return _rows(resource)
+        return _rows(resource, recurring_key(resource) if key is None else key)
     except _Unknown:
         return None
 
 
-def _rows(event: Mapping[str, Any]) -> IndexRows:
+# The parts of an event that recur from request to request of one token: what it is, who
+# asked (the app, the user, the organization, their address and scopes) and this node as
+# its source. Only the id, the time and the entities are new in every event.
+RECURRING: Final = ("type", "subtype", "action", "outcome", "agent", "source")
+
+
+def recurring_key(event: Mapping[str, Any]) -> bytes:
+    """The event's recurring parts serialised (orjson: a few microseconds): the key that
+    their index rows, and the chain's facts of them, are made once under."""
+    return orjson.dumps([event.get(name) for name in RECURRING])
+
+
+@lru_cache(maxsize=4096)
+def _recurring_rows(key: bytes) -> tuple[IndexRows, tuple[Mapping[str, Any], ...]] | None:
+    """The rows of the recurring parts and the Patients their agents name (None: a shape
+    for the generic indexer). Cached rows are shared: callers copy, never extend them."""
+    parts = dict(zip(RECURRING, orjson.loads(key), strict=True))
+    rows = IndexRows()
+    patients: list[Mapping[str, Any]] = []
+    try:
+        for code in ("action", "outcome"):
+            if parts[code] is not None:
+                _tokens(code, Node(parts[code], "code", "code"), rows)
+        if parts["type"] is not None:
+            _add_coding("type", _only(parts["type"], _CODING), rows)
+        for coding in _list(parts["subtype"]):
+            _add_coding("subtype", _only(coding, _CODING), rows)
+        for agent in _list(parts["agent"]):
+            agent = _only(agent, _AGENT)
+            if "who" in agent:
+                who = _reference(agent["who"])
+                _add_reference("agent", who, rows)
+                if _is_patient(who) and who not in patients:
+                    patients.append(who)
+            if "network" in agent:
+                address = _only(agent["network"], _NETWORK).get("address")
+                if address is not None:
+                    _strings("address", Node(address, "string", "string"), rows)
+        if parts["source"] is not None:
+            source = _only(parts["source"], _SOURCE)
+            if "observer" in source:
+                _add_reference("source", _reference(source["observer"]), rows)
+    except _Unknown:
+        return None
+    return rows, tuple(patients)
+
+
+def _rows(event: Mapping[str, Any], key: bytes) -> IndexRows:
     _only(event, _TOP)
     if "meta" in event:
         _only(event["meta"], _META)
-    rows = IndexRows()
-    for code in ("action", "outcome"):
-        if code in event:
-            _tokens(code, Node(event[code], "code", "code"), rows)
+    recurring = _recurring_rows(key)
+    if recurring is None:
+        raise _Unknown
+    shared, agent_patients = recurring
+    rows = IndexRows(
+        token=list(shared.token), string=list(shared.string), reference=list(shared.reference)
+    )
     if "recorded" in event:
         _dates("date", Node(event["recorded"], "instant", "instant"), rows)
-    if "type" in event:
-        _add_coding("type", _only(event["type"], _CODING), rows)
-    for coding in _list(event.get("subtype")):
-        _add_coding("subtype", _only(coding, _CODING), rows)
-    patients: list[Mapping[str, Any]] = []  # the union: equal elements count once
-    for agent in _list(event.get("agent")):
-        agent = _only(agent, _AGENT)
-        if "who" in agent:
-            who = _reference(agent["who"])
-            _add_reference("agent", who, rows)
-            if _is_patient(who) and who not in patients:
-                patients.append(who)
-        if "network" in agent:
-            address = _only(agent["network"], _NETWORK).get("address")
-            if address is not None:
-                _strings("address", Node(address, "string", "string"), rows)
-    if "source" in event:
-        source = _only(event["source"], _SOURCE)
-        if "observer" in source:
-            observer = _reference(source["observer"])
-            _add_reference("source", observer, rows)
+    patients = list(agent_patients)  # the union: equal elements count once
     for entity in _list(event.get("entity")):
         entity = _only(entity, _ENTITY)
         if "what" in entity:
