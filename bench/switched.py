@@ -38,7 +38,7 @@ def _patch(switches: set[str]) -> None:
         from healthmesh.fhir.search.extract import IndexRows
         from healthmesh.privacy import chain
 
-        def no_rows(resource: Any) -> IndexRows:
+        def no_rows(resource: Any, key: bytes | None = None) -> IndexRows:
             return IndexRows()
 
         chain.audit_event_rows = no_rows  # type: ignore[attr-defined]

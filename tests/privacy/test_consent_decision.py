@@ -21,6 +21,7 @@ from psycopg import sql
 
 from healthmesh.config import Settings
 from healthmesh.fhir.consent import CATEGORY_SYSTEM, CLIENT_ID_SYSTEM
+from healthmesh.store import consent_sql
 from healthmesh.store.access import APPLY, ConsentContext, RowRule, Visibility
 
 from conftest import ServerThread, scratch_database
@@ -192,7 +193,73 @@ def test_the_condition_means_the_same_under_any_alias_of_the_callers_row(
 ) -> None:
     """The condition's own sub-selects must not capture the caller's alias: the callers'
     (``r``, ``t`` in ``_include``, ``v`` in history) and short names an inner alias could
-    plausibly take. The condition's own aliases (cv, cxp) are reserved."""
+    plausibly take. The condition's own aliases (cv, cxp, cx_label, cx_deny, cx_permit,
+    cx_cat) are reserved."""
     resources, visible = CASES["labelled permit deeper than the deny"]
     _write(open_node, consents, resources)
     assert _rows(database_url, BACKEND, alias) == set(visible)
+
+
+# --- the shortcuts agree with the full decision ---------------------------------------------
+# store/consent_sql.py settles most rows without ``consent_decides``: rows of patients no
+# rule applies to get the defaults (the sensitive-label default as an anti-join), rows a deny
+# takes outright by type or category are withheld by a probe. The oracle below is the full
+# decision on every row a patient owns — with no applicable rule it is the defaults too.
+TREAT = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
+OBSERVATIONS = [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]
+SHORTCUT_CASES: dict[str, list[dict[str, Any]]] = {
+    **{name: consents for name, (consents, _) in CASES.items()},
+    "opt-out": [_consent(ADA, {"type": "deny"})],
+    "opt-out but for treatment": [
+        _consent(ADA, {"type": "deny", "provision": [{"type": "permit", "purpose": [TREAT]}]})
+    ],
+    "opt-out but for app x": [
+        _consent(ADA, {"type": "deny", "provision": [{"type": "permit", "actor": _app("x")}]})
+    ],
+    "opt-out but PSY for everyone": [_consent(BOB, {"type": "deny", "provision": [PERMIT_PSY]})],
+    "no Observations": [_consent(BOB, {"type": "permit", "provision": [
+        {"type": "deny", "class": OBSERVATIONS}]})],
+    "no labs, but labs for app x": [_consent(ADA, {"type": "permit", "provision": [
+        {"type": "deny", "code": LABS, "provision": [{"type": "permit", "actor": _app("x")}]}
+    ]})],
+    "no labs for treatment": [_consent(BOB, {"type": "permit", "provision": [
+        {"type": "deny", "code": LABS, "purpose": [TREAT]}]})],
+    "an opt-out that ended": [_consent(ADA, {"type": "deny", "period": {"end": "2001-01-01"}})],
+    "everyone a different rule": [
+        _consent(ADA, {"type": "deny", "code": LABS}),
+        _consent(BOB, {"type": "deny", "actor": _app("backend")}),
+    ],
+}  # fmt: skip
+SHORTCUT_CONTEXTS = {
+    "backend": BACKEND,
+    "backend, for treatment": ConsentContext(actors=("client:backend",), purpose="TREAT", rules=APPLY),
+    "app x": ConsentContext(actors=("client:x",), rules=APPLY),
+    "Ada's app x": ConsentContext(actors=("client:x",), patient=ADA, rules=APPLY),
+    "Bob's backend app": ConsentContext(actors=("client:backend",), patient=BOB, rules=APPLY),
+    "backend, opt-in network": ConsentContext(
+        actors=("client:backend",), default_permit=False, rules=APPLY
+    ),
+    "Ada's app x, opt-in network": ConsentContext(
+        actors=("client:x",), patient=ADA, default_permit=False, rules=APPLY
+    ),
+}  # fmt: skip
+
+
+def _full_decision_rows(database_url: str, context: ConsentContext) -> set[str]:
+    r = sql.Identifier("r")
+    query = sql.SQL(
+        "SELECT r.id FROM resource r WHERE r.id = ANY({ids})"
+        " AND (r.patient_id IS NULL OR {decides})"
+    ).format(ids=sql.Literal(ROW_IDS), decides=consent_sql._decides(context, r))
+    with psycopg.connect(database_url) as conn:
+        return {str(row[0]) for row in conn.execute(query).fetchall()}
+
+
+@pytest.mark.parametrize("case", list(SHORTCUT_CASES))
+def test_the_shortcuts_decide_every_row_as_the_full_decision_would(
+    open_node: httpx.Client, database_url: str, consents: list[str], case: str
+) -> None:
+    _write(open_node, consents, SHORTCUT_CASES[case])
+    for name, context in SHORTCUT_CONTEXTS.items():
+        expected = _full_decision_rows(database_url, context)
+        assert _rows(database_url, context) == expected, name

@@ -11,9 +11,11 @@ For one access (a :class:`ConsentContext`) and one row ``r`` of a patient's reco
 
 Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. The condition is
 part of the query that returns the row (store/access.py), so totals and paging never count a
-withheld row: on rows of patients some rule may apply to, the function ``consent_decides``
-(migration 0024) looks the row's category and label codes up once and compares the
-applicable rules' depths; other rows get the defaults only (``consent_sensitive``).
+withheld row: rows of patients no rule applies to get the defaults only (the sensitive-label
+default as an anti-join); rows a deny withholds outright by their type and category are
+withheld by a probe; the rest of the ruled patients' rows get the full decision, the
+function ``consent_decides`` (migration 0024), which looks the row's category and label
+codes up once and compares the applicable rules' depths.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from healthmesh.store.access import (
     ConsentContext,
     Visibility,
 )
-from healthmesh.store.search.sqlbits import all_of, any_of
+from healthmesh.store.search.sqlbits import FALSE, TRUE, all_of
 from healthmesh.store.statements import KEY, Bound, bind_parts, placeholder_segments
 
 
@@ -77,13 +79,6 @@ _SENSITIVE = sql.SQL(
 
 
 _SENSITIVE_LIST = sql.SQL(sql.Literal(sorted(SENSITIVE_LABELS)).as_string(None))
-
-
-def _sensitive(r: sql.Composable) -> sql.Composable:
-    """Row ``r`` carries a sensitive security label (migration 0024)."""
-    return sql.SQL("consent_sensitive({r}.res_type, {r}.id, {labels})").format(
-        r=r, labels=_SENSITIVE
-    )
 
 
 def _decides(context: ConsentContext, r: sql.Composable) -> sql.Composable:
@@ -166,19 +161,68 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
     ruled = sql.SQL(
         "EXISTS (SELECT 1 FROM consent_rule cxp WHERE cxp.patient_id = {r}.patient_id AND {a})"
     ).format(r=r, a=all_of(_access("cxp", context, sql.SQL("cxp.patient_id"))))
-    defaults: list[sql.Composable] = []
-    if context.patient is not None:
-        defaults.append(sql.SQL("{r}.patient_id = {o}").format(r=r, o=own))
-    if context.default_permit:
-        defaults.append(sql.SQL("NOT {}").format(_sensitive(r)))
+    # In the order written (a CASE's order is kept): rows no patient owns; rows of patients
+    # no rule applies to, which get the defaults; rows a deny takes outright, without the
+    # full decision; and the full decision, a function call with two lookups (~30 µs a row,
+    # against a few for each probe before it: docs/PERFORMANCE.md, "Consent at 1M").
+    otherwise = sql.SQL("{r}.patient_id = {o}").format(r=r, o=own) if context.patient else FALSE
     decision = sql.SQL(
-        "CASE WHEN {r}.patient_id IS NULL THEN true WHEN {ruled} THEN {decides} ELSE {defaults} END"
-    ).format(r=r, ruled=ruled, decides=_decides(context, r), defaults=any_of(defaults))
+        "CASE WHEN {r}.patient_id IS NULL THEN true WHEN NOT {ruled} THEN {defaults}"
+        " WHEN {denied} THEN false ELSE {decides} END"
+    ).format(
+        r=r,
+        ruled=ruled,
+        defaults=TRUE if context.default_permit else otherwise,
+        denied=_denied_outright(context, r),
+        decides=_decides(context, r),
+    )
     # A NOT EXISTS over one constant row, so that PostgreSQL plans the condition as an
-    # anti-join, which it places after the query's own joins (the functions' COST says they
-    # are dear): they run on the rows the query returns, not on every row an index scan
+    # anti-join, which it places after the query's own joins (the function's COST says it
+    # is dear): it runs on the rows the query returns, not on every row an index scan
     # passes through (``Observation?patient=P&code=C`` scans the code's rows of every patient).
-    return sql.SQL("NOT EXISTS (SELECT 1 FROM (VALUES (true)) cv(x) WHERE NOT {})").format(decision)
+    condition = sql.SQL("NOT EXISTS (SELECT 1 FROM (VALUES (true)) cv(x) WHERE NOT {})").format(
+        decision
+    )
+    if not context.default_permit:
+        return condition  # others' rows are withheld anyway, labelled or not
+    # The sensitive-label default, for the rows the CASE leaves to the defaults: a plain
+    # anti-join on the label rows, which PostgreSQL runs as a join rather than a call per
+    # row (a function here was a third of what the condition cost on a patient's labs).
+    # Ruled patients' labelled rows are the full decision's to judge.
+    mine = (
+        sql.SQL(" AND {r}.patient_id <> {o}").format(r=r, o=own) if context.patient else sql.SQL("")
+    )
+    labelled = sql.SQL(
+        "NOT EXISTS (SELECT 1 FROM search_token cx_label"
+        " WHERE cx_label.res_type = {r}.res_type AND cx_label.res_id = {r}.id"
+        " AND cx_label.param = '_security' AND cx_label.code = ANY({labels})"
+        " AND {r}.patient_id IS NOT NULL{mine} AND NOT {ruled})"
+    ).format(r=r, labels=_SENSITIVE, mine=mine, ruled=ruled)
+    return sql.SQL("({} AND {})").format(labelled, condition)
+
+
+def _denied_outright(context: ConsentContext, r: sql.Composable) -> sql.Composable:
+    """Some applicable deny covers row ``r`` by its type and categories alone (no labels),
+    and no applicable permit, of any data scope, is deeper: whatever the row's labels, the
+    full decision would find ``d >= 0`` and ``p <= d`` — withheld (docs/privacy.md
+    "Deciding"). Sound, not complete: what it does not settle, ``consent_decides`` does.
+    Covers opt-outs (a deny of everything) and "not my labs" on the rows they withhold."""
+    return sql.SQL(
+        "EXISTS (SELECT 1 FROM consent_rule cx_deny WHERE cx_deny.patient_id = {r}.patient_id"
+        " AND cx_deny.effect = 'deny' AND {deny} AND cx_deny.labels IS NULL"
+        " AND (cx_deny.types IS NULL OR {r}.res_type = ANY(cx_deny.types))"
+        " AND (cx_deny.cat_types IS NULL OR {r}.res_type = ANY(cx_deny.cat_types)"
+        " OR EXISTS (SELECT 1 FROM search_token cx_cat WHERE cx_cat.res_type = {r}.res_type"
+        " AND cx_cat.res_id = {r}.id AND cx_cat.param = 'category'"
+        " AND cx_cat.res_type || '|' || cx_cat.code = ANY(cx_deny.cat_codes)))"
+        " AND NOT EXISTS (SELECT 1 FROM consent_rule cx_permit"
+        " WHERE cx_permit.patient_id = cx_deny.patient_id"
+        " AND cx_permit.effect = 'permit' AND cx_permit.depth > cx_deny.depth AND {permit}))"
+    ).format(
+        r=r,
+        deny=all_of(_access("cx_deny", context, sql.SQL("cx_deny.patient_id"))),
+        permit=all_of(_access("cx_permit", context, sql.SQL("cx_permit.patient_id"))),
+    )
 
 
 def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable:
@@ -194,9 +238,9 @@ def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable
     if not context.default_permit:
         return sql.SQL("({r}.patient_id IS NULL{mine})").format(r=r, mine=mine)
     return sql.SQL(
-        "({r}.patient_id IS NULL{mine} OR NOT EXISTS (SELECT 1 FROM search_token cs"
-        " WHERE cs.res_type = {r}.res_type AND cs.res_id = {r}.id AND cs.param = '_security'"
-        " AND cs.code = ANY({labels})))"
+        "({r}.patient_id IS NULL{mine} OR NOT EXISTS (SELECT 1 FROM search_token cx_label"
+        " WHERE cx_label.res_type = {r}.res_type AND cx_label.res_id = {r}.id"
+        " AND cx_label.param = '_security' AND cx_label.code = ANY({labels})))"
     ).format(r=r, mine=mine, labels=_SENSITIVE_LIST)
 
 
