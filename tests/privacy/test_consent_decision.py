@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from importlib import resources
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from healthmesh.store.access import APPLY, ConsentContext, RowRule, Visibility
 from conftest import ServerThread, scratch_database
 from support import FHIR_JSON
 
+MIGRATIONS = resources.files("healthmesh.store").joinpath("migrations")
 RUN = uuid.uuid4().hex[:8]
 ADA, BOB = f"ada-{RUN}", f"bob-{RUN}"
 PSY = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}
@@ -201,10 +203,11 @@ def test_the_condition_means_the_same_under_any_alias_of_the_callers_row(
 
 
 # --- the shortcuts agree with the full decision ---------------------------------------------
-# store/consent_sql.py settles most rows without ``consent_decides``: rows of patients no
-# rule applies to get the defaults (the sensitive-label default as an anti-join), rows a deny
-# takes outright by type or category are withheld by a probe. The oracle below is the full
-# decision on every row a patient owns — with no applicable rule it is the defaults too.
+# Most rows are settled without the decision as 0024 wrote it: rows of patients no rule
+# applies to get the defaults (store/consent_sql.py: the sensitive-label default as an
+# anti-join), and ``consent_decides`` itself (migration 0026) withholds a row a deny covers
+# by its type alone before it looks the row's index rows up. The oracle is 0024's function,
+# unchanged, on every row a patient owns: with no applicable rule it is the defaults too.
 TREAT = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
 OBSERVATIONS = [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]
 SHORTCUT_CASES: dict[str, list[dict[str, Any]]] = {
@@ -245,13 +248,23 @@ SHORTCUT_CONTEXTS = {
 }  # fmt: skip
 
 
+def _decision_of_0024() -> str:
+    """Migration 0024's ``consent_decides``, as ``pg_temp.decides_0024``."""
+    text = (MIGRATIONS / "0024_consent_functions.sql").read_text()
+    function = text[text.index("CREATE OR REPLACE FUNCTION consent_decides(") :]
+    return function.replace("FUNCTION consent_decides(", "FUNCTION pg_temp.decides_0024(", 1)
+
+
 def _full_decision_rows(database_url: str, context: ConsentContext) -> set[str]:
     r = sql.Identifier("r")
+    decides = consent_sql._decides(context, r).as_string(None)
+    assert decides.startswith("consent_decides(")
     query = sql.SQL(
         "SELECT r.id FROM resource r WHERE r.id = ANY({ids})"
         " AND (r.patient_id IS NULL OR {decides})"
-    ).format(ids=sql.Literal(ROW_IDS), decides=consent_sql._decides(context, r))
+    ).format(ids=sql.Literal(ROW_IDS), decides=sql.SQL("pg_temp.decides_0024" + decides[15:]))
     with psycopg.connect(database_url) as conn:
+        conn.execute(_decision_of_0024())
         return {str(row[0]) for row in conn.execute(query).fetchall()}
 
 

@@ -12,10 +12,10 @@ For one access (a :class:`ConsentContext`) and one row ``r`` of a patient's reco
 Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. The condition is
 part of the query that returns the row (store/access.py), so totals and paging never count a
 withheld row: rows of patients no rule applies to get the defaults only (the sensitive-label
-default as an anti-join); rows a deny withholds outright by their type and category are
-withheld by a probe; the rest of the ruled patients' rows get the full decision, the
-function ``consent_decides`` (migration 0024), which looks the row's category and label
-codes up once and compares the applicable rules' depths.
+default as an anti-join); the ruled patients' rows get the full decision, the function
+``consent_decides`` (migrations 0024, 0026), which settles a row a deny withholds by its
+type alone from the patient's rules, and otherwise looks the row's category and label codes
+up once and compares the applicable rules' depths.
 """
 
 from __future__ import annotations
@@ -162,18 +162,16 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
         "EXISTS (SELECT 1 FROM consent_rule cxp WHERE cxp.patient_id = {r}.patient_id AND {a})"
     ).format(r=r, a=all_of(_access("cxp", context, sql.SQL("cxp.patient_id"))))
     # In the order written (a CASE's order is kept): rows no patient owns; rows of patients
-    # no rule applies to, which get the defaults; rows a deny takes outright, without the
-    # full decision; and the full decision, a function call with two lookups (~30 µs a row,
-    # against a few for each probe before it: docs/PERFORMANCE.md, "Consent at 1M").
+    # no rule applies to, which get the defaults (an index probe each); and the full
+    # decision, a function call (~10-30 µs a row: docs/PERFORMANCE.md, "Consent at 1M").
     otherwise = sql.SQL("{r}.patient_id = {o}").format(r=r, o=own) if context.patient else FALSE
     decision = sql.SQL(
         "CASE WHEN {r}.patient_id IS NULL THEN true WHEN NOT {ruled} THEN {defaults}"
-        " WHEN {denied} THEN false ELSE {decides} END"
+        " ELSE {decides} END"
     ).format(
         r=r,
         ruled=ruled,
         defaults=TRUE if context.default_permit else otherwise,
-        denied=_denied_outright(context, r),
         decides=_decides(context, r),
     )
     # A NOT EXISTS over one constant row, so that PostgreSQL plans the condition as an
@@ -199,30 +197,6 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
         " AND {r}.patient_id IS NOT NULL{mine} AND NOT {ruled})"
     ).format(r=r, labels=_SENSITIVE, mine=mine, ruled=ruled)
     return sql.SQL("({} AND {})").format(labelled, condition)
-
-
-def _denied_outright(context: ConsentContext, r: sql.Composable) -> sql.Composable:
-    """Some applicable deny covers row ``r`` by its type and categories alone (no labels),
-    and no applicable permit, of any data scope, is deeper: whatever the row's labels, the
-    full decision would find ``d >= 0`` and ``p <= d`` — withheld (docs/privacy.md
-    "Deciding"). Sound, not complete: what it does not settle, ``consent_decides`` does.
-    Covers opt-outs (a deny of everything) and "not my labs" on the rows they withhold."""
-    return sql.SQL(
-        "EXISTS (SELECT 1 FROM consent_rule cx_deny WHERE cx_deny.patient_id = {r}.patient_id"
-        " AND cx_deny.effect = 'deny' AND {deny} AND cx_deny.labels IS NULL"
-        " AND (cx_deny.types IS NULL OR {r}.res_type = ANY(cx_deny.types))"
-        " AND (cx_deny.cat_types IS NULL OR {r}.res_type = ANY(cx_deny.cat_types)"
-        " OR EXISTS (SELECT 1 FROM search_token cx_cat WHERE cx_cat.res_type = {r}.res_type"
-        " AND cx_cat.res_id = {r}.id AND cx_cat.param = 'category'"
-        " AND cx_cat.res_type || '|' || cx_cat.code = ANY(cx_deny.cat_codes)))"
-        " AND NOT EXISTS (SELECT 1 FROM consent_rule cx_permit"
-        " WHERE cx_permit.patient_id = cx_deny.patient_id"
-        " AND cx_permit.effect = 'permit' AND cx_permit.depth > cx_deny.depth AND {permit}))"
-    ).format(
-        r=r,
-        deny=all_of(_access("cx_deny", context, sql.SQL("cx_deny.patient_id"))),
-        permit=all_of(_access("cx_permit", context, sql.SQL("cx_permit.patient_id"))),
-    )
 
 
 def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable:
