@@ -12,7 +12,7 @@ For one access (a :class:`ConsentContext`) and one row ``r`` of a patient's reco
 Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. The condition is
 part of the query that returns the row (store/access.py), so totals and paging never count a
 withheld row: rows of patients no rule applies to get the defaults only (the sensitive-label
-default as an anti-join); the ruled patients' rows get the full decision, the function
+default a probe of the row's labels); the ruled patients' rows get the full decision, the function
 ``consent_decides`` (migrations 0024, 0026), which settles a row a deny withholds by its
 type alone from the patient's rules, and otherwise looks the row's category and label codes
 up once and compares the applicable rules' depths.
@@ -35,7 +35,7 @@ from healthmesh.store.access import (
     ConsentContext,
     Visibility,
 )
-from healthmesh.store.search.sqlbits import FALSE, TRUE, all_of
+from healthmesh.store.search.sqlbits import FALSE, all_of
 from healthmesh.store.statements import KEY, Bound, bind_parts, placeholder_segments
 
 
@@ -76,9 +76,6 @@ def _access(
 _SENSITIVE = sql.SQL(
     sql.SQL("{}::text[]").format(sql.Literal(sorted(SENSITIVE_LABELS))).as_string(None)
 )
-
-
-_SENSITIVE_LIST = sql.SQL(sql.Literal(sorted(SENSITIVE_LABELS)).as_string(None))
 
 
 def _decides(context: ConsentContext, r: sql.Composable) -> sql.Composable:
@@ -162,41 +159,53 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
         "EXISTS (SELECT 1 FROM consent_rule cxp WHERE cxp.patient_id = {r}.patient_id AND {a})"
     ).format(r=r, a=all_of(_access("cxp", context, sql.SQL("cxp.patient_id"))))
     # In the order written (a CASE's order is kept): rows no patient owns; rows of patients
-    # no rule applies to, which get the defaults (an index probe each); and the full
-    # decision, a function call (~10-30 µs a row: docs/PERFORMANCE.md, "Consent at 1M").
-    otherwise = sql.SQL("{r}.patient_id = {o}").format(r=r, o=own) if context.patient else FALSE
+    # no rule applies to, which get the defaults (index probes: the patient's rules, then, in
+    # the opt-out model, the row's labels); and the full decision, a function call (~10-30 µs
+    # a row: docs/PERFORMANCE.md, "Consent at 1M").
     decision = sql.SQL(
         "CASE WHEN {r}.patient_id IS NULL THEN true WHEN NOT {ruled} THEN {defaults}"
         " ELSE {decides} END"
-    ).format(
-        r=r,
-        ruled=ruled,
-        defaults=TRUE if context.default_permit else otherwise,
-        decides=_decides(context, r),
-    )
+    ).format(r=r, ruled=ruled, defaults=_defaults(context, r), decides=_decides(context, r))
     # A NOT EXISTS over one constant row, so that PostgreSQL plans the condition as an
     # anti-join, which it places after the query's own joins (the function's COST says it
     # is dear): it runs on the rows the query returns, not on every row an index scan
     # passes through (``Observation?patient=P&code=C`` scans the code's rows of every patient).
-    condition = sql.SQL("NOT EXISTS (SELECT 1 FROM (VALUES (true)) cv(x) WHERE NOT {})").format(
-        decision
+    return sql.SQL("NOT EXISTS (SELECT 1 FROM (VALUES (true)) cv(x) WHERE NOT {})").format(decision)
+
+
+def _defaults(context: ConsentContext, r: sql.Composable) -> sql.Composable:
+    """SQL: the deployment's defaults let this access touch row ``r`` of a patient no rule
+    applies to: the patient's own rows; in the opt-out model also everyone else's rows
+    without a sensitive label (the sensitive-data default), in the opt-in model none.
+
+    The label test is a sub-select of the CASE, asked only of the rows it reaches. As an
+    anti-join of its own beside the CASE (which then had to ask ``ruled`` a second time, to
+    leave ruled patients' labelled rows to the full decision) it cost PostgreSQL ~0.3 ms
+    more to plan per statement than it saved in running (docs/PERFORMANCE.md, "Consent
+    planning").
+    """
+    own = (
+        sql.SQL("{r}.patient_id = {o}").format(r=r, o=sql.Literal(context.patient))
+        if context.patient is not None
+        else None
     )
     if not context.default_permit:
-        return condition  # others' rows are withheld anyway, labelled or not
-    # The sensitive-label default, for the rows the CASE leaves to the defaults: a plain
-    # anti-join on the label rows, which PostgreSQL runs as a join rather than a call per
-    # row (a function here was a third of what the condition cost on a patient's labs).
-    # Ruled patients' labelled rows are the full decision's to judge.
-    mine = (
-        sql.SQL(" AND {r}.patient_id <> {o}").format(r=r, o=own) if context.patient else sql.SQL("")
-    )
-    labelled = sql.SQL(
-        "NOT EXISTS (SELECT 1 FROM search_token cx_label"
+        return own if own is not None else FALSE
+    unlabelled = sql.SQL("NOT {}").format(_labelled(r))
+    return unlabelled if own is None else sql.SQL("({} OR {})").format(own, unlabelled)
+
+
+def _labelled(r: sql.Composable) -> sql.Composable:
+    """SQL: row ``r`` carries a sensitive security label. The labels go through
+    ``consent_labels`` (migration 0027), an identity function PostgreSQL does not look
+    into: estimating ``code = ANY`` of the literal list against search_token's statistics
+    was a fifth of what the consent condition cost to plan, and the estimate decides
+    nothing here (the test is a probe of one row's index entries)."""
+    return sql.SQL(
+        "EXISTS (SELECT 1 FROM search_token cx_label"
         " WHERE cx_label.res_type = {r}.res_type AND cx_label.res_id = {r}.id"
-        " AND cx_label.param = '_security' AND cx_label.code = ANY({labels})"
-        " AND {r}.patient_id IS NOT NULL{mine} AND NOT {ruled})"
-    ).format(r=r, labels=_SENSITIVE, mine=mine, ruled=ruled)
-    return sql.SQL("({} AND {})").format(labelled, condition)
+        " AND cx_label.param = '_security' AND cx_label.code = ANY(consent_labels({labels})))"
+    ).format(r=r, labels=_SENSITIVE)
 
 
 def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable:
@@ -211,11 +220,9 @@ def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable
     )
     if not context.default_permit:
         return sql.SQL("({r}.patient_id IS NULL{mine})").format(r=r, mine=mine)
-    return sql.SQL(
-        "({r}.patient_id IS NULL{mine} OR NOT EXISTS (SELECT 1 FROM search_token cx_label"
-        " WHERE cx_label.res_type = {r}.res_type AND cx_label.res_id = {r}.id"
-        " AND cx_label.param = '_security' AND cx_label.code = ANY({labels})))"
-    ).format(r=r, mine=mine, labels=_SENSITIVE_LIST)
+    return sql.SQL("({r}.patient_id IS NULL{mine} OR NOT {labelled})").format(
+        r=r, mine=mine, labelled=_labelled(r)
+    )
 
 
 def _probe(context: ConsentContext, *, own_only: bool) -> sql.Composable:
