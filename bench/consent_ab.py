@@ -1,0 +1,122 @@
+"""Interleaved A/B of search servers under one token, on a database loaded already: the
+privacy issue's "consent and label filters on vs off" as neighbouring runs, many rounds.
+
+    python -m bench.consent_ab --database-url URL --rounds 6 --duration 8 \\
+        on=--no-audit off=--no-audit,--no-consent before=--no-audit@/path/to/old/src
+
+Each ``name=switches[@PYTHONPATH]`` is one server (bench/switched.py switches; a PYTHONPATH
+runs another checkout's code, e.g. the commit before a change, on the same database). The
+auth bench's US Core query mix (bench/auth.py ``query_mix``) goes to every server with one
+``system/*.rs`` (or ``--patient``: per-patient ``patient/*.rs``) token, the servers taking
+turns each round, in alternating order. On a machine whose speed drifts between runs
+(docs/PERFORMANCE.md), a round's ratio of neighbours is the figure to read: each round's
+ratio against the last server given is printed, and their median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import auth_setup
+from bench.auth import LUA, MAX_PATIENTS, load_patients, query_mix
+from bench.common import Service, check_local, free_port, switched_argv
+from bench.loadgen import run_load
+
+
+def _servers(specs: list[str]) -> dict[str, tuple[list[str], str]]:
+    servers: dict[str, tuple[list[str], str]] = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        switches, _, pythonpath = rest.partition("@")
+        if not name or name in servers:
+            raise SystemExit(f"bad or repeated server name in {spec!r}")
+        servers[name] = ([s for s in switches.split(",") if s], pythonpath)
+    return servers
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.consent_ab", description=__doc__)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--patient", action="store_true", help="patient tokens, not system")
+    parser.add_argument("servers", nargs="+", help="name=switches[@PYTHONPATH]")
+    args = parser.parse_args(argv)
+    check_local(args.database_url)
+    servers = _servers(args.servers)
+    patients = load_patients(args.database_url, MAX_PATIENTS)
+    mix = query_mix(args.database_url, patients)
+    ports = {name: free_port() for name in servers}
+    # Every server answers for the first one's base URL: the tokens' audience.
+    audience = f"http://127.0.0.1:{ports[next(iter(servers))]}/fhir"
+    rates: dict[str, list[float]] = {name: [] for name in servers}
+    p50s: dict[str, list[float]] = {name: [] for name in servers}
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as work:
+        running: dict[str, Service] = {}
+        for name, (switches, pythonpath) in servers.items():
+            argv_ = switched_argv(
+                switches, "--port", str(ports[name]), "--database-url", args.database_url
+            )
+            env = {"HEALTHMESH_BASE_URL": audience} | (
+                {"PYTHONPATH": pythonpath} if pythonpath else {}
+            )
+            running[name] = stack.enter_context(Service(argv_, ports[name], env=env))
+        if args.patient:
+            ids = sorted({pid for pid, _ in mix})
+            minted = auth_setup.mint_tokens(
+                args.database_url, audience, "bench-patient-app", [("patient/*.rs", i) for i in ids]
+            )
+            token = dict(zip(ids, minted, strict=True))
+            lines = [f"{path}\t{token[pid]}" for pid, path in mix]
+        else:
+            (system,) = auth_setup.mint_tokens(
+                args.database_url, audience, "bench-backend", [("system/*.rs", None)]
+            )
+            lines = [f"{path}\t{system}" for _, path in mix]
+        paths = Path(work) / "lines.txt"
+        paths.write_text("\n".join(lines) + "\n")
+
+        def load(name: str, seconds: float) -> tuple[float, float]:
+            result = run_load(
+                running[name].base + "/",
+                paths,
+                duration=seconds,
+                concurrency=args.concurrency,
+                threads=2,
+                script=LUA,
+            )
+            if result.errors:
+                raise SystemExit(f"{result.errors} failed requests on {name}")
+            return result.rate, result.p50_ms
+
+        for name in running:  # warm-up: plans, caches, the token verifier's key
+            load(name, 4)
+        print(f"{len(mix):,} queries of {len(patients)} patients, {args.rounds} rounds")
+        for round_ in range(args.rounds):
+            order = list(running) if round_ % 2 == 0 else list(running)[::-1]
+            for name in order:
+                rate, p50 = load(name, args.duration)
+                rates[name].append(rate)
+                p50s[name].append(p50)
+            shown = ", ".join(
+                f"{n} {rates[n][-1]:,.0f} req/s p50 {p50s[n][-1]:.1f}" for n in running
+            )
+            print(f"  round {round_ + 1}: {shown}", flush=True)
+    base = list(servers)[-1]
+    for name in servers:
+        ratios = [a / b for a, b in zip(rates[name], rates[base], strict=True)]
+        p50_ratios = [a / b for a, b in zip(p50s[name], p50s[base], strict=True)]
+        print(
+            f"{name}: {statistics.median(rates[name]):,.0f} req/s; per round vs {base}:"
+            f" throughput {statistics.median(ratios):.3f} ({', '.join(f'{r:.2f}' for r in ratios)}),"
+            f" p50 {statistics.median(p50_ratios):.3f}×"
+        )
+
+
+if __name__ == "__main__":
+    main()
