@@ -204,9 +204,10 @@ def test_the_condition_means_the_same_under_any_alias_of_the_callers_row(
 
 # --- the shortcuts agree with the full decision ---------------------------------------------
 # Most rows are settled without the decision as 0024 wrote it: rows of patients no rule
-# applies to get the defaults (store/consent_sql.py: the sensitive-label default as an
-# anti-join), and ``consent_decides`` itself (migration 0026) withholds a row a deny covers
-# by its type alone before it looks the row's index rows up. The oracle is 0024's function,
+# applies to get the defaults (store/consent_sql.py: the sensitive-label default as a probe
+# of the row's labels), and ``consent_decides`` itself (migrations 0026, 0028) withholds a row
+# a deny covers by its type alone before it looks the row's index rows up, and computes the
+# depths from the patient's rules read once. The oracle is 0024's function,
 # unchanged, on every row a patient owns: with no applicable rule it is the defaults too.
 TREAT = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
 OBSERVATIONS = [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]

@@ -13,7 +13,7 @@ Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. The co
 part of the query that returns the row (store/access.py), so totals and paging never count a
 withheld row: rows of patients no rule applies to get the defaults only (the sensitive-label
 default a probe of the row's labels); the ruled patients' rows get the full decision, the function
-``consent_decides`` (migrations 0024, 0026), which settles a row a deny withholds by its
+``consent_decides`` (migrations 0024, 0026, 0028), which settles a row a deny withholds by its
 type alone from the patient's rules, and otherwise looks the row's category and label codes
 up once and compares the applicable rules' depths.
 """
