@@ -155,9 +155,18 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
     # ``consent_rule`` on every query, ~0.4 ms at 1M resources (2,431 rules) even for
     # ``Patient?_id``, growing with the patients who wrote a Consent (docs/PERFORMANCE.md,
     # "Consent filters at 1M resources").
+    # The rule's access test is one call (migration 0029), which PostgreSQL does not estimate
+    # when it plans; it runs only on the rules the index probe finds.
     ruled = sql.SQL(
-        "EXISTS (SELECT 1 FROM consent_rule cxp WHERE cxp.patient_id = {r}.patient_id AND {a})"
-    ).format(r=r, a=all_of(_access("cxp", context, sql.SQL("cxp.patient_id"))))
+        "EXISTS (SELECT 1 FROM consent_rule cxp WHERE cxp.patient_id = {r}.patient_id"
+        " AND consent_rule_applies(cxp.actors, cxp.purposes, cxp.period_start, cxp.period_end,"
+        " cxp.patient_id, {actors}::text[], {purpose}::text, {patient}::text))"
+    ).format(
+        r=r,
+        actors=sql.Literal(list(context.actors)),
+        purpose=sql.Literal(context.purpose),
+        patient=sql.Literal(context.patient),
+    )
     # In the order written (a CASE's order is kept): rows no patient owns; rows of patients
     # no rule applies to, which get the defaults (index probes: the patient's rules, then, in
     # the opt-out model, the row's labels); and the full decision, a function call (~10-30 µs
