@@ -12,10 +12,10 @@ For one access (a :class:`ConsentContext`) and one row ``r`` of a patient's reco
 Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. The condition is
 part of the query that returns the row (store/access.py), so totals and paging never count a
 withheld row: rows of patients no rule applies to get the defaults only (the sensitive-label
-default a probe of the row's labels); the ruled patients' rows get the full decision, the function
-``consent_decides`` (migrations 0024, 0026, 0028), which settles a row a deny withholds by its
-type alone from the patient's rules, and otherwise looks the row's category and label codes
-up once and compares the applicable rules' depths.
+default a probe of the row's labels); the ruled patients' rows get the full decision, the
+function ``consent_decides`` (migrations 0024, 0026, 0028), which settles a row a deny
+withholds by its type alone from the patient's rules, and otherwise looks the row's category
+and label codes up once and compares the applicable rules' depths.
 """
 
 from __future__ import annotations
@@ -78,6 +78,17 @@ _SENSITIVE = sql.SQL(
 )
 
 
+def _access_values(context: ConsentContext) -> dict[str, sql.Composable]:
+    """The access's values as the SQL functions take them (``{actors}::text[]``,
+    ``{purpose}::text``, ``{patient}::text``): ``consent_decides`` and
+    ``consent_rule_applies`` (migrations 0028, 0029)."""
+    return {
+        "actors": sql.Literal(list(context.actors)),
+        "purpose": sql.Literal(context.purpose),
+        "patient": sql.Literal(context.patient),
+    }
+
+
 def _decides(context: ConsentContext, r: sql.Composable) -> sql.Composable:
     """The full decision on row ``r`` of a patient some rule may apply to (migration 0024,
     ``consent_decides``: the applicable rules' deepest deny, permit and labelled permit)."""
@@ -86,11 +97,9 @@ def _decides(context: ConsentContext, r: sql.Composable) -> sql.Composable:
         " {purpose}::text, {patient}::text, {opt_out}, {labels})"
     ).format(
         r=r,
-        actors=sql.Literal(list(context.actors)),
-        purpose=sql.Literal(context.purpose),
-        patient=sql.Literal(context.patient),
         opt_out=sql.Literal(context.default_permit),
         labels=_SENSITIVE,
+        **_access_values(context),
     )
 
 
@@ -161,12 +170,7 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
         "EXISTS (SELECT 1 FROM consent_rule cxp WHERE cxp.patient_id = {r}.patient_id"
         " AND consent_rule_applies(cxp.actors, cxp.purposes, cxp.period_start, cxp.period_end,"
         " cxp.patient_id, {actors}::text[], {purpose}::text, {patient}::text))"
-    ).format(
-        r=r,
-        actors=sql.Literal(list(context.actors)),
-        purpose=sql.Literal(context.purpose),
-        patient=sql.Literal(context.patient),
-    )
+    ).format(r=r, **_access_values(context))
     # In the order written (a CASE's order is kept): rows no patient owns; rows of patients
     # no rule applies to, which get the defaults (index probes: the patient's rules, then, in
     # the opt-out model, the row's labels); and the full decision, a function call (~10-30 µs
@@ -220,17 +224,10 @@ def _labelled(r: sql.Composable) -> sql.Composable:
 def _defaults_only(context: ConsentContext, r: sql.Composable) -> sql.Composable:
     """The full condition when no rule in ``consent_rule`` applies to this access: no deny to
     honour and no permit to find, so what remains is the deployment default (opt-in: nobody
-    else's rows) and the sensitive-data default (nobody else's labelled rows)."""
-    own = sql.Literal(context.patient)
-    mine = (
-        sql.SQL(" OR {r}.patient_id = {o}").format(r=r, o=own)
-        if context.patient is not None
-        else sql.SQL("")
-    )
-    if not context.default_permit:
-        return sql.SQL("({r}.patient_id IS NULL{mine})").format(r=r, mine=mine)
-    return sql.SQL("({r}.patient_id IS NULL{mine} OR NOT {labelled})").format(
-        r=r, mine=mine, labelled=_labelled(r)
+    else's rows) and the sensitive-data default (nobody else's labelled rows) — the CASE's
+    defaults, on every row a patient owns."""
+    return sql.SQL("({r}.patient_id IS NULL OR {defaults})").format(
+        r=r, defaults=_defaults(context, r)
     )
 
 
