@@ -4,7 +4,7 @@
 -- early exit, and again, after looking the row's categories and labels up, for the depths
 -- with the row-dependent tests (types, categories, labels) in the WHERE clause. Those rows
 -- are every row of a patient whose Consent has a category deny ("no labs": each of the
--- patient's Observations, ~45 µs a row at 1M resources, three statements). Here the rules
+-- patient's Observations, ~50 µs a row at 1M resources, three statements). Here the rules
 -- that apply to the access (actors, purpose, period) are read once, into an array of
 -- consent_rule rows; the early exit and the depths are computed from it in PL/pgSQL, so a
 -- row the early exit does not settle costs two statements: the rules and the row's index
