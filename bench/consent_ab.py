@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> None:
                 args.database_url, audience, "bench-backend", [("system/*.rs", None)]
             )
             lines = [f"{path}\t{system}" for _, path in mix]
-        paths = Path(work) / "lines.txt"
-        paths.write_text("\n".join(lines) + "\n")
+        lines_file = Path(work) / "lines.txt"
+        lines_file.write_text("\n".join(lines) + "\n")
 
         def load(name: str, seconds: float) -> tuple[float, float]:
             result = run_load(
                 running[name].base + "/",
-                paths,
+                lines_file,
                 duration=seconds,
                 concurrency=args.concurrency,
                 threads=2,
