@@ -10,8 +10,9 @@ authorization benchmark can measure each part's cost against the same server wit
   scopes' conditions only, without the patients' Consents and the sensitive-label default:
   the "consent and label filters off" side of the privacy issue's target;
 - ``--no-audit-index``: AuditEvents are recorded and chained as always, but without their
-  search index rows (not searchable but by id): what auditing would cost if those rows
-  cost nothing, the bound for a cheaper index of the audit trail (docs/PERFORMANCE.md).
+  search index rows (not searchable but by id), all of them built the general way
+  (privacy/audit.py, not read_events.py's templates): what auditing cost before templates
+  if those rows had cost nothing (docs/PERFORMANCE.md).
 
 Both break the node's privacy guarantees, so they exist only here, in the benchmark
 package, as patches applied to this one process; no setting of the node turns them on.
@@ -29,11 +30,16 @@ SWITCHES = ("--no-audit", "--no-consent", "--no-audit-index")
 def _patch(switches: set[str]) -> None:
     if "--no-audit" in switches:
         from healthmesh.api import auditing
+        from healthmesh.privacy.chain import Prepared
 
         def no_events(self: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
             return []
 
+        def nothing_prepared(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return Prepared([], [])
+
         auditing.Auditor.events = no_events  # type: ignore[method-assign]
+        auditing.Auditor.prepared = nothing_prepared  # type: ignore[method-assign]
     if "--no-audit-index" in switches:
         from healthmesh.fhir.search.extract import IndexRows
         from healthmesh.privacy import chain
@@ -42,6 +48,10 @@ def _patch(switches: set[str]) -> None:
             return IndexRows()
 
         chain.audit_event_rows = no_rows  # type: ignore[attr-defined]
+        # Reads' events from templates come with their rows: the general path for all.
+        from healthmesh.privacy import read_events
+
+        read_events.interaction_prepared = lambda *a, **k: None
     if "--no-consent" in switches:
         from healthmesh.api import app
         from healthmesh.auth import policy

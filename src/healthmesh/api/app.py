@@ -297,7 +297,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         description: str | None = None,
     ) -> None:
         """A read's or a refusal's AuditEvents, committed before the answer is sent."""
-        events = auditor.events(
+        prepared = auditor.prepared(
             fhir_request,
             grant,
             result=result,
@@ -305,7 +305,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             address=client_address(request),
             description=description,
         )
-        await auditor.record(events)
+        await auditor.record_prepared(prepared)
 
     async def read_stored(path: tuple[str, ...], media: str) -> Response:
         """GET [type]/[id] and [type]/[id]/_history/[vid] without parameters: the hot path.

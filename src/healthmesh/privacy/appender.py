@@ -69,9 +69,14 @@ class AuditAppender:
         """Return once ``events`` are committed and chained (durably, unless the appender is
         not); AuditUnavailable if they cannot be. The events are prepared (serialised,
         indexed, hashed) here, in the caller's turn."""
-        if not events:
+        if events:
+            await self.record_prepared(chain.prepare_events(events))
+
+    async def record_prepared(self, prepared: chain.Prepared) -> None:
+        """:meth:`record` for events prepared already (chain.prepare_events,
+        privacy/read_events.py)."""
+        if not len(prepared):
             return
-        prepared = chain.prepare_events(events)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((prepared, done))
         if self._writer is None:

@@ -342,7 +342,7 @@ def interaction_event(
         if len(owners) > 1:
             raise ValueError("resources of several patients: use interaction_events()")
         patient = next(iter(owners), None) or (grant.patient if grant is not None else None)
-    return _rest_event(
+    return rest_event(
         grant,
         interaction,
         resources,
@@ -356,7 +356,7 @@ def interaction_event(
     )
 
 
-def _rest_event(
+def rest_event(
     grant: AccessGrant | None,
     interaction: str,
     resources: Sequence[Touched],
@@ -410,27 +410,43 @@ def interaction_events(
     every patient finds, in their own compartment, every access to their data, and never
     learns who else the same request was about.
     """
-    facts: dict[str, Any] = {
-        "address": address,
-        "description": description,
-        "node": node,
-        "recorded": recorded,
-    }
+    return [
+        rest_event(
+            grant,
+            interaction,
+            resources,
+            outcome,
+            patient=patient,
+            query=part_query,
+            address=address,
+            description=description,
+            node=node,
+            recorded=recorded,
+        )
+        for patient, resources, part_query in event_parts(grant, touched, query)
+    ]
+
+
+EventPart = tuple[str | None, list[Touched], str | None]
+
+
+def event_parts(
+    grant: AccessGrant | None, touched: Iterable[Touched], query: str | None
+) -> list[EventPart]:
+    """(patient, resources, query) of each event of one interaction, as
+    :func:`interaction_events` splits it (privacy/read_events.py makes the same events)."""
     by_patient: dict[str | None, list[Touched]] = {}
     for t in touched:
         by_patient.setdefault(t.patient, []).append(t)
     shared = by_patient.pop(None, [])
     if len(by_patient) <= 1:
-        mine = [t for resources in by_patient.values() for t in resources]
-        return [interaction_event(grant, interaction, mine + shared, outcome, query=query, **facts)]
-    events = [
-        _rest_event(grant, interaction, resources, outcome, patient=patient, query=None, **facts)
-        for patient, resources in by_patient.items()
-    ]
-    events.append(
-        _rest_event(grant, interaction, shared, outcome, patient=None, query=query, **facts)
-    )
-    return events
+        owner = next(iter(by_patient), None)
+        mine = by_patient.get(owner, []) if owner is not None else []
+        patient = owner or (grant.patient if grant is not None else None)
+        return [(patient, mine + shared, query)]
+    parts: list[EventPart] = [(patient, list(r), None) for patient, r in by_patient.items()]
+    parts.append((None, shared, query))
+    return parts
 
 
 # --- other events ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -61,14 +62,14 @@ class Facts:
     types: tuple[str, ...]
 
 
-_FACT_FIELDS = tuple(f.name for f in fields(Facts))
+FACT_FIELDS = tuple(f.name for f in fields(Facts))
 
 
 def facts_of(event: Mapping[str, Any], key: bytes | None = None) -> Facts:
     """``key``: the event's recurring parts (fhir/search/audit_index.recurring_key), whose
     facts — the kind, the client, its address and scopes — are then looked up, not read."""
     kind, client, address, system_access = (
-        _agent_facts(kind_of(event), event.get("agent")) if key is None else _recurring(key)
+        _agent_facts(kind_of(event), event.get("agent")) if key is None else recurring_facts(key)
     )
     patient = obj = None
     types: set[str] = set()
@@ -116,7 +117,7 @@ def _agent_facts(kind: str, agents: Any) -> _AgentFacts:
 
 
 @lru_cache(maxsize=4096)
-def _recurring(key: bytes) -> _AgentFacts:
+def recurring_facts(key: bytes) -> _AgentFacts:
     parts = dict(zip(RECURRING, orjson.loads(key), strict=True))
     return _agent_facts(kind_of(parts), parts["agent"])
 
@@ -143,10 +144,11 @@ class Prepared:
         )
 
 
-def prepare_events(events: Sequence[Mapping[str, Any]]) -> Prepared:
+def prepare_events(events: Sequence[Mapping[str, Any]], at: datetime | None = None) -> Prepared:
     """Each event as its stored version (resource and index rows) and its chain entry
-    (event hash and facts). CPU only: callers do it before any lock or transaction."""
-    at = now()
+    (event hash and facts), stored at ``at`` (now). CPU only: callers do it before any lock
+    or transaction."""
+    at = at or now()
     versions = []
     entries = []
     for e in events:
@@ -166,7 +168,7 @@ def prepare_events(events: Sequence[Mapping[str, Any]]) -> Prepared:
                 "recorded": str(e["recorded"]),
                 "event_hash": version.content_hash.hex(),
                 # asdict() deep-copies, at ten times the cost of reading the fields.
-                **{name: getattr(fact, name) for name in _FACT_FIELDS},
+                **{name: getattr(fact, name) for name in FACT_FIELDS},
             }
         )
     return Prepared(versions, entries)

@@ -109,7 +109,7 @@ def _params_known() -> bool:
     return True
 
 
-class _Unknown(Exception):
+class NotIndexedHere(Exception):
     """The event has something the fast path does not index: use extract()."""
 
 
@@ -119,7 +119,7 @@ def _only(value: Any, allowed: frozenset[str]) -> Mapping[str, Any]:
     if (type(value) is not dict and not isinstance(value, Mapping)) or not allowed.issuperset(
         value
     ):
-        raise _Unknown
+        raise NotIndexedHere
     return value
 
 
@@ -127,7 +127,7 @@ def _list(value: Any) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _Unknown
+        raise NotIndexedHere
     return value
 
 
@@ -137,11 +137,16 @@ def _reference(value: Any) -> Mapping[str, Any]:
     if literal is not None and not (
         isinstance(literal, str) and _PLAIN_REFERENCE.fullmatch(literal)
     ):
-        raise _Unknown
+        raise NotIndexedHere
     ident = ref.get("identifier")
     if ident is not None and not isinstance(ident, Mapping):
-        raise _Unknown
+        raise NotIndexedHere
     return ref
+
+
+def plain_reference(literal: str) -> bool:
+    """Whether ``literal`` is a relative reference whose rows :func:`reference_rows` gives."""
+    return _PLAIN_REFERENCE.fullmatch(literal) is not None
 
 
 def _is_patient(ref: Mapping[str, Any]) -> bool:
@@ -165,7 +170,9 @@ def _coding_rows(param: str, system: _Key, code: _Key, display: _Key) -> IndexRo
 
 
 @lru_cache(maxsize=4096)
-def _reference_rows(param: str, literal: _Key, id_system: _Key, id_value: _Key) -> IndexRows:
+def reference_rows(param: str, literal: _Key, id_system: _Key, id_value: _Key) -> IndexRows:
+    """The rows of a plain Reference (a literal and/or an identifier); cached and shared:
+    copy, never extend them."""
     ref: dict[str, Any] = {"reference": literal} if literal is not None else {}
     if id_system is not None or id_value is not None:
         ref["identifier"] = {
@@ -200,7 +207,7 @@ def _add_reference(param: str, ref: Mapping[str, Any], rows: IndexRows) -> None:
         and all(_plain(v) for v in (literal, ident.get("system"), ident.get("value")))
     )
     if plain:
-        cached = _reference_rows(param, literal, ident.get("system"), ident.get("value"))
+        cached = reference_rows(param, literal, ident.get("system"), ident.get("value"))
         rows.token.extend(cached.token)
         rows.reference.extend(cached.reference)
     else:  # anything but plain strings is indexed afresh
@@ -215,7 +222,7 @@ def audit_event_rows(resource: Mapping[str, Any], key: bytes | None = None) -> I
         return None
     try:
         return _rows(resource, recurring_key(resource) if key is None else key)
-    except _Unknown:
+    except NotIndexedHere:
         return None
 
 
@@ -261,7 +268,7 @@ def _recurring_rows(key: bytes) -> tuple[IndexRows, tuple[Mapping[str, Any], ...
             source = _only(parts["source"], _SOURCE)
             if "observer" in source:
                 _add_reference("source", _reference(source["observer"]), rows)
-    except _Unknown:
+    except NotIndexedHere:
         return None
     return rows, tuple(patients)
 
@@ -272,15 +279,31 @@ def _rows(event: Mapping[str, Any], key: bytes) -> IndexRows:
         _only(event["meta"], _META)
     recurring = _recurring_rows(key)
     if recurring is None:
-        raise _Unknown
+        raise NotIndexedHere
     shared, agent_patients = recurring
     rows = IndexRows(
         token=list(shared.token), string=list(shared.string), reference=list(shared.reference)
     )
     if "recorded" in event:
         _dates("date", Node(event["recorded"], "instant", "instant"), rows)
+    entity_rows(_list(event.get("entity")), agent_patients, rows)
+    return rows
+
+
+def recurring_rows(key: bytes) -> tuple[IndexRows, tuple[Mapping[str, Any], ...]] | None:
+    """The index rows of an event's recurring parts (:func:`recurring_key`) and the Patients
+    its agents name; None: a shape for the generic indexer (privacy/read_events.py). The
+    rows are shared: copy, never extend them."""
+    return _recurring_rows(key) if _params_known() else None
+
+
+def entity_rows(
+    entities: list[Any], agent_patients: tuple[Mapping[str, Any], ...], rows: IndexRows
+) -> None:
+    """Add the rows of an event's entities, and of its ``patient`` parameter (the Patients
+    its agents and entities name), to ``rows``; NotIndexedHere for a shape not indexed here."""
     patients = list(agent_patients)  # the union: equal elements count once
-    for entity in _list(event.get("entity")):
+    for entity in entities:
         entity = _only(entity, _ENTITY)
         if "what" in entity:
             what = _reference(entity["what"])
@@ -292,7 +315,6 @@ def _rows(event: Mapping[str, Any], key: bytes) -> IndexRows:
                 _add_coding(f"entity-{code}", _only(entity[code], _CODING), rows)
     for who in patients:
         _add_reference("patient", who, rows)
-    return rows
 
 
 _CODING: Final = frozenset({"system", "version", "code", "display", "userSelected"})

@@ -1,8 +1,10 @@
-"""Interleaved A/B of search servers under one token, on a database loaded already: the
-privacy issue's "consent and label filters on vs off" as neighbouring runs, many rounds.
+"""Interleaved A/B of servers on a database loaded already: the privacy issue's targets —
+"consent and label filters on vs off" and "read throughput with auditing on vs off" — as
+neighbouring runs, many rounds.
 
-    python -m bench.consent_ab --database-url URL --rounds 6 --duration 8 \\
+    python -m bench.ab --database-url URL --rounds 6 --duration 8 \\
         on=--no-audit off=--no-audit,--no-consent before=--no-audit@/path/to/old/src
+    python -m bench.ab --database-url URL --reads on= off=--no-audit
 
 Each ``name=switches[@PYTHONPATH]`` is one server (bench/switched.py switches; a PYTHONPATH
 runs another checkout's code, e.g. the commit before a change, on the same database). The
@@ -10,7 +12,9 @@ auth bench's US Core query mix (bench/auth.py ``query_mix``) goes to every serve
 ``system/*.rs`` (or ``--patient``: per-patient ``patient/*.rs``) token, the servers taking
 turns each round, in alternating order. On a machine whose speed drifts between runs
 (docs/PERFORMANCE.md), a round's ratio of neighbours is the figure to read: each round's
-ratio against the last server given is printed, and their median.
+ratio against the last server given is printed, and their median. ``--reads`` sends
+``GET /fhir/T/id`` of random resources instead, each with a ``patient/*.rs`` token of its own
+patient (bench/audit_http.py's reads): the audit target's load.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import auth_setup
+from bench.audit_http import read_lines
 from bench.auth import LUA, MAX_PATIENTS, load_patients, query_mix
 from bench.common import Service, check_local, free_port, switched_argv
 from bench.loadgen import run_load
@@ -39,12 +44,15 @@ def _servers(specs: list[str]) -> dict[str, tuple[list[str], str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.consent_ab", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--patient", action="store_true", help="patient tokens, not system")
+    parser.add_argument(
+        "--reads", action="store_true", help="reads by id with patient tokens, not searches"
+    )
     parser.add_argument("servers", nargs="+", help="name=switches[@PYTHONPATH]")
     args = parser.parse_args(argv)
     check_local(args.database_url)
@@ -66,7 +74,13 @@ def main(argv: list[str] | None = None) -> None:
                 {"PYTHONPATH": pythonpath} if pythonpath else {}
             )
             running[name] = stack.enter_context(Service(argv_, ports[name], env=env))
-        if args.patient:
+        if args.reads:
+            ids = sorted(str(p["id"]) for p in patients)
+            minted = auth_setup.mint_tokens(
+                args.database_url, audience, "bench-patient-app", [("patient/*.rs", i) for i in ids]
+            )
+            lines = read_lines(args.database_url, dict(zip(ids, minted, strict=True)))
+        elif args.patient:
             ids = sorted({pid for pid, _ in mix})
             minted = auth_setup.mint_tokens(
                 args.database_url, audience, "bench-patient-app", [("patient/*.rs", i) for i in ids]
@@ -96,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
 
         for name in running:  # warm-up: plans, caches, the token verifier's key
             load(name, 4)
-        print(f"{len(mix):,} queries of {len(patients)} patients, {args.rounds} rounds")
+        what = "reads" if args.reads else "queries"
+        print(f"{len(lines):,} {what} of {len(patients)} patients, {args.rounds} rounds")
         for round_ in range(args.rounds):
             order = list(running) if round_ % 2 == 0 else list(running)[::-1]
             for name in order:
