@@ -36,7 +36,7 @@ def _patch(switches: set[str]) -> None:
             return []
 
         def nothing_prepared(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return Prepared([], [])
+            return Prepared({}, [])
 
         auditing.Auditor.events = no_events  # type: ignore[method-assign]
         auditing.Auditor.prepared = nothing_prepared  # type: ignore[method-assign]

@@ -178,7 +178,7 @@ class Auditor:
         events, at a fraction of the cost."""
         interaction = interaction_of(request) if self.appender is not None else None
         if interaction is None:
-            return chain.Prepared([], [])
+            return chain.Prepared({}, [])
         if description is None and audit.INTERACTIONS[interaction] in ("R", "E"):
             query = request.query_string if interaction.startswith("search") else None
             fast = read_events.interaction_prepared(

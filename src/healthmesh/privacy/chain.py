@@ -37,7 +37,7 @@ from healthmesh.privacy.audit import (
 from healthmesh.store import audit_store
 from healthmesh.store.audit_store import Conn
 from healthmesh.store.repository import Session
-from healthmesh.store.rows import PreparedVersion, content_hash, now, prepare
+from healthmesh.store.rows import content_hash, now, prepare
 
 GENESIS = bytes(32)
 _DOMAIN = b"healthmesh-audit-v1"
@@ -128,19 +128,21 @@ def _conn(target: Session | AsyncConnection[TupleRow]) -> Conn:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """Events made ready for the chain: everything that needs no lock, done before taking it."""
+    """Events made ready for the chain: everything that needs no lock, done before taking it —
+    their rows for ``audit_record`` (store/audit_store.event_tables) and chain entries."""
 
-    versions: list[PreparedVersion]
+    tables: audit_store.Tables
     entries: list[dict[str, Any]]
 
     def __len__(self) -> int:
-        return len(self.versions)
+        return len(self.entries)
 
     @staticmethod
     def joined(parts: Sequence[Prepared]) -> Prepared:
         """Several requests' events as one, in the order given (the appender's batches)."""
         return Prepared(
-            [v for p in parts for v in p.versions], [e for p in parts for e in p.entries]
+            audit_store.joined_tables([p.tables for p in parts]),
+            [e for p in parts for e in p.entries],
         )
 
 
@@ -171,7 +173,7 @@ def prepare_events(events: Sequence[Mapping[str, Any]], at: datetime | None = No
                 **{name: getattr(fact, name) for name in FACT_FIELDS},
             }
         )
-    return Prepared(versions, entries)
+    return Prepared(audit_store.event_tables(versions), entries)
 
 
 async def record(
@@ -212,7 +214,7 @@ async def append_prepared(
     conn = _conn(target)
     own = conn.info.transaction_status == pq.TransactionStatus.IDLE
     last, head = await audit_store.append(
-        conn, prepared.versions, prepared.entries, begin=own, durable=durable
+        conn, prepared.tables, prepared.entries, begin=own, durable=durable
     )
     every = checkpoint_every or checkpoints.CHECKPOINT_EVERY
     first = last - len(prepared) + 1

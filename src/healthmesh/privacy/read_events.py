@@ -43,7 +43,11 @@ from healthmesh.fhir.search.extract import IndexRows, _dates
 from healthmesh.fhir.security_labels import CODED_PATHS
 from healthmesh.privacy import audit
 from healthmesh.privacy.chain import Prepared, recurring_facts
-from healthmesh.store.rows import PreparedVersion, format_instant, now
+from healthmesh.store.audit_store import Tables
+from healthmesh.store.copy_rows import INDEX_KINDS
+from healthmesh.store.repository import INDEX_NAMES, INDEX_TABLES
+from healthmesh.store.rows import format_instant, now
+from healthmesh.store.search.tables import packed as is_packed
 
 # Placeholders for an event's own values. NUL cannot be in any value the builders are given
 # (a client id, an address, a scope), and a template is only used if each placeholder
@@ -91,9 +95,11 @@ class _Pieces:
 class _Template:
     served: _Pieces  # slots: id, updated, recorded, entity
     canonical: _Pieces  # slots: id, recorded, entity (no meta: rows.content_hash)
-    rows: IndexRows  # of the recurring parts; shared, copied into each event's
+    # The recurring parts' index rows (and the ``patient`` rows of the Patients its agents
+    # name): the packed ones serialised per kind, the real ones as (kind, row).
+    packed: dict[str, list[str]]
+    real: tuple[tuple[str, tuple[Any, ...]], ...]
     agent_patients: tuple[Any, ...]  # the Patients its agents name (``patient``'s union)
-    agent_patient_rows: IndexRows
     facts: tuple[str, str | None, str | None, bool]  # kind, client, address, system access
     action: str
     outcome: str
@@ -139,19 +145,38 @@ def _template(
     )
     if served_pieces is None or canonical_pieces is None:
         return None
-    rows, agent_patients = recurring
-    patient_rows = IndexRows()
-    entity_rows([], agent_patients, patient_rows)
+    shared, agent_patients = recurring
+    rows = IndexRows(
+        token=list(shared.token), string=list(shared.string), reference=list(shared.reference)
+    )
+    entity_rows([], agent_patients, rows)  # the agents' Patients, for ``patient``
+    packed, real = _split_rows(rows)
     return _Template(
         served_pieces,
         canonical_pieces,
-        rows,
+        packed,
+        real,
         agent_patients,
-        patient_rows,
         recurring_facts(key),
         str(proto["action"]),
         str(proto["outcome"]),
     )
+
+
+def _split_rows(rows: IndexRows) -> tuple[dict[str, list[str]], tuple[tuple[str, Any], ...]]:
+    """Rows as the trail stores them (store/audit_store.py): the packed ones serialised as
+    ``audit_index.rows`` holds them, per kind; the real parameters' as (kind, row)."""
+    packed: dict[str, list[str]] = {}
+    real: list[tuple[str, Any]] = []
+    for kind in INDEX_KINDS:
+        for row in getattr(rows, kind):
+            if is_packed(row[0]):
+                packed.setdefault(kind, []).append(orjson.dumps([*row, None]).decode())
+            else:
+                real.append((kind, row))
+    if rows.composite:
+        raise ValueError("no AuditEvent parameter is a composite")
+    return packed, tuple(real)
 
 
 @lru_cache(maxsize=4096)
@@ -184,7 +209,7 @@ class _EntityShape:
 
     served: _Pieces
     canonical: _Pieces
-    tokens: tuple[tuple[Any, ...], ...]  # its entity-role and entity-type rows
+    tokens: tuple[str, ...]  # its entity-role and entity-type rows, serialised (packed)
 
     def texts(self, value: str) -> tuple[str, str]:
         inner = orjson.dumps(value).decode()[1:-1]
@@ -212,24 +237,48 @@ def _entity_shape(kind: str) -> _EntityShape | None:
     canonical = _Pieces.split(
         orjson.dumps(proto, option=orjson.OPT_SORT_KEYS).decode(), [_IN_STRING]
     )
-    if served is None or canonical is None or rows.string or rows.reference:
+    packed, real = _split_rows(rows)
+    if served is None or canonical is None or real or set(packed) - {"token"}:
         return None
-    return _EntityShape(served, canonical, tuple(rows.token))
+    return _EntityShape(served, canonical, tuple(packed.get("token", ())))
+
+
+class _EventRows:
+    """One event's index rows as the trail stores them: packed rows serialised per kind
+    (the template's, then the event's own), the real parameters' as (kind, row)."""
+
+    __slots__ = ("packed", "real")
+
+    def __init__(self, template: _Template) -> None:
+        self.packed = {kind: list(rows) for kind, rows in template.packed.items()}
+        self.real = list(template.real)
+
+    def reference(self, param: str, literal: str) -> None:
+        for row in reference_rows(param, literal, None, None).reference:
+            if is_packed(param):
+                self.packed.setdefault("reference", []).append(orjson.dumps([*row, None]).decode())
+            else:
+                self.real.append(("reference", row))
+
+    def packed_json(self) -> orjson.Fragment:
+        """``audit_index.rows``: {kind: [[values…, elem], …]} (migration 0025)."""
+        kinds = (f'"{kind}":[{",".join(rows)}]' for kind, rows in self.packed.items() if rows)
+        return orjson.Fragment("{" + ",".join(kinds) + "}")
 
 
 def _entities(
     template: _Template, patient: str | None, resources: Sequence[audit.Touched], query: str | None
-) -> tuple[str, str, IndexRows] | None:
-    """The event's entity array, served and canonical, and the rows of its entities and
-    ``patient`` parameter, as audit.rest_event and audit_index.entity_rows make them."""
+) -> tuple[str, str, _EventRows] | None:
+    """The event's entity array, served and canonical, and its index rows, as
+    audit.rest_event and audit_index.entity_rows make them."""
     shapes = _entity_shape("patient"), _entity_shape("resource"), _entity_shape("query")
     patient_shape, resource_shape, query_shape = shapes
     if patient_shape is None or resource_shape is None or query_shape is None:
         return None
     served: list[str] = []
     canonical: list[str] = []
-    rows = IndexRows()
-    tokens, references = rows.token, rows.reference
+    rows = _EventRows(template)
+    tokens = rows.packed.setdefault("token", [])
     mentioned: list[str] = []
     if patient:
         literal = f"Patient/{patient}"
@@ -238,7 +287,7 @@ def _entities(
         text, sorted_text = patient_shape.texts(literal)
         served.append(text)
         canonical.append(sorted_text)
-        references.extend(reference_rows("entity", literal, None, None).reference)
+        rows.reference("entity", literal)
         tokens.extend(patient_shape.tokens)
         mentioned.append(literal)
     for touched in resources:
@@ -248,7 +297,7 @@ def _entities(
         text, sorted_text = resource_shape.texts(literal)
         served.append(text)
         canonical.append(sorted_text)
-        references.extend(reference_rows("entity", literal, None, None).reference)
+        rows.reference("entity", literal)
         tokens.extend(resource_shape.tokens)
         if literal.startswith("Patient/") and literal not in mentioned:
             mentioned.append(literal)
@@ -259,12 +308,10 @@ def _entities(
         tokens.extend(query_shape.tokens)
     if not served:
         return None  # an event without entity has no "entity" member at all
-    # ``patient``: the agents' Patients, then the entities' not among them (the union).
-    tokens.extend(template.agent_patient_rows.token)
-    references.extend(template.agent_patient_rows.reference)
+    # ``patient``: the agents' Patients (in the template's rows), then the entities' others.
     for literal in mentioned:
         if {"reference": literal} not in template.agent_patients:
-            references.extend(reference_rows("patient", literal, None, None).reference)
+            rows.reference("patient", literal)
     return f"[{','.join(served)}]", f"[{','.join(canonical)}]", rows
 
 
@@ -293,37 +340,46 @@ def interaction_prepared(
     at = at or now()
     stamp = format_instant(at)
     stamp_json = orjson.dumps(stamp).decode()
-    versions: list[PreparedVersion] = []
+    tables: Tables = {"resource": [], "audit_index": []}
     entries: list[dict[str, Any]] = []
     kind, client, address_fact, system_access = template.facts
+    date_rows = IndexRows()
+    _dates("date", Node(stamp, "instant", "instant"), date_rows)
     for n, (patient, resources, part_query) in enumerate(audit.event_parts(grant, touched, query)):
         made = _entities(template, patient, resources, part_query)
         if made is None:
             return None
-        served_entities, canonical_entities, entity_part = made
-        rows = IndexRows(
-            token=[*template.rows.token, *entity_part.token],
-            string=list(template.rows.string),
-            reference=[*template.rows.reference, *entity_part.reference],
-        )
-        _dates("date", Node(stamp, "instant", "instant"), rows)
+        served_entities, canonical_entities, rows = made
         id = ids[n] if ids is not None else new_id()
         id_json = orjson.dumps(id).decode()
         content = template.served.join((id_json, stamp_json, stamp_json, served_entities))
         canonical = template.canonical.join((id_json, stamp_json, canonical_entities))
         digest = hashlib.sha256(canonical.encode()).digest()
-        versions.append(
-            PreparedVersion(
-                res_type="AuditEvent",
-                id=id,
-                version_id=1,
-                last_updated=at,
-                patient_id=patient,
-                content_hash=digest,
-                content=content,
-                index=rows,
-            )
+        tables["resource"].append(
+            {
+                "res_type": "AuditEvent",
+                "id": id,
+                "version_id": 1,
+                "last_updated": at,
+                "deleted": False,
+                "patient_id": patient,
+                "content_hash": "\\x" + digest.hex(),
+                "content": content,
+            }
         )
+        tables["audit_index"].append(
+            {"res_id": id, "patient_id": patient, "rows": rows.packed_json()}
+        )
+        for index_kind, row in (*rows.real, *(("date", r) for r in date_rows.date)):
+            tables.setdefault(INDEX_TABLES[index_kind][0], []).append(
+                dict(
+                    zip(
+                        INDEX_NAMES[index_kind],
+                        ("AuditEvent", id, *row, patient, None),
+                        strict=True,
+                    )
+                )
+            )
         entries.append(
             {
                 "event_id": id,
@@ -340,4 +396,4 @@ def interaction_prepared(
                 "types": tuple(sorted({t.res_type for t in resources})),
             }
         )
-    return Prepared(versions, entries)
+    return Prepared(tables, entries)

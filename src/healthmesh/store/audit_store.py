@@ -44,24 +44,45 @@ async def lock_head(conn: Conn) -> tuple[int, bytes]:
     return int(row[0]), bytes(row[1])
 
 
+Tables = dict[str, list[Any]]  # table -> rows for audit_record (dicts or orjson.Fragment)
+
+
+def event_tables(versions: Sequence[PreparedVersion]) -> Tables:
+    """Stored versions of AuditEvents as ``audit_record``'s rows: the resource rows, the
+    packed index rows (``audit_index``) and the search table rows of the real parameters."""
+    doc: Tables = json_rows([replace(v, index=_real_rows(v.index)) for v in versions])
+    doc["audit_index"] = [
+        {"res_id": v.id, "patient_id": v.patient_id, "rows": _packed_rows(v.index)}
+        for v in versions
+    ]
+    return doc
+
+
+def joined_tables(parts: Sequence[Tables]) -> Tables:
+    """Several batches' rows as one, table by table, in the order given."""
+    if len(parts) == 1:
+        return parts[0]
+    doc: Tables = {}
+    for part in parts:
+        for table, rows in part.items():
+            doc.setdefault(table, []).extend(rows)
+    return doc
+
+
 async def append(
     conn: Conn,
-    versions: Sequence[PreparedVersion],
+    tables: Tables,
     entries: Sequence[dict[str, Any]],
     *,
     begin: bool = False,
     durable: bool = True,
 ) -> tuple[int, bytes]:
-    """Store events (resource and index rows) and chain them, in one statement
-    (``audit_record``, migration 0023); the new head (seq, hash). With ``begin``, in a
-    transaction of its own (BEGIN … COMMIT in the same round trip), else in the caller's.
-    ``durable=False`` (own transaction only) commits without waiting for the WAL flush."""
-    doc: dict[str, Any] = json_rows([replace(v, index=_real_rows(v.index)) for v in versions])
-    doc["audit_index"] = [
-        {"res_id": v.id, "patient_id": v.patient_id, "rows": _packed_rows(v.index)}
-        for v in versions
-    ]
-    doc["entries"] = entries
+    """Store events (``tables``: :func:`event_tables`) and chain them (``entries``), in one
+    statement (``audit_record``, migration 0023); the new head (seq, hash). With ``begin``,
+    in a transaction of its own (BEGIN … COMMIT in the same round trip), else in the
+    caller's. ``durable=False`` (own transaction only) commits without waiting for the WAL
+    flush."""
+    doc: dict[str, Any] = {"resource": [], **tables, "entries": entries}
     # orjson: the batch's one document, serialised in C (datetimes as RFC 3339; Decimal
     # index values as strings, which the numeric columns read back exactly).
     payload = orjson.dumps(doc, default=str).decode()

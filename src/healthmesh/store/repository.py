@@ -147,7 +147,8 @@ def _index_columns(columns: tuple[str, ...]) -> str:
     return ", ".join(("res_type", "res_id", "param", *columns, "patient_id", "elem"))
 
 
-_INDEX_NAMES = {
+# Each index table's columns, in order (json_rows; the audit trail's templates).
+INDEX_NAMES = {
     kind: ("res_type", "res_id", "param", *cols, "patient_id", "elem")
     for kind, (_, cols) in INDEX_TABLES.items()
 }
@@ -258,7 +259,7 @@ def json_rows(versions: Sequence[PreparedVersion]) -> dict[str, list[dict[str, A
         )
         for kind, rows in _index_rows(p):
             table = INDEX_TABLES[kind][0]
-            names = _INDEX_NAMES[kind]
+            names = INDEX_NAMES[kind]
             tables.setdefault(table, []).extend(dict(zip(names, row, strict=True)) for row in rows)
     return tables
 
