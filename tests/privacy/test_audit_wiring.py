@@ -271,3 +271,49 @@ def test_a_patients_consent_decisions_are_in_their_trail_as_consent_changes(
         assert f"Consent/{consent_id}" in _entities(event)
         assert _by_client([event], f"consent-app-{RUN}") == [event]
     assert changes("update") == []  # the withdrawal is a revocation, not a mere update
+
+
+def test_a_consent_deleted_outright_is_a_revocation_in_the_patients_trail(
+    node: SecuredNode,
+) -> None:
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{_id('ada')}"},
+        "provision": {"type": "deny"},
+    }
+    client = f"consent-deleter-{RUN}"
+    with node.client("patient/Consent.cud", client_id=client, patient=_id("ada")) as ada:
+        created = ada.post("/Consent", json=consent)
+        assert created.status_code == 201, created.text
+        consent_id = created.json()["id"]
+        deleted = ada.delete(f"/Consent/{consent_id}")
+        assert deleted.status_code in (200, 204), deleted.text
+        again = ada.delete(f"/Consent/{consent_id}")  # deleted already: decides nothing new
+        assert again.status_code in (200, 204), again.text
+
+    mine = [e for e in _events_about(node, "ada") if f"Consent/{consent_id}" in str(_entities(e))]
+    revocations = [
+        e for e in mine if {"system": audit.HM_EVENT, "code": "consent-revoke"} in e["subtype"]
+    ]
+    assert len(revocations) == 1
+    assert revocations[0]["action"] == "D"
+    assert _by_client(revocations, client) == revocations
+    # The REST delete itself is in ada's trail too, naming the tombstone version.
+    deletes = [
+        e
+        for e in mine
+        if {"system": audit.INTERACTION, "code": "delete", "display": "delete"} in e["subtype"]
+    ]
+    assert deletes and any(
+        ref.startswith(f"Consent/{consent_id}/_history/2") for e in deletes for ref in _entities(e)
+    )

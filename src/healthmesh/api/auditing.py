@@ -80,15 +80,15 @@ def interaction_of(request: FhirRequest) -> str | None:
 
 
 # Writes of a Consent and the consent change each is (privacy/audit.py consent_event); a
-# Consent set inactive (or rejected, or entered in error) is withdrawn: revoked.
-CONSENT_CHANGES = {"create": "create", "update": "update", "patch": "update"}
+# Consent set inactive (or rejected, or entered in error), or deleted, is withdrawn: revoked.
+CONSENT_CHANGES = {"create": "create", "update": "update", "patch": "update", "delete": "revoke"}
 REVOKED = frozenset({"inactive", "rejected", "entered-in-error"})
 
 
 def touched_by(result: FhirResult) -> list[audit.Touched]:
     version = result.version
     if version is not None:
-        if version.content is not None and version.owner_read:
+        if version.owner_read and (version.content is not None or version.deleted):
             # The row's compartment key, as written (fhir/compartment.py): no need to parse
             # the served resource again to find whose it is.
             return [
@@ -203,16 +203,21 @@ class Auditor:
         """A written patient Consent is also a consent change (issue 5, item 4): an event of
         its own, in the patient's trail — what they decided, besides the REST write."""
         version = result.version
-        if version is None or version.res_type != "Consent" or version.content is None:
-            # A delete's tombstone names no patient: its REST event records the revocation.
+        if version is None or version.res_type != "Consent":
             return []
-        content = orjson.loads(version.content)
-        patient = audit.owner(content)
+        if version.content is None:
+            # Deleted: a revocation by whoever owned it (the tombstone's owner, as the delete
+            # read it); a Consent deleted already, or of no patient, decides nothing now.
+            if not version.deleted or not version.owner_read or result.unchanged:
+                return []
+            patient, change = version.owner, "revoke"
+        else:
+            content = orjson.loads(version.content)
+            patient, change = audit.owner(content), CONSENT_CHANGES[interaction]
+            if change == "update" and content.get("status") in REVOKED:
+                change = "revoke"
         if patient is None:
             return []  # not in a patient's compartment: no patient decided anything
-        change = CONSENT_CHANGES[interaction]
-        if change == "update" and content.get("status") in REVOKED:
-            change = "revoke"
         return [
             audit.consent_event(
                 grant,

@@ -12,15 +12,15 @@ from healthmesh.fhir.errors import (
 from healthmesh.interactions import write
 from healthmesh.interactions.conditional import find_matches
 from healthmesh.interactions.context import FhirResult, check_id
-from healthmesh.store.repository import Session
+from healthmesh.store.repository import Session, StoredVersion
 
 
 async def delete(session: Session, res_type: str, id: str) -> FhirResult:
     check_id(id)
-    version = await write.delete(session, res_type, id)
-    if version is None:
+    deleted = await write.delete(session, res_type, id)
+    if deleted is None:
         raise NotFound(f"{res_type}/{id} is not known")
-    return FhirResult(status=204, version=version)
+    return _deleted(*deleted)
 
 
 async def conditional_delete(
@@ -46,5 +46,13 @@ async def conditional_delete(
             ]
         )
         return FhirResult(status=200, body=outcome)
-    version = await write.delete(session, res_type, matches[0])
-    return FhirResult(status=204, version=version)
+    deleted = await write.delete(session, res_type, matches[0])
+    if deleted is None:  # gone between the match and the delete: nothing to delete now
+        raise NotFound(f"{res_type}/{matches[0]} is not known")
+    return _deleted(*deleted)
+
+
+def _deleted(version: StoredVersion, new: bool) -> FhirResult:
+    """204; ``unchanged`` when it was deleted already (a no-op: no change for the audit to
+    call a revocation, api/auditing.py)."""
+    return FhirResult(status=204, version=version, unchanged=not new)

@@ -116,16 +116,29 @@ async def update(
     return _stored(res_type, id, prepared), current is None or current.deleted
 
 
-async def delete(session: Session, res_type: str, id: str) -> StoredVersion | None:
-    """DELETE: a tombstone version; deleting a deleted resource is a no-op. None if never existed."""
+async def delete(session: Session, res_type: str, id: str) -> tuple[StoredVersion, bool] | None:
+    """DELETE: a tombstone version, and whether it is new (deleting a deleted resource is a
+    no-op: its tombstone, False). None if it never existed."""
     current = await session.current(res_type, id, for_update=True)
     if current is None:
         return None
     if current.deleted:
-        return current
+        return current, False
     at = now()
     await session.tombstone(res_type, id, current.version_id + 1, at)
-    return StoredVersion(res_type, id, current.version_id + 1, at, True, None)
+    # Whose it was (the tombstone keeps no compartment key): the delete's AuditEvent belongs
+    # in that patient's trail, and a deleted Consent is their revocation (api/auditing.py).
+    tombstone = StoredVersion(
+        res_type,
+        id,
+        current.version_id + 1,
+        at,
+        True,
+        None,
+        owner=current.owner,
+        owner_read=current.owner_read,
+    )
+    return tombstone, True
 
 
 async def require_current(session: Session, res_type: str, id: str) -> StoredVersion:
