@@ -365,12 +365,34 @@ def test_a_patient_may_write_into_their_own_compartment_only(node: SecuredNode) 
     assert _stored(node, "Observation", _id("ada-into-bob")) == 0
 
 
+def _diagnostics(response: Any, id: str) -> list[tuple[int, str]]:
+    issues = response.json()["issue"]
+    return [(response.status_code, i.get("diagnostics", "").replace(id, "ID")) for i in issues]
+
+
 def test_another_patients_resource_cannot_be_updated_moved_or_deleted(node: SecuredNode) -> None:
+    bob, unknown = _id("bob-vital"), _id("no-such-vital")
+    patch = [{"op": "replace", "path": "/status", "value": "amended"}]
+    patch_headers = {"Content-Type": "application/json-patch+json"}
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
-        hijack = _observation(_id("bob-vital"), _id("ada"), "vital-signs", "8867-4", 1)
-        moved = ada.put(f"/Observation/{_id('bob-vital')}", json=hijack, headers=FHIR_JSON)
-        deleted = ada.delete(f"/Observation/{_id('bob-vital')}")
-    assert moved.status_code == 403 and deleted.status_code == 403
+        hijack = _observation(bob, _id("ada"), "vital-signs", "8867-4", 1)
+        moved = ada.put(f"/Observation/{bob}", json=hijack, headers=FHIR_JSON)
+        probed = ada.put(
+            f"/Observation/{bob}", json=hijack, headers={**FHIR_JSON, "If-Match": 'W/"1"'}
+        )
+        # Someone else's Observation answers a delete and a patch exactly as an unknown id.
+        deleted, gone = ada.delete(f"/Observation/{bob}"), ada.delete(f"/Observation/{unknown}")
+        patched = ada.patch(f"/Observation/{bob}", json=patch, headers=patch_headers)
+        nothing = ada.patch(f"/Observation/{unknown}", json=patch, headers=patch_headers)
+        foreign = _observation(unknown, _id("bob"), "vital-signs", "8867-4", 1)
+        created = ada.put(f"/Observation/{unknown}", json=foreign, headers=FHIR_JSON)
+    assert moved.status_code == 403 and probed.status_code == 403  # not 412: no version shown
+    # The PUT's refusal reads as the refusal of a create in someone else's compartment.
+    assert created.status_code == 403
+    assert _diagnostics(moved, bob) == _diagnostics(created, unknown)
+    assert deleted.status_code == 404 and _diagnostics(deleted, bob) == _diagnostics(gone, unknown)
+    assert patched.status_code == 404
+    assert _diagnostics(patched, bob) == _diagnostics(nothing, unknown)
     with node.client("system/Observation.rs") as backend:
         still = backend.get(f"/Observation/{_id('bob-vital')}").json()
     assert still["subject"]["reference"] == f"Patient/{_id('bob')}"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from healthmesh.fhir.errors import InvalidRequest, NotFound, PreconditionFailed
+from healthmesh.fhir.errors import Forbidden, InvalidRequest, NotFound, PreconditionFailed
 from healthmesh.fhir.ids import new_id
 from healthmesh.fhir.search.custom import definition_from_resource, is_active
 from healthmesh.fhir.validation import check_resource
-from healthmesh.store.repository import Session, StoredVersion
+from healthmesh.store.repository import Session, StoredVersion, refusal
 from healthmesh.store.rows import content_hash, now, prepare
 
 
@@ -92,7 +92,16 @@ async def update(
             f"The resource id '{body_id}' does not match the URL's id '{id}'",
             expression=f"{res_type}.id",
         )
-    current = await session.current(res_type, id, for_update=True)
+    session.require_covers("u", res_type)
+    current = await _current(session, res_type, id)
+    if current is not None and not current.deleted and not await session.may("u", res_type, id):
+        # Not the caller's to change: refused before its version or content can show through
+        # (If-Match, an unchanged write). One it cannot even read is refused in the words
+        # that refuse a create of an id in someone else's compartment; that the id is taken
+        # still shows to a PUT of one's own data at it: update-as-create cannot hide that
+        # (docs/privacy.md).
+        seen = await session.may("r", res_type, id)
+        raise Forbidden(refusal("u" if seen else "c", res_type, id))
     if current is None:
         # Create-on-update: two concurrent PUTs to a new id must not both insert.
         await session.lock(f"{res_type}/{id}")
@@ -116,10 +125,31 @@ async def update(
     return _stored(res_type, id, prepared), current is None or current.deleted
 
 
+async def _current(session: Session, res_type: str, id: str) -> StoredVersion | None:
+    return await session.current(res_type, id, for_update=True)
+
+
+async def _writable(
+    session: Session, permission: str, res_type: str, id: str
+) -> StoredVersion | None:
+    """The current version (locked), or None as if there were none when the caller may not
+    touch it so and may not read it either: a resource outside the caller's reach answers
+    exactly as an unknown id (404), never revealing that it exists. 403 for one it can see
+    but not change so, and for scopes that allow no such change of the type at all (asked
+    before any row is read)."""
+    session.require_covers(permission, res_type)
+    current = await _current(session, res_type, id)
+    if current is None or current.deleted or await session.may(permission, res_type, id):
+        return current
+    if await session.may("r", res_type, id):
+        raise Forbidden(refusal(permission, res_type, id))
+    return None
+
+
 async def delete(session: Session, res_type: str, id: str) -> tuple[StoredVersion, bool] | None:
     """DELETE: a tombstone version, and whether it is new (deleting a deleted resource is a
-    no-op: its tombstone, False). None if it never existed."""
-    current = await session.current(res_type, id, for_update=True)
+    no-op: its tombstone, False). None if it never existed, or is not the caller's to delete."""
+    current = await _writable(session, "d", res_type, id)
     if current is None:
         return None
     if current.deleted:
@@ -142,7 +172,9 @@ async def delete(session: Session, res_type: str, id: str) -> tuple[StoredVersio
 
 
 async def require_current(session: Session, res_type: str, id: str) -> StoredVersion:
-    current = await session.current(res_type, id, for_update=True)
+    """The current version for a change (patch): 404 if unknown, deleted, or not the
+    caller's to change."""
+    current = await _writable(session, "u", res_type, id)
     if current is None or current.deleted or current.content is None:
         raise NotFound(f"{res_type}/{id} is not known")
     return current

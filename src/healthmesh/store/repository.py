@@ -37,7 +37,7 @@ PERMISSION_ORDER = "cud"
 _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
-def _refusal(permission: str, res_type: str, id: str) -> str:
+def refusal(permission: str, res_type: str, id: str) -> str:
     return (
         f"This token does not permit {_VERBS.get(permission, permission)} of {res_type}/{id}"
         " (its scopes or patient context do not cover it)"
@@ -323,9 +323,23 @@ class Session:
                     return res_type, id
         return None
 
+    def require_covers(self, permission: str, res_type: str) -> None:
+        """403 when the caller's scopes allow no ``permission`` on any ``res_type`` at all:
+        asked before any row is looked at, so the answer says nothing about the data."""
+        if self.visibility is not None and not self.visibility.covers(res_type, permission):
+            raise Forbidden(
+                f"This token does not permit {_VERBS.get(permission, permission)} of"
+                f" {res_type} (its scopes do not cover it)"
+            )
+
+    async def may(self, permission: str, res_type: str, id: str) -> bool:
+        """Whether the caller may touch the current row (type, id) so (True without a
+        visibility: --open and internal jobs)."""
+        return await self._allowed(permission, [(res_type, id)])
+
     async def _require(self, permission: str, res_type: str, id: str) -> None:
         if not await self._allowed(permission, [(res_type, id)]):
-            raise Forbidden(_refusal(permission, res_type, id))
+            raise Forbidden(refusal(permission, res_type, id))
 
     async def check_writes(self) -> None:
         """Before commit: every version written is one the caller may have written."""
@@ -334,7 +348,7 @@ class Session:
             keys = [(t, i) for p, t, i in written if p == permission]
             refused = await self._refused(permission, keys)
             if refused is not None:
-                raise Forbidden(_refusal(permission, *refused))
+                raise Forbidden(refusal(permission, *refused))
 
     # --- reads ---------------------------------------------------------------------------
     async def current(
