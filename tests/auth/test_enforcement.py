@@ -488,3 +488,23 @@ def test_a_patient_deleting_their_own_resource_then_reading_it_gets_410(
         assert len(history["entry"]) == 2
     with node.client("patient/Observation.rs", patient=_id("bob")) as bob:
         assert bob.get(f"/Observation/{_id('ada-gone')}").status_code == 404
+
+
+def test_a_transaction_deleting_another_patients_resource_fails_as_for_an_unknown_id(
+    node: SecuredNode,
+) -> None:
+    def bundle(id: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "DELETE", "url": f"Observation/{id}"}}],
+        }
+
+    bob, unknown = _id("bob-vital"), _id("no-such-vital")
+    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
+        theirs = ada.post("", json=bundle(bob), headers=FHIR_JSON)
+        nobodys = ada.post("", json=bundle(unknown), headers=FHIR_JSON)
+    assert theirs.status_code == nobodys.status_code == 404
+    assert _diagnostics(theirs, bob) == _diagnostics(nobodys, unknown)
+    with node.client("system/Observation.rs") as backend:
+        assert backend.get(f"/Observation/{bob}").status_code == 200
