@@ -58,12 +58,24 @@ from healthmesh.interactions.reindex import SearchParameterWatch
 from healthmesh.interactions.relabel import needs_relabel, relabel
 from healthmesh.privacy.appender import AuditAppender
 from healthmesh.share.content import OwnRecordBundles
-from healthmesh.store import consent_sql
+from healthmesh.store import consent_sql, key_sealing
 from healthmesh.store.access import Visibility
 from healthmesh.store.migrate import migrate
 from healthmesh.store.repository import Repository
 
 log = logging.getLogger(__name__)
+
+
+async def _seal_keys(repository: Repository) -> None:
+    """Private keys at rest (store/key_sealing.py): sealed with the key-encryption key when
+    the node has one (those written before it was set, now), else a warning."""
+    if key_sealing.passphrase() is None:
+        log.warning(key_sealing.UNSEALED_WARNING)
+        return
+    async with repository.pool.connection() as conn, conn.transaction():
+        await key_sealing.reseal_all(conn)
+
+
 AUDIT_OFF_WARNING = (
     "AUDITING IS OFF (HEALTHMESH_AUDIT=off): no access, change, token or login is recorded."
     " For benchmarks and nodes audited elsewhere only, never in production (docs/security.md)."
@@ -231,6 +243,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         if not settings.audit:
             log.warning(AUDIT_OFF_WARNING)
         await repository.open()
+        await _seal_keys(repository)
         await parameters.refresh(force=True)
         watcher = asyncio.create_task(parameters.watch())
         # A changed security-label rule table: label what was stored before (in the background).

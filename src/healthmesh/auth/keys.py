@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from healthmesh.auth.settings import MAX_ACCESS_TOKEN_LIFETIME
+from healthmesh.store.key_sealing import seal, unseal
 
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 ALGORITHM = "RS256"
@@ -90,7 +91,7 @@ class SigningKeys:
         kid, key = new_key()
         await conn.execute(
             "INSERT INTO auth_signing_key (kid, private_pem, public_jwk) VALUES (%s, %s, %s)",
-            (kid, key.as_pem(private=True).decode(), Jsonb(public_jwk(kid, key))),
+            (kid, seal(key.as_pem(private=True).decode()), Jsonb(public_jwk(kid, key))),
         )
         self._private[kid] = key
         return kid
@@ -109,7 +110,7 @@ class SigningKeys:
         kid = str(row[0])
         key = self._private.get(kid)
         if key is None:
-            key = self._private[kid] = RSAKey.import_key(str(row[1]))
+            key = self._private[kid] = RSAKey.import_key(unseal(str(row[1])))
         return kid, key
 
     async def jwks(self) -> dict[str, list[dict[str, Any]]]:

@@ -26,6 +26,7 @@ from joserfc.jwk import OKPKey
 
 from healthmesh.store import audit_store
 from healthmesh.store.audit_store import Conn
+from healthmesh.store.key_sealing import seal, unseal
 
 ALGORITHM = "Ed25519"  # RFC 9864 fully-specified EdDSA
 CHECKPOINT_EVERY = 1000
@@ -39,12 +40,12 @@ async def signing_key(conn: Conn) -> tuple[str, OKPKey]:
         key = OKPKey.generate_key("Ed25519", private=True)
         kid = key.thumbprint()
         public = {**key.as_dict(private=False), "kid": kid, "alg": ALGORITHM, "use": "sig"}
-        await audit_store.insert_key(conn, kid, key.as_pem(private=True).decode(), public)
+        await audit_store.insert_key(conn, kid, seal(key.as_pem(private=True).decode()), public)
         _keys[kid] = key
         return kid, key
     kid, pem = found
     if kid not in _keys:
-        _keys[kid] = OKPKey.import_key(pem)
+        _keys[kid] = OKPKey.import_key(unseal(pem))
     return kid, _keys[kid]
 
 

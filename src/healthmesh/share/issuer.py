@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from healthmesh.share import shc
 from healthmesh.share.errors import InvalidRequest, LinkNotFound
 from healthmesh.share.jwe import b64url
+from healthmesh.store.key_sealing import seal, unseal
 
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 _LOCK = 0x5348_435F_4B45  # advisory lock "SHC_KE": one process creates the first key
@@ -51,7 +52,7 @@ class IssuerKeys:
             kid = key.thumbprint()
             await conn.execute(
                 "INSERT INTO shc_issuer_key (kid, private_pem, public_jwk) VALUES (%s, %s, %s)",
-                (kid, key.as_pem(private=True).decode(), Jsonb(public_jwk(kid, key))),
+                (kid, seal(key.as_pem(private=True).decode()), Jsonb(public_jwk(kid, key))),
             )
             self._private[kid] = key
             return kid
@@ -68,7 +69,7 @@ class IssuerKeys:
         kid = str(row[0])
         key = self._private.get(kid)
         if key is None:
-            key = self._private[kid] = ECKey.import_key(str(row[1]))
+            key = self._private[kid] = ECKey.import_key(unseal(str(row[1])))
         return kid, key
 
     async def jwks(self) -> dict[str, list[dict[str, Any]]]:

@@ -1,0 +1,115 @@
+"""The node's private keys at rest: sealed with its key-encryption key, when it has one.
+
+Three kinds of private key live in PostgreSQL — the token signing keys (auth_signing_key),
+the SMART Health Card issuer keys (shc_issuer_key) and the audit checkpoint keys
+(audit_signing_key) — so that every process of a node signs with the same ones. A database
+dump or backup would carry them, and with them the power to mint tokens, cards and
+checkpoints. With ``HEALTHMESH_KEY_ENCRYPTION_KEY`` (or ``…_FILE``, a file holding it) set,
+each is stored as an encrypted PKCS #8 PEM (RFC 5958 EncryptedPrivateKeyInfo; the
+``cryptography`` library's best available scheme, PBES2 with AES-256) under that secret,
+which lives outside the database (an environment secret, a mounted file, a KMS-fed
+variable); :func:`reseal_all` encrypts keys written before it was set, at start-up.
+Without it keys stay plain, and ``serve`` says so at start-up (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
+
+log = logging.getLogger(__name__)
+
+ENV = "HEALTHMESH_KEY_ENCRYPTION_KEY"
+ENV_FILE = "HEALTHMESH_KEY_ENCRYPTION_KEY_FILE"
+KEY_TABLES = ("auth_signing_key", "shc_issuer_key", "audit_signing_key")
+_SEALED = "-----BEGIN ENCRYPTED PRIVATE KEY-----"
+MIN_LENGTH = 16
+
+UNSEALED_WARNING = (
+    "private signing keys are stored UNENCRYPTED in the database (a dump or backup carries"
+    f" them): set {ENV} or {ENV_FILE} to seal them (docs/security.md)"
+)
+
+
+class KeySealingError(Exception):
+    """A sealed key that cannot be opened, or an unusable key-encryption key."""
+
+
+def passphrase() -> bytes | None:
+    """The key-encryption key, from the environment or its file; None when not set."""
+    value = os.environ.get(ENV)
+    if not value and os.environ.get(ENV_FILE):
+        try:
+            value = Path(os.environ[ENV_FILE]).read_text().strip()
+        except OSError as error:
+            raise KeySealingError(f"{ENV_FILE}: {error.strerror}") from None
+    if not value:
+        return None
+    if len(value) < MIN_LENGTH:
+        raise KeySealingError(f"{ENV} must be at least {MIN_LENGTH} characters")
+    return value.encode()
+
+
+def is_sealed(pem: str) -> bool:
+    return pem.lstrip().startswith(_SEALED)
+
+
+def seal(pem: str) -> str:
+    """A plain private key PEM as it is to be stored: sealed when there is a passphrase."""
+    secret = passphrase()
+    if secret is None or is_sealed(pem):
+        return pem
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(secret),
+    ).decode()
+
+
+def unseal(pem: str) -> str:
+    """A stored private key PEM, opened: plain PKCS #8 for the JOSE libraries."""
+    if not is_sealed(pem):
+        return pem
+    secret = passphrase()
+    if secret is None:
+        raise KeySealingError(f"the private keys are sealed: {ENV} (or {ENV_FILE}) must be set")
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=secret)
+    except ValueError:
+        raise KeySealingError(f"a sealed private key does not open with this {ENV}") from None
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+async def reseal_all(conn: AsyncConnection[TupleRow]) -> int:
+    """Seal every plain private key in the key tables (start-up, with a passphrase set);
+    how many were sealed. Each row's check and rewrite is in the caller's transaction."""
+    if passphrase() is None:
+        return 0
+    sealed = 0
+    for table in KEY_TABLES:
+        cur = await conn.execute(
+            sql.SQL("SELECT kid, private_pem FROM {} FOR UPDATE").format(sql.Identifier(table))
+        )
+        for kid, pem in await cur.fetchall():
+            if is_sealed(str(pem)):
+                continue
+            await conn.execute(
+                sql.SQL("UPDATE {} SET private_pem = %s WHERE kid = %s").format(
+                    sql.Identifier(table)
+                ),
+                (seal(str(pem)), kid),
+            )
+            sealed += 1
+    if sealed:
+        log.info("sealed %d private keys with the key-encryption key", sealed)
+    return sealed
