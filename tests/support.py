@@ -25,6 +25,30 @@ def put_all(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def privacy_consent(
+    patient: str, provision: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An active patient-privacy Consent (R4 Consent, scope consentscope#patient-privacy,
+    category LOINC 59284-0) of ``patient`` (a reference), with ``provision`` when given."""
+    body: dict[str, Any] = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": patient},
+    }
+    if provision is not None:
+        body["provision"] = provision
+    return body | extra
+
+
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

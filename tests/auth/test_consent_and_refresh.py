@@ -18,7 +18,7 @@ from healthmesh.config import Settings
 from healthmesh.fhir.consent import CLIENT_ID_SYSTEM
 
 from conftest import ServerThread
-from support import FHIR_JSON
+from support import FHIR_JSON, privacy_consent
 
 SCOPE = "openid fhirUser launch/patient offline_access patient/Observation.rs patient/Consent.cruds"
 
@@ -65,20 +65,9 @@ def test_a_consent_denying_an_app_binds_its_issued_and_refreshed_tokens(
         assert observations(tokens["access_token"]) == 1
         # The patient, with another app of theirs, denies this app their record.
         own = {"Authorization": f"Bearer {tokens['access_token']}", **FHIR_JSON}
-        consent = {
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                        "code": "patient-privacy",
-                    }
-                ]
-            },
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{who.patient_id}"},
-            "provision": {
+        consent = privacy_consent(
+            f"Patient/{who.patient_id}",
+            {
                 "type": "deny",
                 "actor": [
                     {
@@ -96,7 +85,7 @@ def test_a_consent_denying_an_app_binds_its_issued_and_refreshed_tokens(
                     }
                 ],
             },
-        }
+        )
         created = http.post(f"{node.base}/Consent", json=consent, headers=own)
         assert created.status_code == 201, created.text
         assert observations(tokens["access_token"]) == 0  # the token already issued

@@ -37,7 +37,7 @@ from healthmesh.load.loader import Loader, find_inputs
 from healthmesh.store.repository import Repository
 from secured import SecuredNode, secured_node
 
-from support import FHIR_JSON
+from support import FHIR_JSON, privacy_consent
 
 RUN = uuid.uuid4().hex[:8]
 SAMPLE = find_inputs([Path(__file__).parents[2] / "src/healthmesh/load/sample"])
@@ -154,20 +154,9 @@ def ada_app(node: SecuredNode, scope: str = "patient/*.rs") -> httpx.Client:
 
 def deny_consent(node: SecuredNode, client_id: str) -> str:
     """Ada denies one app everything, with her own token; the Consent's id."""
-    body = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{_id('ada')}"},
-        "provision": {
+    body = privacy_consent(
+        f"Patient/{_id('ada')}",
+        {
             "type": "deny",
             "actor": [
                 {
@@ -183,7 +172,7 @@ def deny_consent(node: SecuredNode, client_id: str) -> str:
                 }
             ],
         },
-    }
+    )
     with ada_app(node, "patient/*.cruds") as ada:
         response = ada.post("/Consent", json=body, headers=FHIR_JSON)
         assert response.status_code == 201, response.text

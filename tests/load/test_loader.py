@@ -18,7 +18,7 @@ from healthmesh.load import loader
 from healthmesh.load.loader import Loader, LoadReport, find_inputs
 from healthmesh.store.repository import Repository
 
-from support import SYNTHEA
+from support import SYNTHEA, privacy_consent
 
 SAMPLE = Path(
     str(resources.files("healthmesh.load").joinpath("sample", "synthea-sample.ndjson.gz"))
@@ -245,20 +245,7 @@ def test_unenforceable_consent_is_reported_and_its_bundle_stores_nothing(
                 "request": {"method": "POST", "url": "Patient"},
             },
             {
-                "resource": {
-                    "resourceType": "Consent",
-                    "status": "active",
-                    "scope": {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                "code": "patient-privacy",
-                            }
-                        ]
-                    },
-                    "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-                    "patient": {"reference": "urn:uuid:3b0b4c0e-1d2f-4a5b-8c6d-7e8f9a0b1c2d"},
-                },
+                "resource": privacy_consent("urn:uuid:3b0b4c0e-1d2f-4a5b-8c6d-7e8f9a0b1c2d"),
                 "request": {"method": "POST", "url": "Consent"},
             },
         ],

@@ -21,7 +21,7 @@ from healthmesh.store.migrate import migrate
 from secured import SecuredNode, secured_node
 
 from conftest import _with_db
-from support import FHIR_JSON
+from support import FHIR_JSON, privacy_consent
 
 RUN = uuid.uuid4().hex[:8]
 
@@ -232,21 +232,7 @@ def test_a_refused_token_request_is_audited_without_its_credentials(node: Secure
 def test_a_patients_consent_decisions_are_in_their_trail_as_consent_changes(
     node: SecuredNode,
 ) -> None:
-    consent = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{_id('ada')}"},
-        "provision": {"type": "permit"},
-    }
+    consent = privacy_consent(f"Patient/{_id('ada')}", {"type": "permit"})
     with node.client(
         "patient/Consent.cru patient/AuditEvent.rs",
         client_id=f"consent-app-{RUN}",
@@ -276,21 +262,7 @@ def test_a_patients_consent_decisions_are_in_their_trail_as_consent_changes(
 def test_a_consent_deleted_outright_is_a_revocation_in_the_patients_trail(
     node: SecuredNode,
 ) -> None:
-    consent = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{_id('ada')}"},
-        "provision": {"type": "deny"},
-    }
+    consent = privacy_consent(f"Patient/{_id('ada')}", {"type": "deny"})
     client = f"consent-deleter-{RUN}"
     with node.client("patient/Consent.cud", client_id=client, patient=_id("ada")) as ada:
         created = ada.post("/Consent", json=consent)

@@ -18,7 +18,7 @@ from healthmesh.store.access import APPLY, MAY_APPLY, NONE, NONE_FOR_OWN, Consen
 from healthmesh.store.statements import Constant, Key, bind, bind_parts
 from secured import SecuredNode, secured_node
 
-from support import FHIR_JSON, put_all
+from support import FHIR_JSON, privacy_consent, put_all
 
 RUN = uuid.uuid4().hex[:8]
 ADA, BOB, CAT = f"ada-{RUN}", f"bob-{RUN}", f"cat-{RUN}"  # Cat opts out of sharing
@@ -75,22 +75,7 @@ def _lab(pid: str) -> dict[str, Any]:
 
 
 def _opt_out(pid: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Consent",
-        "id": f"{pid}-opt-out",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{pid}"},
-        "provision": {"type": "deny"},
-    }
+    return privacy_consent(f"Patient/{pid}", {"type": "deny"}, id=f"{pid}-opt-out")
 
 
 @pytest.fixture(scope="module")

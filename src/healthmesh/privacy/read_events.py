@@ -279,33 +279,27 @@ def _entities(
     canonical: list[str] = []
     rows = _EventRows(template)
     tokens = rows.packed.setdefault("token", [])
+
+    def add(shape: _EntityShape, value: str, reference: bool) -> None:
+        text, sorted_text = shape.texts(value)
+        served.append(text)
+        canonical.append(sorted_text)
+        tokens.extend(shape.tokens)
+        if reference:
+            rows.reference("entity", value)
+
+    # The patient's entity, then each resource's: references the rows can be read off.
+    literals = [f"Patient/{patient}"] if patient else []
+    literals += [t.reference for t in resources]
+    if not all(plain_reference(literal) for literal in literals):
+        return None
     mentioned: list[str] = []
-    if patient:
-        literal = f"Patient/{patient}"
-        if not plain_reference(literal):
-            return None
-        text, sorted_text = patient_shape.texts(literal)
-        served.append(text)
-        canonical.append(sorted_text)
-        rows.reference("entity", literal)
-        tokens.extend(patient_shape.tokens)
-        mentioned.append(literal)
-    for touched in resources:
-        literal = touched.reference
-        if not plain_reference(literal):
-            return None
-        text, sorted_text = resource_shape.texts(literal)
-        served.append(text)
-        canonical.append(sorted_text)
-        rows.reference("entity", literal)
-        tokens.extend(resource_shape.tokens)
+    for n, literal in enumerate(literals):
+        add(patient_shape if n == 0 and patient else resource_shape, literal, True)
         if literal.startswith("Patient/") and literal not in mentioned:
             mentioned.append(literal)
     if query is not None:
-        text, sorted_text = query_shape.texts(audit.query_entity(query)["query"])
-        served.append(text)
-        canonical.append(sorted_text)
-        tokens.extend(query_shape.tokens)
+        add(query_shape, audit.query_entity(query)["query"], False)
     if not served:
         return None  # an event without entity has no "entity" member at all
     # ``patient``: the agents' Patients (in the template's rows), then the entities' others.
