@@ -56,6 +56,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
 
     if not settings.audit:
         console.print(f"[bold red]WARNING: {AUDIT_OFF_WARNING}[/]")
+    _check_key_sealing()
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -536,6 +537,24 @@ def _is_production() -> bool:
     from healthmesh.auth.identity.test_idp.guard import PRODUCTION_VALUES
 
     return os.environ.get("HEALTHMESH_ENV", "").strip().lower() in PRODUCTION_VALUES
+
+
+def _check_key_sealing() -> None:
+    """A production node seals its private keys (store/key_sealing.py): refuse to start
+    without the key-encryption key, or with an unusable one."""
+    from healthmesh.store.key_sealing import ENV, ENV_FILE, KeySealingError, passphrase
+
+    try:
+        sealed = passphrase() is not None
+    except KeySealingError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(2) from None
+    if not sealed and _is_production():
+        console.print(
+            f"[red]HEALTHMESH_ENV=production needs {ENV} (or {ENV_FILE}): the private signing"
+            " keys must not be stored unencrypted.[/]"
+        )
+        raise typer.Exit(2)
 
 
 def _check_test_idp_allowed() -> None:

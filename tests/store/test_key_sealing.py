@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,3 +148,24 @@ def test_every_kind_of_node_key_is_stored_sealed_and_still_signs(
     stored = _stored_pems(own_database)
     assert len(stored["auth_signing_key"]) == 2
     assert all(key_sealing.is_sealed(p) for pems in stored.values() for p in pems)
+
+
+def _serve(env: dict[str, str], url: str) -> subprocess.CompletedProcess[str]:
+    """``healthmesh serve`` with ``env`` (and no key-encryption key but what it gives): what
+    it says before it would serve."""
+    inherited = {k: v for k, v in os.environ.items() if k not in (ENV, ENV_FILE)}
+    return subprocess.run(
+        [sys.executable, "-m", "healthmesh", "serve", "--port", "9", "--database-url", url],
+        capture_output=True,
+        text=True,
+        env={**inherited, "COLUMNS": "200", **env},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_production_node_will_not_start_with_its_keys_unsealed(database_url: str) -> None:
+    refused = _serve({"HEALTHMESH_ENV": "production"}, database_url)
+    assert refused.returncode == 2 and ENV in refused.stdout + refused.stderr
+    short = _serve({"HEALTHMESH_ENV": "production", ENV: "short"}, database_url)
+    assert short.returncode == 2 and "at least" in short.stdout + short.stderr
