@@ -529,6 +529,28 @@ def keys_rotate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> N
     console.print(f"active signing key: {_with_auth(resolve_url(database_url, data_dir), body)}")
 
 
+@keys_app.command("reseal")
+def keys_reseal(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Change the key-encryption key: seal every private key (token, SHC issuer, audit
+    checkpoint) with HEALTHMESH_KEY_ENCRYPTION_KEY, opening them with ..._OLD."""
+    import psycopg
+
+    from healthmesh.store.key_sealing import KeySealingError, reseal_with_new_passphrase
+
+    url = resolve_url(database_url, data_dir)
+
+    async def body() -> int:
+        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+            return await reseal_with_new_passphrase(conn)
+
+    try:
+        changed = asyncio.run(body())
+    except KeySealingError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(2) from None
+    console.print(f"sealed {changed} private keys with the new key-encryption key")
+
+
 idp_app = typer.Typer(help="The TEST identity provider (synthetic people only).")
 app.add_typer(idp_app, name="idp")
 

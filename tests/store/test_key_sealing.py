@@ -169,3 +169,52 @@ def test_a_production_node_will_not_start_with_its_keys_unsealed(database_url: s
     assert refused.returncode == 2 and ENV in refused.stdout + refused.stderr
     short = _serve({"HEALTHMESH_ENV": "production", ENV: "short"}, database_url)
     assert short.returncode == 2 and "at least" in short.stdout + short.stderr
+
+
+def _reseal(env: dict[str, str], url: str) -> subprocess.CompletedProcess[str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV)}
+    return subprocess.run(
+        [sys.executable, "-m", "healthmesh", "keys", "reseal", "--database-url", url],
+        capture_output=True,
+        text=True,
+        env={**inherited, "COLUMNS": "200", **env},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_key_encryption_key_can_be_changed_and_a_wrong_old_one_changes_nothing(
+    own_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = SECRET, "a brand new key-encryption key"
+    monkeypatch.setenv(ENV, old)
+
+    async def make_keys() -> None:
+        async with AsyncConnectionPool(own_database, open=False) as pool:
+            await SigningKeys(pool).ensure_active()
+            await IssuerKeys(pool).ensure_active()
+
+    asyncio.run(make_keys())
+    before = _stored_pems(own_database)
+
+    wrong = _reseal(
+        {ENV: new, key_sealing.OLD_ENV: "not the one they are sealed with"}, own_database
+    )
+    assert wrong.returncode == 2 and "does not open" in wrong.stdout + wrong.stderr
+    assert _stored_pems(own_database) == before
+
+    done = _reseal({ENV: new, key_sealing.OLD_ENV: old}, own_database)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = _stored_pems(own_database)
+    assert after != before and all(key_sealing.is_sealed(p) for v in after.values() for p in v)
+    monkeypatch.setenv(ENV, new)
+
+    async def sign() -> None:
+        async with AsyncConnectionPool(own_database, open=False) as pool:
+            await SigningKeys(pool).signing_key()
+            await IssuerKeys(pool).signing_key()
+
+    asyncio.run(sign())
+    monkeypatch.setenv(ENV, old)
+    with pytest.raises(KeySealingError, match="does not open"):
+        key_sealing.unseal(after["auth_signing_key"][0])

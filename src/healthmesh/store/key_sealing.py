@@ -40,18 +40,20 @@ class KeySealingError(Exception):
     """A sealed key that cannot be opened, or an unusable key-encryption key."""
 
 
-def passphrase() -> bytes | None:
-    """The key-encryption key, from the environment or its file; None when not set."""
-    value = os.environ.get(ENV)
-    if not value and os.environ.get(ENV_FILE):
+def passphrase(env: str = ENV) -> bytes | None:
+    """The key-encryption key, from the environment (``env``, or the file ``env``_FILE
+    names); None when not set."""
+    value = os.environ.get(env)
+    file_env = f"{env}_FILE"
+    if not value and os.environ.get(file_env):
         try:
-            value = Path(os.environ[ENV_FILE]).read_text().strip()
+            value = Path(os.environ[file_env]).read_text().strip()
         except OSError as error:
-            raise KeySealingError(f"{ENV_FILE}: {error.strerror}") from None
+            raise KeySealingError(f"{file_env}: {error.strerror}") from None
     if not value:
         return None
     if len(value) < MIN_LENGTH:
-        raise KeySealingError(f"{ENV} must be at least {MIN_LENGTH} characters")
+        raise KeySealingError(f"{env} must be at least {MIN_LENGTH} characters")
     return value.encode()
 
 
@@ -72,11 +74,12 @@ def seal(pem: str) -> str:
     ).decode()
 
 
-def unseal(pem: str) -> str:
-    """A stored private key PEM, opened: plain PKCS #8 for the JOSE libraries."""
+def unseal(pem: str, secret: bytes | None = None) -> str:
+    """A stored private key PEM, opened (with ``secret``, else the passphrase): plain
+    PKCS #8 for the JOSE libraries."""
     if not is_sealed(pem):
         return pem
-    secret = passphrase()
+    secret = secret or passphrase()
     if secret is None:
         raise KeySealingError(f"the private keys are sealed: {ENV} (or {ENV_FILE}) must be set")
     try:
@@ -113,3 +116,39 @@ async def reseal_all(conn: AsyncConnection[TupleRow]) -> int:
     if sealed:
         log.info("sealed %d private keys with the key-encryption key", sealed)
     return sealed
+
+
+OLD_ENV = "HEALTHMESH_KEY_ENCRYPTION_KEY_OLD"
+
+
+async def reseal_with_new_passphrase(conn: AsyncConnection[TupleRow]) -> int:
+    """Change the key-encryption key: every key sealed with the old one (``OLD_ENV`` or its
+    _FILE) opened and sealed again with the current one (``ENV``); plain keys sealed too.
+    All in the caller's transaction: a key that opens with neither stops it, unchanged."""
+    old, new = passphrase(OLD_ENV), passphrase()
+    if new is None:
+        raise KeySealingError(f"{ENV} (the new key-encryption key) must be set")
+    if old is None:
+        raise KeySealingError(
+            f"{OLD_ENV} (the key-encryption key the keys are sealed with) must be set"
+        )
+    changed = 0
+    for table in KEY_TABLES:
+        cur = await conn.execute(
+            sql.SQL("SELECT kid, private_pem FROM {} FOR UPDATE").format(sql.Identifier(table))
+        )
+        for kid, pem in await cur.fetchall():
+            text = str(pem)
+            if is_sealed(text):
+                try:
+                    text = unseal(text, old)
+                except KeySealingError:
+                    text = unseal(text, new)  # sealed with the new one already (a rerun)
+            await conn.execute(
+                sql.SQL("UPDATE {} SET private_pem = %s WHERE kid = %s").format(
+                    sql.Identifier(table)
+                ),
+                (seal(text), kid),
+            )
+            changed += 1
+    return changed
