@@ -508,3 +508,29 @@ def test_a_transaction_deleting_another_patients_resource_fails_as_for_an_unknow
     assert _diagnostics(theirs, bob) == _diagnostics(nobodys, unknown)
     with node.client("system/Observation.rs") as backend:
         assert backend.get(f"/Observation/{bob}").status_code == 200
+
+
+@pytest.mark.parametrize("sort", ["-date", "code,-_lastUpdated"])
+def test_sorted_pages_under_a_patient_token_are_that_patients_sorted_results(
+    node: SecuredNode, sort: str
+) -> None:
+    """Paging a _sort-ed search by cursor (store/search/keyset.py) with a restricted caller:
+    page by page, exactly the rows the caller may see, in the order a system token's search
+    of that patient gives, none skipped or repeated."""
+
+    def follow(client: httpx.Client, params: dict[str, str]) -> list[str]:
+        bundle = client.get("/Observation", params=params).json()
+        found = [e["resource"]["id"] for e in bundle.get("entry", [])]
+        while next_url := next((k["url"] for k in bundle["link"] if k["relation"] == "next"), None):
+            bundle = client.get(next_url).json()
+            found += [e["resource"]["id"] for e in bundle.get("entry", [])]
+        return found
+
+    with node.client("system/Observation.rs") as backend:
+        expected = follow(backend, {"subject": f"Patient/{_id('ada')}", "_sort": sort})
+    with node.client("patient/Observation.rs", patient=_id("ada")) as ada:
+        paged = follow(ada, {"_sort": sort, "_count": "1"})
+        whole = follow(ada, {"_sort": sort, "_count": "1000"})
+    assert len(expected) >= 2 and _id("ada-lab") in expected
+    assert paged == whole == expected
+    assert not any(id.startswith("bob-") for id in paged)
