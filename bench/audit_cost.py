@@ -7,8 +7,9 @@
   from the caller's template (privacy/read_events.py), and the writer's JSON document
   (store/audit_store.py) per event of a batch of 4;
 - PostgreSQL's backend CPU (from /proc, so PostgreSQL must run on this machine) of
-  ``audit_record`` per event and per batch, for batches of 1, 4, 16 and 64 events, and of a
-  bare one-row insert and commit beside it.
+  ``audit_record`` per event and per batch, for batches of 1, 4, 16 and 64 events; of
+  ``SELECT 1``, a bare one-row insert and commit, and the chain head's lock and commit beside
+  it; and of batches of 1 and 4 whose document leaves tables out (what each part costs).
 
 It writes AuditEvents into the database's trail: give it a scratch database
 (docs/PERFORMANCE.md, "Auditing on vs off").
@@ -85,10 +86,7 @@ async def database_side(url: str, n: int) -> None:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         pid = conn.info.backend_pid
         for size in (1, 4, 16, 64):
-            batches = [
-                chain.Prepared.joined([_template() for _ in range(size)])
-                for _ in range(max(n // size, 20))
-            ]
+            batches = [_batch(size) for _ in range(max(n // size, 20))]
             await chain.append_prepared(conn, batches[0])  # plans, caches
             before, start = _backend_cpu(pid), time.perf_counter()
             for prepared in batches[1:]:
@@ -100,11 +98,52 @@ async def database_side(url: str, n: int) -> None:
                 f" {cpu / count * 1e6:6.0f} µs a batch; wall {wall / count * 1e6:6.0f} µs a batch"
             )
         await conn.execute("CREATE TEMP TABLE bench_one (id serial PRIMARY KEY, v text)")
-        before = _backend_cpu(pid)
-        for _ in range(n):
-            await conn.execute("INSERT INTO bench_one (v) VALUES ('x')")
-        cpu = _backend_cpu(pid) - before
-        print(f"  a bare one-row insert and commit: backend {cpu / n * 1e6:6.0f} µs")
+        for name, statement in (
+            ("SELECT 1", "SELECT 1"),
+            ("a bare one-row insert and commit", "INSERT INTO bench_one (v) VALUES ('x')"),
+            ("locking the chain head and commit", "SELECT audit_append('[]'::jsonb)"),
+        ):
+            before = _backend_cpu(pid)
+            for _ in range(n):
+                await conn.execute(statement)
+            cpu = _backend_cpu(pid) - before
+            print(f"  {name}: backend {cpu / n * 1e6:6.0f} µs")
+        await document_parts(conn, pid, max(n // 4, 100))
+
+
+# audit_record's document without some of its tables: what each part of a batch costs.
+# The chain then names events that are not stored (verify says so): a scratch database.
+Doc = dict[str, Any]
+PARTS: dict[str, Callable[[Doc], Doc]] = {
+    "everything": lambda d: d,
+    "without the search table rows (patient, date)": lambda d: {
+        k: v for k, v in d.items() if not k.startswith("search_")
+    },
+    "without those and the packed row": lambda d: {
+        k: v for k, v in d.items() if not k.startswith("search_") and k != "audit_index"
+    },
+    "the chain entries alone": lambda d: {"resource": [], "entries": d["entries"]},
+}
+
+
+async def document_parts(conn: psycopg.AsyncConnection[Any], pid: int, n: int) -> None:
+    for size in (1, 4):
+        for name, part in PARTS.items():
+            docs = [
+                orjson.dumps(part(orjson.loads(_document(_batch(size)))), default=str).decode()
+                for _ in range(n + 5)
+            ]
+            for doc in docs[:5]:
+                await conn.execute("SELECT last_seq FROM audit_record(%s::jsonb)", (doc,))
+            before = _backend_cpu(pid)
+            for doc in docs[5:]:
+                await conn.execute("SELECT last_seq FROM audit_record(%s::jsonb)", (doc,))
+            cpu = _backend_cpu(pid) - before
+            print(f"  audit_record of {size}, {name}: backend {cpu / n * 1e6:6.0f} µs a batch")
+
+
+def _batch(size: int) -> chain.Prepared:
+    return chain.Prepared.joined([_template() for _ in range(size)])
 
 
 def main(argv: list[str] | None = None) -> None:
