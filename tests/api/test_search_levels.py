@@ -89,3 +89,24 @@ def test_everything_pages(client: httpx.Client) -> None:
 
 def test_everything_of_unknown_patient_is_404(client: httpx.Client) -> None:
     assert client.get("/Patient/no-such-patient/$everything").status_code == 404
+
+
+def test_everything_pages_by_cursor_so_writes_between_pages_skip_or_repeat_nothing(
+    client: httpx.Client,
+) -> None:
+    me = create(client, patient())["id"]
+    made = sorted(create(client, observation(f"Patient/{me}"))["id"] for _ in range(6))
+    first = client.get(f"/Patient/{me}/$everything", params={"_count": 3}).json()
+    seen = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in first["entry"]]
+    assert seen == [("Observation", o) for o in made[:3]]  # (type, id) order
+    # Between pages: one already shown is deleted; an offset would now skip one.
+    assert client.delete(f"/Observation/{made[0]}").status_code in (200, 204)
+    page = first
+    while nxt := [link["url"] for link in page["link"] if link["relation"] == "next"]:
+        assert "__after=" in nxt[0] and "__offset" not in nxt[0]
+        page = httpx.get(nxt[0]).json()
+        seen += [(e["resource"]["resourceType"], e["resource"]["id"]) for e in page["entry"]]
+    assert seen == [("Observation", o) for o in made] + [("Patient", me)]
+    back = [link["url"] for link in page["link"] if link["relation"] == "previous"]
+    previous = httpx.get(back[0]).json()
+    assert [e["resource"]["id"] for e in previous["entry"]] == made[3:6]

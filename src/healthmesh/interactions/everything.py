@@ -1,7 +1,8 @@
 """Patient/[id]/$everything (R4 patient-operation-everything.html): the patient's whole record.
 
 The patient, every resource in their compartment, and the resources those refer to that belong
-to no other patient; ``_since``, ``_type`` and ``_count`` with paging links.
+to no other patient; ``_since``, ``_type`` and ``_count``, paged in (type, id) order by a
+cursor (interactions/id_paging.py): writes between pages skip or repeat nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from healthmesh.fhir.dates import parse_instant
 from healthmesh.fhir.errors import Forbidden, InvalidRequest, NotFound
 from healthmesh.interactions.bundles import resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_id
-from healthmesh.interactions.paging import offset_links, page_params
+from healthmesh.interactions.id_paging import keyset_page
+from healthmesh.interactions.paging import page_params
 from healthmesh.interactions.search import requested_types
 from healthmesh.store.repository import Session
 from healthmesh.store.search.compartment import everything_query
@@ -34,20 +36,30 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
         if moment is None:
             raise InvalidRequest(f"_since '{raw}' is not an instant", expression="_since")
         since = sql.Literal(moment)
-    rows = await session.fetch(
-        everything_query(
+    types = requested_types(request)
+    visible = session.visible("s", sql.Identifier("r"), None)
+
+    def select(after: sql.Composable, order: sql.Composable, limit: int) -> sql.Composed:
+        # ``__offset``: a link this server made before cursors, honoured for its one page.
+        return everything_query(
             patient_id,
-            types=requested_types(request),
+            types=types,
             since=since,
-            limit=count + 1,
+            limit=limit,
             offset=offset,
-            visible=session.visible("s", sql.Identifier("r"), None),
+            visible=visible,
+            after=after,
+            order=order,
         )
-    )
+
     path = f"Patient/{patient_id}/$everything"
-    links = offset_links(request, path, count=count, offset=offset, has_next=len(rows) > count)
+    kept = [
+        (k, v) for k, v in request.params if k not in ("_count", "__offset", "__after", "__before")
+    ]
+    rows, more, links = await keyset_page(session, request, select, count, path, kept)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
-    if offset == 0 and len(rows) <= count:
+    first = offset == 0 and request.param("__after") is None and request.param("__before") is None
+    if first and not more:
         bundle["total"] = len(rows)
     entries = [
         {
@@ -55,7 +67,7 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
             "resource": resource_view(content, summary=None, elements=None),
             "search": {"mode": "match"},
         }
-        for res_type, id, content in rows[:count]
+        for res_type, id, content in rows
     ]
     if entries:
         bundle["entry"] = entries

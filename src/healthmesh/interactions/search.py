@@ -24,6 +24,7 @@ from healthmesh.fhir.structure import is_resource_type
 from healthmesh.fhir.summary import check_summary
 from healthmesh.interactions.bundles import link, resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult
+from healthmesh.interactions.id_paging import Select, keyset_page
 from healthmesh.interactions.paging import page_params
 from healthmesh.interactions.sort_cursor import SortCursor, decode_cursor, encode_cursor
 from healthmesh.interactions.valuesets import expand_value_sets
@@ -100,78 +101,14 @@ def requested_types(request: FhirRequest) -> list[str]:
     return types
 
 
-def _cursor(request: FhirRequest, name: str) -> tuple[str, str] | None:
-    raw = request.param(name)
-    if raw is None:
-        return None
-    res_type, _, id = raw.partition("/")
-    if not res_type or not id:
-        raise InvalidRequest(f"{name} is a paging cursor Type/id, not '{raw}'", expression=name)
-    return res_type, id
+def _matching(where: sql.Composable) -> Select:
+    def select(after: sql.Composable, order: sql.Composable, limit: int) -> sql.Composed:
+        return sql.SQL(
+            "SELECT r.res_type, r.id, r.content FROM resource r WHERE {w} AND {a}"
+            " ORDER BY {o} LIMIT {n}"
+        ).format(w=where, a=after, o=order, n=sql.Literal(limit))
 
-
-async def _keyset_page(
-    session: Session,
-    request: FhirRequest,
-    where: sql.Composable,
-    count: int,
-    path: str,
-    kept: list[tuple[str, str]],
-) -> tuple[list[tuple[Any, ...]], bool, list[dict[str, str]]]:
-    """A page in (type, id) order after or before a cursor: ids never change, so writes
-    between pages cannot shift them — no resource is shown twice or skipped."""
-    after, before = _cursor(request, "__after"), _cursor(request, "__before")
-    condition, order = where, sql.SQL("r.res_type, r.id")
-    if after is not None:
-        condition = sql.SQL("{} AND (r.res_type, r.id) > ({}, {})").format(
-            condition, sql.Literal(after[0]), sql.Literal(after[1])
-        )
-    if before is not None:
-        condition = sql.SQL("{} AND (r.res_type, r.id) < ({}, {})").format(
-            condition, sql.Literal(before[0]), sql.Literal(before[1])
-        )
-        order = sql.SQL("r.res_type DESC, r.id DESC")
-    rows = []
-    if count > 0:
-        rows = await session.fetch(
-            sql.SQL(
-                "SELECT r.res_type, r.id, r.content FROM resource r WHERE {w} ORDER BY {o} LIMIT {n}"
-            ).format(w=condition, o=order, n=sql.Literal(count + 1))
-        )
-    more = len(rows) > count
-    page = rows[:count]
-    if before is not None:
-        page.reverse()
-    paging = [("_count", str(count))]
-    current = (
-        [("__after", "/".join(after))]
-        if after
-        else [("__before", "/".join(before))]
-        if before
-        else []
-    )
-    links = [link("self", request.base, path, [*kept, *paging, *current])]
-    has_next = more if before is None else bool(page)
-    if has_next and page:
-        links.append(
-            link(
-                "next",
-                request.base,
-                path,
-                [*kept, *paging, ("__after", f"{page[-1][0]}/{page[-1][1]}")],
-            )
-        )
-    has_previous = (after is not None) if before is None else more
-    if has_previous and page:
-        links.append(
-            link(
-                "previous",
-                request.base,
-                path,
-                [*kept, *paging, ("__before", f"{page[0][0]}/{page[0][1]}")],
-            )
-        )
-    return page, more if before is None else True, links
+    return select
 
 
 def _sort_cursor(
@@ -354,7 +291,9 @@ async def search(
             kept,
         )
     else:
-        page, has_next, links = await _keyset_page(session, request, where, count, path, kept)
+        page, has_next, links = await keyset_page(
+            session, request, _matching(where), count, path, kept
+        )
         first_page = request.param("__after") is None and request.param("__before") is None
     if (
         total is None

@@ -48,14 +48,18 @@ def everything_query(
     types: list[str] | None,
     since: sql.Composable | None,
     limit: int,
-    offset: int,
+    offset: int = 0,
     visible: sql.Composable | None = None,
+    after: sql.Composable | None = None,
+    order: sql.Composable | None = None,
 ) -> sql.Composed:
     """The patient, their compartment, and the non-patient resources those refer to.
 
     Compartment members come whatever their owner (the definition says so); resources merely
     referred to are added only when they belong to no patient or to this one, so $everything
-    for one patient never pulls in another's record through a reference.
+    for one patient never pulls in another's record through a reference. ``after``: a
+    condition on r's (res_type, id) (the paging cursor's); ``order``: (res_type, id) up or
+    down (interactions/id_paging.py).
     """
     o = sql.Literal(owner)
     pairs = [(t, p) for t, ps in patient_compartment().items() for p in ps if p != "{def}"]
@@ -66,6 +70,8 @@ def everything_query(
         conds.append(sql.SQL("r.last_updated >= {}").format(since))
     if visible is not None:  # the caller's access condition on r (store/access.py)
         conds.append(visible)
+    if after is not None:
+        conds.append(after)
     return sql.SQL(
         "WITH members AS ("
         " SELECT 'Patient'::text AS res_type, {o}::text AS id"
@@ -77,12 +83,13 @@ def everything_query(
         " picked AS (SELECT res_type, id FROM members UNION SELECT x.res_type, x.id FROM referenced x"
         " JOIN resource q ON q.res_type = x.res_type AND q.id = x.id WHERE q.patient_id IS NULL OR q.patient_id = {o})"
         " SELECT r.res_type, r.id, r.content FROM picked p JOIN resource r ON r.res_type = p.res_type AND r.id = p.id"
-        " WHERE {w} ORDER BY r.res_type, r.id LIMIT {n} OFFSET {off}"
+        " WHERE {w} ORDER BY {order} LIMIT {n} OFFSET {off}"
     ).format(
         o=o,
         ts=sql.Literal([t for t, _ in pairs]),
         ps=sql.Literal([p for _, p in pairs]),
         w=sql.SQL(" AND ").join(conds),
+        order=order if order is not None else sql.SQL("r.res_type, r.id"),
         n=sql.Literal(limit),
         off=sql.Literal(offset),
     )
