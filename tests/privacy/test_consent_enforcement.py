@@ -381,7 +381,11 @@ def test_a_malformed_consent_is_refused_naming_the_element(node: SecuredNode) ->
     assert "horoscopes" not in issue["diagnostics"] or "data categories" in issue["diagnostics"]
 
 
-def test_opt_in_deployments_share_only_what_a_patient_permits(database_url: str) -> None:
+def test_opt_in_deployments_share_only_what_a_patient_permits(
+    node: SecuredNode, database_url: str
+) -> None:
+    # ``node`` loads the records (into the database both nodes serve): this test needs them
+    # whichever tests ran before it.
     with secured_node(database_url, consent_default="opt-in") as strict:
         with clinic(strict) as c:
             assert seen(c) & ADA_ROWS == set()
