@@ -91,6 +91,10 @@ def test_demo_starts_the_embedded_database_loads_the_sample_and_serves_with_auth
         assert "TEST identity" in output
         assert httpx.get(f"{base}/metadata").status_code == 200
         assert (data_dir / "pg" / "PG_VERSION").read_text().strip() == "18"
+        # Its private keys are sealed with a key of its own beside the data (the token
+        # command above opened them with it): no warning of unsealed keys.
+        assert (data_dir / "key-encryption-key").stat().st_mode & 0o777 == 0o600
+        assert "UNENCRYPTED" not in output
     finally:
         process.terminate()
         process.wait(20)

@@ -218,3 +218,23 @@ def test_the_key_encryption_key_can_be_changed_and_a_wrong_old_one_changes_nothi
     monkeypatch.setenv(ENV, old)
     with pytest.raises(KeySealingError, match="does not open"):
         key_sealing.unseal(after["auth_signing_key"][0])
+
+
+def test_an_embedded_node_keeps_a_key_encryption_key_of_its_own_beside_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.delenv(ENV_FILE, raising=False)
+    key_sealing.use_local_file(tmp_path / "hm")
+    made = tmp_path / "hm" / key_sealing.LOCAL_FILE
+    assert made.stat().st_mode & 0o777 == 0o600
+    first = key_sealing.passphrase()
+    assert first is not None and len(first) >= key_sealing.MIN_LENGTH
+    monkeypatch.delenv(ENV_FILE)
+    key_sealing.use_local_file(tmp_path / "hm")  # the next command: the same key
+    assert key_sealing.passphrase() == first
+    # A configured key wins: nothing is made.
+    monkeypatch.delenv(ENV_FILE)
+    monkeypatch.setenv(ENV, SECRET)
+    key_sealing.use_local_file(tmp_path / "other")
+    assert not (tmp_path / "other").exists() and key_sealing.passphrase() == SECRET.encode()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psycopg
 
+from healthmesh.store import key_sealing
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(".healthmesh")
@@ -49,7 +51,11 @@ def resolve_url(database_url: str | None, data_dir: Path | None) -> str:
     url = database_url or os.environ.get("HEALTHMESH_DATABASE_URL")
     if url:
         return url
-    return embedded_url(data_dir or Path(os.environ.get("HEALTHMESH_DATA_DIR", DEFAULT_DATA_DIR)))
+    folder = data_dir or Path(os.environ.get("HEALTHMESH_DATA_DIR", DEFAULT_DATA_DIR))
+    # The embedded node's private keys are sealed with a key kept beside its data
+    # (store/key_sealing.py): set for this process and the ones it starts.
+    key_sealing.use_local_file(folder)
+    return embedded_url(folder)
 
 
 def redact(url: str) -> str:

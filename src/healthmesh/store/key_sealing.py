@@ -9,13 +9,16 @@ each is stored as an encrypted PKCS #8 PEM (RFC 5958 EncryptedPrivateKeyInfo; th
 ``cryptography`` library's best available scheme, PBES2 with AES-256) under that secret,
 which lives outside the database (an environment secret, a mounted file, a KMS-fed
 variable); :func:`reseal_all` encrypts keys written before it was set, at start-up.
-Without it keys stay plain, and ``serve`` says so at start-up (docs/security.md).
+Without it keys stay plain, and ``serve`` says so at start-up (docs/security.md) — but for
+the embedded database, whose node keeps a generated key-encryption key beside its data
+directory's database (:func:`use_local_file`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -34,6 +37,29 @@ UNSEALED_WARNING = (
     "private signing keys are stored UNENCRYPTED in the database (a dump or backup carries"
     f" them): set {ENV} or {ENV_FILE} to seal them (docs/security.md)"
 )
+
+
+LOCAL_FILE = "key-encryption-key"
+
+
+def use_local_file(data_dir: Path) -> None:
+    """For a node on the embedded database of ``data_dir`` with no key-encryption key
+    configured: one of its own, generated once into ``data_dir``/key-encryption-key (mode
+    0600, outside the database files), so that its keys are sealed in the database and in
+    any copy of it. Every command on that data directory finds the same file."""
+    if os.environ.get(ENV) or os.environ.get(ENV_FILE):
+        return
+    path = data_dir / LOCAL_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another command made it at the same moment
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+    os.environ[ENV_FILE] = str(path)
 
 
 class KeySealingError(Exception):
