@@ -110,3 +110,21 @@ def test_everything_pages_by_cursor_so_writes_between_pages_skip_or_repeat_nothi
     back = [link["url"] for link in page["link"] if link["relation"] == "previous"]
     previous = httpx.get(back[0]).json()
     assert [e["resource"]["id"] for e in previous["entry"]] == made[3:6]
+
+
+def test_a_count_of_zero_claims_no_total_of_zero(client: httpx.Client) -> None:
+    """_count=0 fetches no row: the answer must not say there are none (R4 Bundle.total is
+    the number of matches; _summary=count is the way to ask for it)."""
+    me = create(client, patient())["id"]
+    create(client, observation(f"Patient/{me}"))
+    asks = [
+        ("/Observation", {"subject": f"Patient/{me}", "_count": "0"}),
+        ("/Observation", {"subject": f"Patient/{me}", "_count": "0", "_sort": "-date"}),
+        (f"/Patient/{me}/$everything", {"_count": "0"}),
+    ]
+    for path, params in asks:
+        bundle = client.get(path, params=params).json()
+        assert bundle.get("total") != 0, (path, params)
+        assert "entry" not in bundle
+    counted = client.get("/Observation", params={"subject": f"Patient/{me}", "_summary": "count"})
+    assert counted.json()["total"] == 1

@@ -44,7 +44,7 @@ async def keyset_page(
     kept: list[tuple[str, str]],
 ) -> tuple[list[tuple[Any, ...]], bool, list[dict[str, str]]]:
     """A page in (type, id) order after or before the request's cursor: its rows, whether
-    more follow, and its self/next/previous links (``kept``: the parameters every page
+    more may follow, and its self/next/previous links (``kept``: the parameters every page
     repeats)."""
     after, before = cursor(request, "__after"), cursor(request, "__before")
     if after is not None and before is not None:
@@ -61,7 +61,9 @@ async def keyset_page(
         )
         order = _BACKWARD
     rows = await session.fetch(select(condition, order, count + 1)) if count > 0 else []
-    more = len(rows) > count
+    # _count=0 looks at no row, so whether any follow is not known: not "no more" (callers
+    # would take an empty first page for a total of 0).
+    more = len(rows) > count if count > 0 else True
     page = rows[:count]
     if before is not None:
         page.reverse()

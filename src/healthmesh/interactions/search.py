@@ -160,7 +160,8 @@ async def _sorted_page(
                 offset=offset,
             )
         )
-    more = len(rows) > count
+    # _count=0 looks at no row, so whether any match is not known: not "no more".
+    more = len(rows) > count if count > 0 else True
     page = rows[:count]
     if before is not None:
         page.reverse()
