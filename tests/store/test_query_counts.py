@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 from psycopg import AsyncConnection, AsyncCursor
@@ -15,7 +15,7 @@ from healthmesh.interactions.dispatch import dispatch
 from healthmesh.interactions.transaction import transaction
 from healthmesh.store.repository import Repository
 
-from support import observation, patient
+from support import observation, patient, unique
 
 T = TypeVar("T")
 
@@ -143,3 +143,54 @@ def test_a_search_runs_a_bounded_number_of_statements(
     result, statements = run(database_url, lambda repo: _get(repo, path, params))
     assert result.status == 200
     assert statements <= bound
+
+
+class RecordingCursor(AsyncCursor[TupleRow]):
+    """Keeps the text of every statement sent."""
+
+    sent: ClassVar[list[str]] = []
+
+    async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        text = query.as_string(self.connection) if hasattr(query, "as_string") else str(query)
+        RecordingCursor.sent.append(text)
+        return await super().execute(query, *args, **kwargs)
+
+
+async def _record(conn: AsyncConnection[TupleRow]) -> None:
+    conn.cursor_factory = RecordingCursor
+
+
+def test_a_secured_update_or_delete_asks_whether_it_may_touch_the_row_once(
+    database_url: str,
+) -> None:
+    from healthmesh.auth.grant import AccessGrant
+    from healthmesh.auth.policy import visibility_for
+    from healthmesh.interactions import write
+
+    owner = f"qc-{unique()}"
+    grant = AccessGrant(client_id="qc-app", scope="patient/*.cruds", patient=owner)
+    visibility = visibility_for(grant)
+    mine = {**observation(f"Patient/{owner}"), "id": unique("qc-obs")}
+
+    async def go() -> list[str]:
+        repository = Repository(database_url, min_size=1, max_size=2, configure=_record)
+        await repository.open()
+        try:
+            async with repository.session() as session:
+                await write.update(session, dict(mine), "Observation", mine["id"])
+            RecordingCursor.sent = []
+            async with repository.session(visibility=visibility) as session:
+                changed = {**mine, "status": "amended"}
+                await write.update(session, changed, "Observation", mine["id"])
+            async with repository.session(visibility=visibility) as session:
+                assert await write.delete(session, "Observation", mine["id"]) is not None
+            return RecordingCursor.sent
+        finally:
+            await repository.close()
+
+    sent = asyncio.run(go())
+    # The row checks (store/repository.py _refused): the update's of the row it replaces and
+    # of the version it wrote (before commit), the delete's of its row. Before, the replaced
+    # and the deleted rows were each asked twice (write.py's check, then the store's).
+    checks = [q for q in sent if q.startswith("SELECT r.id FROM resource r WHERE r.res_type")]
+    assert len(checks) == 3, checks

@@ -284,6 +284,9 @@ class Session:
         self.conn = conn
         self.visibility = visibility
         self._written: list[tuple[str, str, str]] = []  # (permission, type, id) to check
+        # Rows this transaction found the caller may change so (``may``), each locked by
+        # the caller's FOR UPDATE read: the write that follows need not ask again.
+        self._cleared: set[tuple[str, str, str]] = set()
 
     # --- access --------------------------------------------------------------------------
     def visible(self, permission: str, r: sql.Identifier, res_type: str | None) -> sql.Composable:
@@ -334,10 +337,16 @@ class Session:
 
     async def may(self, permission: str, res_type: str, id: str) -> bool:
         """Whether the caller may touch the current row (type, id) so (True without a
-        visibility: --open and internal jobs)."""
-        return await self._allowed(permission, [(res_type, id)])
+        visibility: --open and internal jobs). Asked of a row locked for update, a yes holds
+        for the change of it this transaction makes (``replace``, ``tombstone``)."""
+        allowed = await self._allowed(permission, [(res_type, id)])
+        if allowed:
+            self._cleared.add((permission, res_type, id))
+        return allowed
 
     async def _require(self, permission: str, res_type: str, id: str) -> None:
+        if (permission, res_type, id) in self._cleared:
+            return
         if not await self._allowed(permission, [(res_type, id)]):
             raise Forbidden(refusal(permission, res_type, id))
 
