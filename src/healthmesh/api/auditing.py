@@ -102,6 +102,12 @@ def touched_by(result: FhirResult) -> list[audit.Touched]:
     return []
 
 
+def _query_of(request: FhirRequest, interaction: str) -> str | None:
+    """A search's query as sent, for its event's query entity (BALP); None for the rest."""
+    query = request.query_string if interaction.startswith("search") else None
+    return f"{'/'.join(request.path)}?{query}" if query else None
+
+
 class AuditFailed(FhirError):
     """The audit trail cannot be written: the request fails with no data (503: the node's
     infrastructure, not the client, is at fault; worth retrying later)."""
@@ -147,14 +153,12 @@ class Auditor:
         interaction = interaction_of(request) if self.appender is not None else None
         if interaction is None:
             return []
-        touched = touched_by(result) if result is not None else []
-        query = request.query_string if interaction.startswith("search") else None
         events = audit.interaction_events(
             grant,
             interaction,
-            touched,
+            touched_by(result) if result is not None else [],
             audit.outcome_of_status(status),
-            query=f"{'/'.join(request.path)}?{query}" if query else None,
+            query=_query_of(request, interaction),
             address=address,
             description=description,
             node=self.node,
@@ -180,13 +184,12 @@ class Auditor:
         if interaction is None:
             return chain.Prepared({}, [])
         if description is None and audit.INTERACTIONS[interaction] in ("R", "E"):
-            query = request.query_string if interaction.startswith("search") else None
             fast = read_events.interaction_prepared(
                 grant,
                 interaction,
                 touched_by(result) if result is not None else [],
                 audit.outcome_of_status(status),
-                query=f"{'/'.join(request.path)}?{query}" if query else None,
+                query=_query_of(request, interaction),
                 address=address,
                 node=self.node,
             )

@@ -15,7 +15,7 @@ from healthmesh.fhir.dates import parse_instant
 from healthmesh.fhir.errors import Forbidden, InvalidRequest, NotFound
 from healthmesh.interactions.bundles import resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult, check_id
-from healthmesh.interactions.id_paging import keyset_page
+from healthmesh.interactions.id_paging import keyset_page, repeated
 from healthmesh.interactions.paging import page_params
 from healthmesh.interactions.search import requested_types
 from healthmesh.store.repository import Session
@@ -53,10 +53,7 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
         )
 
     path = f"Patient/{patient_id}/$everything"
-    kept = [
-        (k, v) for k, v in request.params if k not in ("_count", "__offset", "__after", "__before")
-    ]
-    rows, more, links = await keyset_page(session, request, select, count, path, kept)
+    rows, more, links = await keyset_page(session, request, select, count, path, repeated(request))
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
     first = offset == 0 and request.param("__after") is None and request.param("__before") is None
     if first and not more:

@@ -25,6 +25,14 @@ _FORWARD = sql.SQL("r.res_type, r.id")
 _BACKWARD = sql.SQL("r.res_type DESC, r.id DESC")
 
 
+PAGING_PARAMS = frozenset({"_count", "__offset", "__after", "__before"})
+
+
+def repeated(request: FhirRequest) -> list[tuple[str, str]]:
+    """The request's parameters every page's links repeat: all but the paging ones."""
+    return [(k, v) for k, v in request.params if k not in PAGING_PARAMS]
+
+
 def cursor(request: FhirRequest, name: str) -> tuple[str, str] | None:
     raw = request.param(name)
     if raw is None:

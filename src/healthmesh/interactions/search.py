@@ -24,7 +24,7 @@ from healthmesh.fhir.structure import is_resource_type
 from healthmesh.fhir.summary import check_summary
 from healthmesh.interactions.bundles import link, resource_view
 from healthmesh.interactions.context import FhirRequest, FhirResult
-from healthmesh.interactions.id_paging import Select, keyset_page
+from healthmesh.interactions.id_paging import Select, keyset_page, repeated
 from healthmesh.interactions.paging import page_params
 from healthmesh.interactions.sort_cursor import SortCursor, decode_cursor, encode_cursor
 from healthmesh.interactions.valuesets import expand_value_sets
@@ -274,9 +274,7 @@ async def search(
         )
         total = int(rows[0][0][0]["Plan"]["Plan Rows"])
     path = link_path if link_path is not None else ("" if res_type == SYSTEM else res_type)
-    kept = [
-        (k, v) for k, v in request.params if k not in ("_count", "__offset", "__after", "__before")
-    ]
+    kept = repeated(request)
     paging = [("_count", str(count))]
     if summary == "count":
         count = 0  # the total alone: no page to fetch

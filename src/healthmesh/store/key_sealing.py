@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -119,26 +120,30 @@ def unseal(pem: str, secret: bytes | None = None) -> str:
     ).decode()
 
 
-async def reseal_all(conn: AsyncConnection[TupleRow]) -> int:
-    """Seal every plain private key in the key tables (start-up, with a passphrase set);
-    how many were sealed. Each row's check and rewrite is in the caller's transaction."""
-    if passphrase() is None:
-        return 0
-    sealed = 0
+async def _rewrite(conn: AsyncConnection[TupleRow], change: Callable[[str], str | None]) -> int:
+    """Each key table's rows, locked, their PEM replaced by ``change`` (None: kept); how many
+    changed. In the caller's transaction: an error leaves every key as it was."""
+    changed = 0
     for table in KEY_TABLES:
-        cur = await conn.execute(
-            sql.SQL("SELECT kid, private_pem FROM {} FOR UPDATE").format(sql.Identifier(table))
-        )
+        name = sql.Identifier(table)
+        cur = await conn.execute(sql.SQL("SELECT kid, private_pem FROM {} FOR UPDATE").format(name))
         for kid, pem in await cur.fetchall():
-            if is_sealed(str(pem)):
+            new = change(str(pem))
+            if new is None:
                 continue
             await conn.execute(
-                sql.SQL("UPDATE {} SET private_pem = %s WHERE kid = %s").format(
-                    sql.Identifier(table)
-                ),
-                (seal(str(pem)), kid),
+                sql.SQL("UPDATE {} SET private_pem = %s WHERE kid = %s").format(name), (new, kid)
             )
-            sealed += 1
+            changed += 1
+    return changed
+
+
+async def reseal_all(conn: AsyncConnection[TupleRow]) -> int:
+    """Seal every plain private key in the key tables (start-up, with a passphrase set);
+    how many were sealed."""
+    if passphrase() is None:
+        return 0
+    sealed = await _rewrite(conn, lambda pem: None if is_sealed(pem) else seal(pem))
     if sealed:
         log.info("sealed %d private keys with the key-encryption key", sealed)
     return sealed
@@ -158,23 +163,13 @@ async def reseal_with_new_passphrase(conn: AsyncConnection[TupleRow]) -> int:
         raise KeySealingError(
             f"{OLD_ENV} (the key-encryption key the keys are sealed with) must be set"
         )
-    changed = 0
-    for table in KEY_TABLES:
-        cur = await conn.execute(
-            sql.SQL("SELECT kid, private_pem FROM {} FOR UPDATE").format(sql.Identifier(table))
-        )
-        for kid, pem in await cur.fetchall():
-            text = str(pem)
-            if is_sealed(text):
-                try:
-                    text = unseal(text, old)
-                except KeySealingError:
-                    text = unseal(text, new)  # sealed with the new one already (a rerun)
-            await conn.execute(
-                sql.SQL("UPDATE {} SET private_pem = %s WHERE kid = %s").format(
-                    sql.Identifier(table)
-                ),
-                (seal(text), kid),
-            )
-            changed += 1
-    return changed
+
+    def again(pem: str) -> str:
+        if is_sealed(pem):
+            try:
+                pem = unseal(pem, old)
+            except KeySealingError:
+                pem = unseal(pem, new)  # sealed with the new one already (a rerun)
+        return seal(pem)
+
+    return await _rewrite(conn, again)
