@@ -337,7 +337,9 @@ def relabel(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
 
 clients_app = typer.Typer(help="Registered OAuth clients (SMART apps, backend services).")
 app.add_typer(clients_app, name="clients")
-keys_app = typer.Typer(help="The server's token-signing keys.")
+keys_app = typer.Typer(
+    help="The node's signing keys: token keys (rotate), and all private keys at rest (reseal)."
+)
 app.add_typer(keys_app, name="keys")
 BaseUrl = Annotated[
     str,
