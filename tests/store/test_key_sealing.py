@@ -150,18 +150,22 @@ def test_every_kind_of_node_key_is_stored_sealed_and_still_signs(
     assert all(key_sealing.is_sealed(p) for pems in stored.values() for p in pems)
 
 
-def _serve(env: dict[str, str], url: str) -> subprocess.CompletedProcess[str]:
-    """``healthmesh serve`` with ``env`` (and no key-encryption key but what it gives): what
-    it says before it would serve."""
-    inherited = {k: v for k, v in os.environ.items() if k not in (ENV, ENV_FILE)}
+def _healthmesh(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A ``healthmesh`` command with ``env`` and no key-encryption key but what it gives."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV)}
     return subprocess.run(
-        [sys.executable, "-m", "healthmesh", "serve", "--port", "9", "--database-url", url],
+        [sys.executable, "-m", "healthmesh", *command],
         capture_output=True,
         text=True,
         env={**inherited, "COLUMNS": "200", **env},
         timeout=120,
         check=False,
     )
+
+
+def _serve(env: dict[str, str], url: str) -> subprocess.CompletedProcess[str]:
+    """``serve`` on a port nobody listens to: what it says before it would serve."""
+    return _healthmesh(["serve", "--port", "9", "--database-url", url], env)
 
 
 def test_a_production_node_will_not_start_with_its_keys_unsealed(database_url: str) -> None:
@@ -172,15 +176,7 @@ def test_a_production_node_will_not_start_with_its_keys_unsealed(database_url: s
 
 
 def _reseal(env: dict[str, str], url: str) -> subprocess.CompletedProcess[str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV)}
-    return subprocess.run(
-        [sys.executable, "-m", "healthmesh", "keys", "reseal", "--database-url", url],
-        capture_output=True,
-        text=True,
-        env={**inherited, "COLUMNS": "200", **env},
-        timeout=120,
-        check=False,
-    )
+    return _healthmesh(["keys", "reseal", "--database-url", url], env)
 
 
 def test_the_key_encryption_key_can_be_changed_and_a_wrong_old_one_changes_nothing(
