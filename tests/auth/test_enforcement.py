@@ -354,15 +354,40 @@ def _stored(node: SecuredNode, res_type: str, id: str) -> int:
 def test_a_patient_may_write_into_their_own_compartment_only(node: SecuredNode) -> None:
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
         own = _observation(_id("ada-new"), _id("ada"), "vital-signs", "8867-4", 60)
-        assert ada.put(f"/Observation/{own['id']}", json=own, headers=FHIR_JSON).status_code == 201
+        posted_own = ada.post(
+            "/Observation", json={k: v for k, v in own.items() if k != "id"}, headers=FHIR_JSON
+        )
+        assert posted_own.status_code == 201
+        own_id = posted_own.json()["id"]
+        own["id"] = own_id
+        own["status"] = "amended"
+        assert ada.put(f"/Observation/{own_id}", json=own, headers=FHIR_JSON).status_code == 200
         foreign = _observation(_id("ada-into-bob"), _id("bob"), "vital-signs", "8867-4", 61)
-        refused = ada.put(f"/Observation/{foreign['id']}", json=foreign, headers=FHIR_JSON)
-        assert refused.status_code == 403
         posted = {k: v for k, v in foreign.items() if k != "id"}
         created = ada.post("/Observation", json=posted, headers=FHIR_JSON)
         assert created.status_code == 403
-    assert _stored(node, "Observation", _id("ada-new")) == 1
+    assert _stored(node, "Observation", own_id) == 1
     assert _stored(node, "Observation", _id("ada-into-bob")) == 0
+
+
+def test_a_compartment_token_creates_with_post_not_at_an_id_of_its_choosing(
+    node: SecuredNode,
+) -> None:
+    # Update-as-create would answer 201 at a free id and a refusal at someone else's: a
+    # probe for which ids exist. So a token that may not change every row of the type gets
+    # one answer for both (R4 http.html#update: 405, no client-defined ids).
+    own = _observation(_id("ada-chosen"), _id("ada"), "vital-signs", "8867-4", 60)
+    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
+        refused = ada.put(f"/Observation/{own['id']}", json=own, headers=FHIR_JSON)
+    assert refused.status_code == 405
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert "POST Observation" in refused.json()["issue"][0]["diagnostics"]
+    assert _stored(node, "Observation", own["id"]) == 0
+    # A token that may change every Observation may choose their ids.
+    with node.client("system/Observation.cruds") as backend:
+        made = backend.put(f"/Observation/{own['id']}", json=own, headers=FHIR_JSON)
+    assert made.status_code == 201
+    assert _stored(node, "Observation", own["id"]) == 1
 
 
 def _diagnostics(response: Any, id: str) -> list[tuple[int, str]]:
@@ -386,10 +411,12 @@ def test_another_patients_resource_cannot_be_updated_moved_or_deleted(node: Secu
         nothing = ada.patch(f"/Observation/{unknown}", json=patch, headers=patch_headers)
         foreign = _observation(unknown, _id("bob"), "vital-signs", "8867-4", 1)
         created = ada.put(f"/Observation/{unknown}", json=foreign, headers=FHIR_JSON)
-    assert moved.status_code == 403 and probed.status_code == 403  # not 412: no version shown
-    # The PUT's refusal reads as the refusal of a create in someone else's compartment.
-    assert created.status_code == 403
+    # Someone else's Observation answers a PUT exactly as a free id (405, no client-chosen
+    # ids for this token), with or without If-Match: not 412, no version shown.
+    assert moved.status_code == 405 and probed.status_code == 405
+    assert created.status_code == 405
     assert _diagnostics(moved, bob) == _diagnostics(created, unknown)
+    assert _diagnostics(probed, bob) == _diagnostics(created, unknown)
     assert deleted.status_code == 404 and _diagnostics(deleted, bob) == _diagnostics(gone, unknown)
     assert patched.status_code == 404
     assert _diagnostics(patched, bob) == _diagnostics(nothing, unknown)
@@ -479,15 +506,17 @@ def test_a_patient_deleting_their_own_resource_then_reading_it_gets_410(
 ) -> None:
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
         mine = _observation(_id("ada-gone"), _id("ada"), "vital-signs", "8867-4", 50)
-        assert (
-            ada.put(f"/Observation/{mine['id']}", json=mine, headers=FHIR_JSON).status_code == 201
+        made = ada.post(
+            "/Observation", json={k: v for k, v in mine.items() if k != "id"}, headers=FHIR_JSON
         )
+        assert made.status_code == 201
+        mine = made.json()
         assert ada.delete(f"/Observation/{mine['id']}").status_code in (200, 204)
         assert ada.get(f"/Observation/{mine['id']}").status_code == 410
         history = ada.get(f"/Observation/{mine['id']}/_history").json()
         assert len(history["entry"]) == 2
     with node.client("patient/Observation.rs", patient=_id("bob")) as bob:
-        assert bob.get(f"/Observation/{_id('ada-gone')}").status_code == 404
+        assert bob.get(f"/Observation/{mine['id']}").status_code == 404
 
 
 def test_a_transaction_deleting_another_patients_resource_fails_as_for_an_unknown_id(
@@ -508,6 +537,49 @@ def test_a_transaction_deleting_another_patients_resource_fails_as_for_an_unknow
     assert _diagnostics(theirs, bob) == _diagnostics(nobodys, unknown)
     with node.client("system/Observation.rs") as backend:
         assert backend.get(f"/Observation/{bob}").status_code == 200
+
+
+def test_a_transaction_putting_at_another_patients_id_fails_as_at_a_free_id(
+    node: SecuredNode,
+) -> None:
+    def bundle(id: str) -> dict[str, Any]:
+        body = _observation(id, _id("ada"), "vital-signs", "8867-4", 70)
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": body, "request": {"method": "PUT", "url": f"Observation/{id}"}}],
+        }
+
+    bob, unknown = _id("bob-vital"), _id("no-such-vital-2")
+    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
+        theirs = ada.post("", json=bundle(bob), headers=FHIR_JSON)
+        nobodys = ada.post("", json=bundle(unknown), headers=FHIR_JSON)
+    assert theirs.status_code == nobodys.status_code == 405
+    assert _diagnostics(theirs, bob) == _diagnostics(nobodys, unknown)
+    assert _stored(node, "Observation", unknown) == 0
+
+
+def test_a_conditional_update_matching_nothing_creates_at_an_id_the_server_assigns(
+    node: SecuredNode,
+) -> None:
+    marker = _id("cond-put")
+    body = _observation(marker, _id("ada"), "vital-signs", "8867-4", 71)
+    without_id = {k: v for k, v in body.items() if k != "id"}
+    criteria = {"identifier": f"urn:enforcement|{marker}"}
+    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
+        chosen = ada.put("/Observation", params=criteria, json=body, headers=FHIR_JSON)
+        made = ada.put("/Observation", params=criteria, json=without_id, headers=FHIR_JSON)
+        again = ada.put(
+            "/Observation",
+            params=criteria,
+            json={**without_id, "status": "amended"},
+            headers=FHIR_JSON,
+        )
+    # An id in the body with no match is update-as-create: not this token's to choose.
+    assert chosen.status_code == 405
+    assert made.status_code == 201 and made.json()["id"] != marker
+    assert again.status_code == 200 and again.json()["id"] == made.json()["id"]
+    assert _stored(node, "Observation", made.json()["id"]) == 1
 
 
 @pytest.mark.parametrize("sort", ["-date", "code,-_lastUpdated"])

@@ -140,15 +140,25 @@ def test_writes_and_refusals_are_audited_with_their_outcome(node: SecuredNode) -
     app = f"writer-{RUN}"
     with node.client("patient/Observation.cruds", client_id=app, patient=_id("ada")) as c:
         own = _obs("ada-new", "ada")
-        assert c.put(f"/Observation/{own['id']}", json=own, headers=FHIR_JSON).status_code == 201
-        foreign = _obs("ada-into-bob", "bob")
-        assert (
-            c.put(f"/Observation/{foreign['id']}", json=foreign, headers=FHIR_JSON).status_code
-            == 403
+        made = c.post(
+            "/Observation", json={k: v for k, v in own.items() if k != "id"}, headers=FHIR_JSON
         )
+        assert made.status_code == 201
+        amended = {**made.json(), "status": "amended"}
+        assert (
+            c.put(f"/Observation/{amended['id']}", json=amended, headers=FHIR_JSON).status_code
+            == 200
+        )
+        foreign = _obs("ada-into-bob", "bob")
+        posted = c.post(
+            "/Observation", json={k: v for k, v in foreign.items() if k != "id"}, headers=FHIR_JSON
+        )
+        assert posted.status_code == 403
+        put = c.put(f"/Observation/{foreign['id']}", json=foreign, headers=FHIR_JSON)
+        assert put.status_code == 405  # no ids of its choosing (update-as-create) for it
     events = _by_client(_events_about(node, "ada"), app)
     outcomes = sorted((e["subtype"][0]["code"], e["outcome"]) for e in events)
-    assert outcomes == [("update", "0"), ("update", "4")]
+    assert outcomes == [("create", "0"), ("create", "4"), ("update", "0"), ("update", "4")]
 
 
 def test_audit_events_cannot_be_written_through_the_api(node: SecuredNode) -> None:

@@ -415,18 +415,18 @@ def test_sensitive_content_is_labelled_at_write_time_and_withheld_by_default(
 ) -> None:
     alcoholism = {
         "resourceType": "Condition",
-        "id": _id("ada-eth"),
         "subject": {"reference": f"Patient/{_id('ada')}"},
         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "7200002"}]},
     }
     with ada_app(node) as ada:
-        written = ada.put(f"/Condition/{_id('ada-eth')}", json=alcoholism, headers=FHIR_JSON)
+        written = ada.post("/Condition", json=alcoholism, headers=FHIR_JSON)
         assert written.status_code == 201, written.text
         labels = {s["code"] for s in written.json()["meta"]["security"]}
         assert {"ETH", "R"} <= labels
-        assert ada.get(f"/Condition/{_id('ada-eth')}").status_code == 200
-        labelled = ada.get("/Condition", params={"_security": "ETH", "_id": _id("ada-eth")})
+        eth = written.json()["id"]
+        assert ada.get(f"/Condition/{eth}").status_code == 200
+        labelled = ada.get("/Condition", params={"_security": "ETH", "_id": eth})
         assert len(labelled.json().get("entry", [])) == 1
     with clinic(node) as c:
-        assert c.get(f"/Condition/{_id('ada-eth')}").status_code == 404
+        assert c.get(f"/Condition/{eth}").status_code == 404
         assert c.get(f"/Condition/{_id('ada-cond')}").status_code == 200

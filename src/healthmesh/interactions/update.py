@@ -60,5 +60,7 @@ async def conditional_update(
         resource["id"],
         if_match=write.parse_if_match(if_match),
         validated=True,
+        # No match and no id: a create at the id just assigned, not one the client chose.
+        chosen_id=bool(matches) or body_id is not None,
     )
     return FhirResult(status=201 if created else 200, version=version)

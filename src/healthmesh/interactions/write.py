@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from healthmesh.fhir.errors import Forbidden, InvalidRequest, NotFound, PreconditionFailed
+from healthmesh.fhir.consent import ConsentError, consent_rules
+from healthmesh.fhir.errors import (
+    Forbidden,
+    InvalidRequest,
+    InvalidResource,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+)
 from healthmesh.fhir.ids import new_id
 from healthmesh.fhir.search.custom import definition_from_resource, is_active
 from healthmesh.fhir.validation import check_resource
@@ -22,6 +30,13 @@ def check_valid(resource: Any, *, expected_type: str | None = None) -> dict[str,
     checked = check_resource(resource, expected_type=expected_type)
     if checked.get("resourceType") == "SearchParameter" and is_active(checked):
         definition_from_resource(checked)  # refuse a parameter that could never match
+    if checked.get("resourceType") == "Consent":
+        # A Consent the node cannot enforce is refused for what it says, before anything is
+        # looked up for the write (store/rows.prepare asks again as it stores it).
+        try:
+            consent_rules(checked)
+        except ConsentError as refused:
+            raise InvalidResource(refused.issues) from None
     return checked
 
 
@@ -77,8 +92,11 @@ async def update(
     *,
     if_match: int | None = None,
     validated: bool = False,
+    chosen_id: bool = True,
 ) -> tuple[StoredVersion, bool]:
-    """PUT: a new version of ``id``, or the resource created with that id. Returns (version, created)."""
+    """PUT: a new version of ``id``, or the resource created with that id. Returns (version,
+    created). ``chosen_id``: the id is the client's (a PUT's URL), not one the server just
+    assigned (a conditional update that matched nothing)."""
     if not validated:
         check_valid(resource, expected_type=res_type)
     body_id = resource.get("id")
@@ -96,12 +114,15 @@ async def update(
     current = await _current(session, res_type, id)
     if current is not None and not current.deleted and not await session.may("u", res_type, id):
         # Not the caller's to change: refused before its version or content can show through
-        # (If-Match, an unchanged write). One it cannot even read is refused in the words
-        # that refuse a create of an id in someone else's compartment; that the id is taken
-        # still shows to a PUT of one's own data at it: update-as-create cannot hide that
-        # (docs/privacy.md).
-        seen = await session.may("r", res_type, id)
-        raise Forbidden(refusal("u" if seen else "c", res_type, id))
+        # (If-Match, an unchanged write). One it can read is refused as such; one it cannot
+        # is answered as a free id is (below), never revealing that it exists.
+        if await session.may("r", res_type, id):
+            raise Forbidden(refusal("u", res_type, id))
+        if chosen_id and not session.chooses_ids(res_type):
+            raise MethodNotAllowed(_no_chosen_ids(res_type, id))
+        raise Forbidden(refusal("c", res_type, id))
+    if (current is None or current.deleted) and chosen_id and not session.chooses_ids(res_type):
+        raise MethodNotAllowed(_no_chosen_ids(res_type, id))
     if current is None:
         # Create-on-update: two concurrent PUTs to a new id must not both insert.
         await session.lock(f"{res_type}/{id}")
@@ -123,6 +144,17 @@ async def update(
     else:
         await session.replace(prepared)
     return _stored(res_type, id, prepared), current is None or current.deleted
+
+
+def _no_chosen_ids(res_type: str, id: str) -> str:
+    # R4 http.html#update: 405 when "the resource did not exist prior to the update, and
+    # the server does not allow client defined ids". The same words whether the id is free,
+    # deleted or someone else's: all three are, to this caller, an id with no resource.
+    return (
+        f"There is no {res_type}/{id} this token may change, and it may not create one at an"
+        f" id of its choosing (update-as-create): create it with POST {res_type}, which"
+        " assigns the id"
+    )
 
 
 async def _current(session: Session, res_type: str, id: str) -> StoredVersion | None:

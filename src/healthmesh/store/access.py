@@ -113,6 +113,17 @@ class Visibility:
         """Whether any rule could allow ``permission`` on some row of ``res_type``."""
         return any(rule.res_type in (None, res_type) for rule in self.rules.get(permission, ()))
 
+    def reaches_every(self, res_type: str, permission: str) -> bool:
+        """Whether some rule allows ``permission`` on every row of ``res_type``: a rule for
+        the type (or all types) with no criteria, and no compartment restriction that binds
+        the type (reference data no patient owns is exempt from one)."""
+        return any(
+            rule.res_type in (None, res_type)
+            and not rule.clauses
+            and (rule.patient is None or res_type not in compartment_types())
+            for rule in self.rules.get(permission, ())
+        )
+
     def types_covered(self, permission: str) -> frozenset[str] | None:
         """The types some rule names; None when a rule covers every type."""
         named: set[str] = set()

@@ -335,6 +335,14 @@ class Session:
                 f" {res_type} (its scopes do not cover it)"
             )
 
+    def chooses_ids(self, res_type: str) -> bool:
+        """Whether the caller may create ``res_type`` resources at ids of its choosing
+        (update-as-create, R4 http.html#upsert): only one that may change every row of the
+        type (True without a visibility). For any other caller, an id it cannot change is
+        either free or someone else's, and answering a PUT there by creating in one case
+        and refusing in the other would tell it which: such callers create with POST."""
+        return self.visibility is None or self.visibility.reaches_every(res_type, "u")
+
     async def may(self, permission: str, res_type: str, id: str) -> bool:
         """Whether the caller may touch the current row (type, id) so (True without a
         visibility: --open and internal jobs). Asked of a row locked for update, a yes holds
