@@ -112,19 +112,26 @@ def test_everything_pages_by_cursor_so_writes_between_pages_skip_or_repeat_nothi
     assert [e["resource"]["id"] for e in previous["entry"]] == made[3:6]
 
 
-def test_a_count_of_zero_claims_no_total_of_zero(client: httpx.Client) -> None:
-    """_count=0 fetches no row: the answer must not say there are none (R4 Bundle.total is
-    the number of matches; _summary=count is the way to ask for it)."""
+def test_a_count_of_zero_answers_with_the_total_alone(client: httpx.Client) -> None:
+    """_count=0: no entries, and the number of matches (R5 search.html#count, as
+    _summary=count gives it); never a total of 0 for matches it did not fetch."""
     me = create(client, patient())["id"]
     create(client, observation(f"Patient/{me}"))
+    create(client, observation(f"Patient/{me}"))
     asks = [
-        ("/Observation", {"subject": f"Patient/{me}", "_count": "0"}),
-        ("/Observation", {"subject": f"Patient/{me}", "_count": "0", "_sort": "-date"}),
-        (f"/Patient/{me}/$everything", {"_count": "0"}),
+        ("/Observation", {"subject": f"Patient/{me}", "_count": "0"}, 2),
+        ("/Observation", {"subject": f"Patient/{me}", "_count": "0", "_sort": "-date"}, 2),
+        (f"/Patient/{me}/$everything", {"_count": "0"}, 3),  # the Patient and both
     ]
-    for path, params in asks:
+    for path, params, expected in asks:
         bundle = client.get(path, params=params).json()
-        assert bundle.get("total") != 0, (path, params)
+        assert bundle.get("total") == expected, (path, params)
         assert "entry" not in bundle
+        assert not [k for k in bundle["link"] if k["relation"] == "next"]
     counted = client.get("/Observation", params={"subject": f"Patient/{me}", "_summary": "count"})
-    assert counted.json()["total"] == 1
+    assert counted.json()["total"] == 2
+    # _total=none still says nothing of the total.
+    quiet = client.get(
+        "/Observation", params={"subject": f"Patient/{me}", "_count": "0", "_total": "none"}
+    ).json()
+    assert "total" not in quiet and "entry" not in quiet

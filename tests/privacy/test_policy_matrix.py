@@ -210,6 +210,11 @@ def test_counts_and_totals_count_only_what_the_consents_allow(world: World, mode
         ).json()["total"]
         if total != len(observations):
             problems.append(f"{name}: Observation _total {total}, expected {len(observations)}")
+        alone = client.get("/Observation", params={"_id": ids, "_count": "0"}).json()["total"]
+        if alone != len(observations):
+            problems.append(
+                f"{name}: Observation _count=0 total {alone}, expected {len(observations)}"
+            )
         return problems
 
     problems = _disagreements(world, mode, check)

@@ -39,7 +39,7 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
     types = requested_types(request)
     visible = session.visible("s", sql.Identifier("r"), None)
 
-    def select(after: sql.Composable, order: sql.Composable, limit: int) -> sql.Composed:
+    def select(after: sql.Composable, order: sql.Composable, limit: int | None) -> sql.Composed:
         # ``__offset``: a link this server made before cursors, honoured for its one page.
         return everything_query(
             patient_id,
@@ -58,6 +58,15 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
     first = offset == 0 and request.param("__after") is None and request.param("__before") is None
     if first and not more:
         bundle["total"] = len(rows)
+    elif first and count == 0:
+        # _count=0: no entries, only how many there are (R5 search.html#count; what
+        # clients of R4 servers ask it for too, as of _summary=count).
+        counted = await session.fetch(
+            sql.SQL("SELECT count(*) FROM ({}) e").format(
+                select(sql.SQL("true"), sql.SQL("r.res_type, r.id"), None)
+            )
+        )
+        bundle["total"] = int(counted[0][0])
     entries = [
         {
             "fullUrl": f"{request.base}/{res_type}/{id}",

@@ -247,6 +247,9 @@ async def search(
         summary == "count"
         or total_mode == "accurate"
         or (total_mode == "estimate" and not estimated)
+        # _count=0: no entries, only how many there are (R5 search.html#count; what clients
+        # of R4 servers ask it for too, as of _summary=count), unless _total says otherwise.
+        or (count == 0 and total_mode is None)
     ):
         # One plain clause (`Observation?code=X&_summary=count`): count its index rows'
         # distinct ids, index-only: 32k matches at 1M resources, 70 ms where counting them

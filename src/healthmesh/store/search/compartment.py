@@ -47,7 +47,7 @@ def everything_query(
     *,
     types: list[str] | None,
     since: sql.Composable | None,
-    limit: int,
+    limit: int | None,
     offset: int = 0,
     visible: sql.Composable | None = None,
     after: sql.Composable | None = None,
@@ -59,7 +59,7 @@ def everything_query(
     referred to are added only when they belong to no patient or to this one, so $everything
     for one patient never pulls in another's record through a reference. ``after``: a
     condition on r's (res_type, id) (the paging cursor's); ``order``: (res_type, id) up or
-    down (interactions/id_paging.py).
+    down (interactions/id_paging.py). ``limit`` None: every row (counting them).
     """
     o = sql.Literal(owner)
     pairs = [(t, p) for t, ps in patient_compartment().items() for p in ps if p != "{def}"]
@@ -90,6 +90,6 @@ def everything_query(
         ps=sql.Literal([p for _, p in pairs]),
         w=sql.SQL(" AND ").join(conds),
         order=order if order is not None else sql.SQL("r.res_type, r.id"),
-        n=sql.Literal(limit),
+        n=sql.Literal(limit) if limit is not None else sql.SQL("ALL"),
         off=sql.Literal(offset),
     )
