@@ -209,6 +209,54 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "never apply",
     ),
     (
+        # Ignored, a permit of one resource would permit the app everything.
+        "a permit of particular resources (provision.data)",
+        consent(
+            ANN,
+            {
+                "type": "deny",
+                "provision": [
+                    {
+                        "type": "permit",
+                        "data": [
+                            {"meaning": "instance", "reference": {"reference": "Observation/x"}}
+                        ],
+                    }
+                ],
+            },
+        ),
+        "Consent.provision.provision[0].data",
+        "cannot enforce data",
+    ),
+    (
+        "a provision about when the data was recorded (provision.dataPeriod)",
+        consent(ANN, {"type": "permit", "dataPeriod": {"start": "2020-01-01"}}),
+        "Consent.provision.dataPeriod",
+        "cannot enforce dataPeriod",
+    ),
+    (
+        # Read as a rule of access, a deny of correcting data would deny reading it.
+        "a provision about an action other than access, use or disclosure",
+        consent(
+            ANN,
+            {
+                "type": "deny",
+                "action": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                                "code": "correct",
+                            }
+                        ]
+                    }
+                ],
+            },
+        ),
+        "Consent.provision.action[0]",
+        "enforces the actions access, disclose, use",
+    ),
+    (
         "a structurally invalid provision (R4 definitions)",
         consent(ANN, {"type": "deny", "period": {"start": "not a date"}}),
         "Consent.provision.period.start",

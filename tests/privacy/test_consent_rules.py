@@ -21,6 +21,9 @@ SCOPE = {
 }
 
 
+ACTION = "http://terminology.hl7.org/CodeSystem/consentaction"
+
+
 def consent(provision: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "resourceType": "Consent",
@@ -86,6 +89,13 @@ def test_actor_references_become_client_organization_and_person_keys() -> None:
     assert rule.purposes == frozenset({"HPAYMT"})
 
 
+def test_a_provision_about_access_use_or_disclosure_is_enforced_as_any_other() -> None:
+    actions = [{"coding": [{"system": ACTION, "code": c}]} for c in ("access", "disclose")]
+    with_actions = consent_rules(consent({"type": "deny", "action": actions}))
+    without = consent_rules(consent({"type": "deny"}))
+    assert with_actions == without
+
+
 def test_inactive_and_non_privacy_consents_make_no_rules() -> None:
     assert consent_rules(consent({"type": "deny"}, status="inactive")) == []
     other = consent({"type": "deny"})
@@ -137,6 +147,24 @@ def test_inactive_and_non_privacy_consents_make_no_rules() -> None:
                 }
             ),
             "Consent.provision.provision[0].period",
+        ),
+        (
+            consent({"type": "permit", "data": [{"meaning": "instance", "reference": {}}]}),
+            "Consent.provision.data",
+        ),
+        (
+            consent({"type": "permit", "dataPeriod": {"end": "2020-01-01"}}),
+            "Consent.provision.dataPeriod",
+        ),
+        (
+            consent(
+                {"type": "deny", "action": [{"coding": [{"system": ACTION, "code": "collect"}]}]}
+            ),
+            "Consent.provision.action[0]",
+        ),
+        (
+            consent({"type": "deny", "action": [{"text": "looking at it"}]}),
+            "Consent.provision.action[0]",
         ),
     ],
 )

@@ -40,6 +40,11 @@ RESOURCE_TYPES_SYSTEM = "http://hl7.org/fhir/resource-types"
 PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 
 # Purposes no consent can permit: marketing and the sale of data (the framework's red line).
+ACTION_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentaction"
+# What the node's enforcement is about: who may read (access, use) and receive (disclose)
+# the data. A provision about other actions — collecting it, correcting it — read as a rule
+# of access would permit or deny what the patient did not mean, so it is refused.
+ENFORCED_ACTIONS = frozenset({"access", "use", "disclose"})
 ALWAYS_DENIED_PURPOSES = frozenset({"HMARKT"})  # v3 ActReason: marketing
 
 # Sensitivity classes withheld from apps and organizations unless explicitly permitted
@@ -145,6 +150,34 @@ class _Reader:
 
     def fail(self, where: str, message: str) -> None:
         self.issues.append(Issue(code="invariant", diagnostics=message, expression=where))
+
+    def unenforceable(self, provision: Mapping[str, Any], where: str) -> None:
+        """Refuse what a provision may say that the node does not enforce: were it ignored,
+        a permit of one resource (``data``) or of data recorded in a period
+        (``dataPeriod``) would permit all of it, and a deny of correcting data (``action``)
+        would deny reading it."""
+        for element, what in (
+            ("data", "particular resources"),
+            ("dataPeriod", "when the data was recorded"),
+        ):
+            if provision.get(element):
+                self.fail(
+                    f"{where}.{element}",
+                    f"this node cannot enforce {element} (a provision about {what}); name the"
+                    " data by class, code or securityLabel instead",
+                )
+        actions = provision.get("action")
+        for n, action in enumerate(actions if isinstance(actions, list) else []):
+            codings = action.get("coding") if isinstance(action, dict) else None
+            codes = set(_codes(codings, ACTION_SYSTEM))
+            if not codes or not codes <= ENFORCED_ACTIONS:
+                self.fail(
+                    f"{where}.action[{n}]",
+                    f"this node enforces the actions {', '.join(sorted(ENFORCED_ACTIONS))}"
+                    f" ({ACTION_SYSTEM}); a provision about others it cannot enforce",
+                )
+        if actions is not None and not isinstance(actions, list):
+            self.fail(f"{where}.action", "action is a list of CodeableConcepts")
 
     def actors(self, provision: Mapping[str, Any], where: str) -> frozenset[str] | None:
         actors = provision.get("actor")
@@ -304,6 +337,7 @@ def _walk(
     if effect is None and parent.depth >= 0:
         effect = "deny" if parent.effect == "permit" else "permit"  # an exception to its parent
     start, end = reader.period(provision, where)
+    reader.unenforceable(provision, where)
     own = {
         "actor": (parent.actors, reader.actors(provision, where)),
         "purpose": (parent.purposes, reader.purposes(provision, where)),
