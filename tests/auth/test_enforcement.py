@@ -519,44 +519,32 @@ def test_a_patient_deleting_their_own_resource_then_reading_it_gets_410(
         assert bob.get(f"/Observation/{mine['id']}").status_code == 404
 
 
-def test_a_transaction_deleting_another_patients_resource_fails_as_for_an_unknown_id(
-    node: SecuredNode,
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [
+        ("DELETE", 404),  # as an unknown id
+        ("PUT", 405),  # as a free id: no ids of its choosing for this token
+    ],
+)
+def test_a_transaction_touching_another_patients_resource_fails_as_for_an_unknown_id(
+    node: SecuredNode, method: str, status: int
 ) -> None:
     def bundle(id: str) -> dict[str, Any]:
-        return {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [{"request": {"method": "DELETE", "url": f"Observation/{id}"}}],
-        }
+        entry: dict[str, Any] = {"request": {"method": method, "url": f"Observation/{id}"}}
+        if method == "PUT":
+            entry["resource"] = _observation(id, _id("ada"), "vital-signs", "8867-4", 70)
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
 
-    bob, unknown = _id("bob-vital"), _id("no-such-vital")
+    bob, unknown = _id("bob-vital"), _id(f"no-such-vital-{method}")
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
         theirs = ada.post("", json=bundle(bob), headers=FHIR_JSON)
         nobodys = ada.post("", json=bundle(unknown), headers=FHIR_JSON)
-    assert theirs.status_code == nobodys.status_code == 404
-    assert _diagnostics(theirs, bob) == _diagnostics(nobodys, unknown)
-    with node.client("system/Observation.rs") as backend:
-        assert backend.get(f"/Observation/{bob}").status_code == 200
-
-
-def test_a_transaction_putting_at_another_patients_id_fails_as_at_a_free_id(
-    node: SecuredNode,
-) -> None:
-    def bundle(id: str) -> dict[str, Any]:
-        body = _observation(id, _id("ada"), "vital-signs", "8867-4", 70)
-        return {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [{"resource": body, "request": {"method": "PUT", "url": f"Observation/{id}"}}],
-        }
-
-    bob, unknown = _id("bob-vital"), _id("no-such-vital-2")
-    with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
-        theirs = ada.post("", json=bundle(bob), headers=FHIR_JSON)
-        nobodys = ada.post("", json=bundle(unknown), headers=FHIR_JSON)
-    assert theirs.status_code == nobodys.status_code == 405
+    assert theirs.status_code == nobodys.status_code == status
     assert _diagnostics(theirs, bob) == _diagnostics(nobodys, unknown)
     assert _stored(node, "Observation", unknown) == 0
+    with node.client("system/Observation.rs") as backend:
+        kept = backend.get(f"/Observation/{bob}")
+    assert kept.status_code == 200 and kept.json()["meta"]["versionId"] == "1"
 
 
 def test_a_conditional_update_matching_nothing_creates_at_an_id_the_server_assigns(
