@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from healthmesh.auth.settings import MAX_ACCESS_TOKEN_LIFETIME
-from healthmesh.store.key_sealing import seal, unseal
+from healthmesh.store.key_sealing import active_private_key, seal
 
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 ALGORITHM = "RS256"
@@ -100,18 +100,12 @@ class SigningKeys:
         """The active key. Read on every issuance (cheap), so that a rotation done by another
         process is followed at once and no process keeps signing with a retired key."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT kid, private_pem FROM auth_signing_key WHERE retired_at IS NULL"
-                " ORDER BY created_at DESC LIMIT 1"
+            found = await active_private_key(
+                conn, "auth_signing_key", self._private, RSAKey.import_key
             )
-            row = await cur.fetchone()
-        if row is None:
+        if found is None:
             raise RuntimeError("no active signing key: SigningKeys.ensure_active() was not run")
-        kid = str(row[0])
-        key = self._private.get(kid)
-        if key is None:
-            key = self._private[kid] = RSAKey.import_key(unseal(str(row[1])))
-        return kid, key
+        return found
 
     async def jwks(self) -> dict[str, list[dict[str, Any]]]:
         """The JWKS document: the active key and every retired key still in use."""

@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from healthmesh.share import shc
 from healthmesh.share.errors import InvalidRequest, LinkNotFound
 from healthmesh.share.jwe import b64url
-from healthmesh.store.key_sealing import seal, unseal
+from healthmesh.store.key_sealing import active_private_key, seal
 
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 _LOCK = 0x5348_435F_4B45  # advisory lock "SHC_KE": one process creates the first key
@@ -59,18 +59,12 @@ class IssuerKeys:
 
     async def signing_key(self) -> tuple[str, ECKey]:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT kid, private_pem FROM shc_issuer_key WHERE retired_at IS NULL"
-                " ORDER BY created_at DESC LIMIT 1"
+            found = await active_private_key(
+                conn, "shc_issuer_key", self._private, ECKey.import_key
             )
-            row = await cur.fetchone()
-        if row is None:
+        if found is None:
             raise RuntimeError("no SHC issuer key: IssuerKeys.ensure_active() was not run")
-        kid = str(row[0])
-        key = self._private.get(kid)
-        if key is None:
-            key = self._private[kid] = ECKey.import_key(unseal(str(row[1])))
-        return kid, key
+        return found
 
     async def jwks(self) -> dict[str, list[dict[str, Any]]]:
         """Every key (cards outlive key rotation), with ``crlVersion`` once it revoked any."""

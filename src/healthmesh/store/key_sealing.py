@@ -21,6 +21,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from psycopg import AsyncConnection, sql
@@ -28,9 +29,12 @@ from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
+
 ENV = "HEALTHMESH_KEY_ENCRYPTION_KEY"
 ENV_FILE = "HEALTHMESH_KEY_ENCRYPTION_KEY_FILE"
 KEY_TABLES = ("auth_signing_key", "shc_issuer_key", "audit_signing_key")
+_ROTATED = ("auth_signing_key", "shc_issuer_key")  # the ones with retired_at
 _SEALED = "-----BEGIN ENCRYPTED PRIVATE KEY-----"
 MIN_LENGTH = 16
 
@@ -118,6 +122,31 @@ def unseal(pem: str, secret: bytes | None = None) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
+
+
+async def active_private_key(
+    conn: AsyncConnection[TupleRow], table: str, cache: dict[str, K], load: Callable[[str], K]
+) -> tuple[str, K] | None:
+    """(kid, key) of the newest unretired key of ``table`` (a :data:`KEY_TABLES` table with
+    ``retired_at``), unsealed and made by ``load`` once per kid (kept in ``cache``); None
+    when there is none. Read each time it is asked for, so that a rotation another process
+    made is followed at once."""
+    if table not in _ROTATED:
+        raise ValueError(f"{table} holds no rotated private keys")
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT kid, private_pem FROM {} WHERE retired_at IS NULL"
+            " ORDER BY created_at DESC LIMIT 1"
+        ).format(sql.Identifier(table))
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    kid = str(row[0])
+    key = cache.get(kid)
+    if key is None:
+        key = cache[kid] = load(unseal(str(row[1])))
+    return kid, key
 
 
 async def _rewrite(conn: AsyncConnection[TupleRow], change: Callable[[str], str | None]) -> int:
