@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -112,6 +113,21 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@contextmanager
+def open_node_holding(database_url: str, records: list[dict[str, Any]]) -> Iterator[httpx.Client]:
+    """An --open node on ``database_url`` with ``records`` PUT at their ids (one
+    transaction), and a client of it."""
+    from support import FHIR_JSON, put_all
+
+    with (
+        ServerThread(Settings(database_url=database_url, open=True)) as server,
+        httpx.Client(base_url=server.base, timeout=30, headers=FHIR_JSON) as http,
+    ):
+        loaded = http.post("", json=put_all(records))
+        assert loaded.status_code == 200, loaded.text
+        yield http
 
 
 @pytest.fixture(scope="session")

@@ -20,13 +20,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from healthmesh.config import Settings
 from healthmesh.fhir.consent import CATEGORY_SYSTEM, CLIENT_ID_SYSTEM
 from healthmesh.store import consent_sql
 from healthmesh.store.access import APPLY, ConsentContext, RowRule, Visibility
 
-from conftest import ServerThread, scratch_database
-from support import FHIR_JSON
+from conftest import open_node_holding, scratch_database
 
 MIGRATIONS = resources.files("healthmesh.store").joinpath("migrations")
 RUN = uuid.uuid4().hex[:8]
@@ -137,19 +135,7 @@ def database_url(admin_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def open_node(database_url: str) -> Iterator[httpx.Client]:
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in RECORDS
-        ],
-    }
-    with (
-        ServerThread(Settings(database_url=database_url, open=True)) as server,
-        httpx.Client(base_url=server.base, timeout=30, headers=FHIR_JSON) as http,
-    ):
-        assert http.post("", json=bundle).status_code == 200
+    with open_node_holding(database_url, RECORDS) as http:
         yield http
 
 
