@@ -39,12 +39,14 @@ SCOPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentscope"
 RESOURCE_TYPES_SYSTEM = "http://hl7.org/fhir/resource-types"
 PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 
-# Purposes no consent can permit: marketing and the sale of data (the framework's red line).
 ACTION_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentaction"
+
 # What the node's enforcement is about: who may read (access, use) and receive (disclose)
 # the data. A provision about other actions — collecting it, correcting it — read as a rule
 # of access would permit or deny what the patient did not mean, so it is refused.
 ENFORCED_ACTIONS = frozenset({"access", "use", "disclose"})
+
+# Purposes no consent can permit: marketing and the sale of data (the framework's red line).
 ALWAYS_DENIED_PURPOSES = frozenset({"HMARKT"})  # v3 ActReason: marketing
 
 # Sensitivity classes withheld from apps and organizations unless explicitly permitted
