@@ -383,6 +383,11 @@ def test_a_compartment_token_creates_with_post_not_at_an_id_of_its_choosing(
     assert refused.json()["resourceType"] == "OperationOutcome"
     assert "POST Observation" in refused.json()["issue"][0]["diagnostics"]
     assert _stored(node, "Observation", own["id"]) == 0
+    # One that may create none is told that (of its scopes, not of the id), not "use POST".
+    with node.client("patient/Observation.ru", patient=_id("ada")) as updater:
+        no_create = updater.put(f"/Observation/{own['id']}", json=own, headers=FHIR_JSON)
+    assert no_create.status_code == 403
+    assert "create" in no_create.json()["issue"][0]["diagnostics"]
     # A token that may change every Observation may choose their ids.
     with node.client("system/Observation.cruds") as backend:
         made = backend.put(f"/Observation/{own['id']}", json=own, headers=FHIR_JSON)

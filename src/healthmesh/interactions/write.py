@@ -112,17 +112,22 @@ async def update(
         )
     session.require_covers("u", res_type)
     current = await _current(session, res_type, id)
-    if current is not None and not current.deleted and not await session.may("u", res_type, id):
+    live = current is not None and not current.deleted
+    unseen = False
+    if live and not await session.may("u", res_type, id):
         # Not the caller's to change: refused before its version or content can show through
         # (If-Match, an unchanged write). One it can read is refused as such; one it cannot
-        # is answered as a free id is (below), never revealing that it exists.
+        # is, to this caller, an id with no resource, and answered as a free one is.
         if await session.may("r", res_type, id):
             raise Forbidden(refusal("u", res_type, id))
-        if chosen_id and not session.chooses_ids(res_type):
-            raise MethodNotAllowed(_no_chosen_ids(res_type, id))
-        raise Forbidden(refusal("c", res_type, id))
-    if (current is None or current.deleted) and chosen_id and not session.chooses_ids(res_type):
+        unseen = True
+    if (unseen or not live) and chosen_id and not session.chooses_ids(res_type):
+        session.require_covers("c", res_type)  # a token that may create none: that, first
         raise MethodNotAllowed(_no_chosen_ids(res_type, id))
+    if unseen:
+        # Only a caller that may choose ids gets here, one that may change every row of the
+        # type: never, unless a rule this check does not know of refused the change.
+        raise Forbidden(refusal("c", res_type, id))
     if current is None:
         # Create-on-update: two concurrent PUTs to a new id must not both insert.
         await session.lock(f"{res_type}/{id}")
