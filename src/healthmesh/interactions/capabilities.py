@@ -117,6 +117,15 @@ def _security(base: str) -> dict[str, Any]:
     """rest.security for SMART App Launch 2.2 (conformance.html#using-capabilitystatement)."""
     return {
         "cors": True,
+        # updateCreate is per token: where a PUT could tell a caller which ids exist, it
+        # may not choose them (interactions/write.py, docs/security.md).
+        "description": (
+            "Update-as-create (a PUT at an id with no resource) is open to tokens that may"
+            " change every resource of the type (backend services with system/ scopes, or"
+            " any token for resources no patient owns). Other tokens — a patient's, or any"
+            " bound to a patient compartment or to search criteria — create with POST, and"
+            " a PUT of theirs at an id they cannot change is answered 405."
+        ),
         "service": [
             {
                 "coding": [
