@@ -25,6 +25,11 @@ def put_all(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def without_id(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` for a POST: its id left out, for the server to assign."""
+    return {k: v for k, v in resource.items() if k != "id"}
+
+
 def privacy_consent(
     patient: str, provision: dict[str, Any] | None = None, **extra: Any
 ) -> dict[str, Any]:

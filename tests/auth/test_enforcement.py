@@ -20,7 +20,7 @@ import pytest
 
 from secured import SecuredNode, secured_node
 
-from support import FHIR_JSON
+from support import FHIR_JSON, without_id
 
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
 CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -354,16 +354,14 @@ def _stored(node: SecuredNode, res_type: str, id: str) -> int:
 def test_a_patient_may_write_into_their_own_compartment_only(node: SecuredNode) -> None:
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
         own = _observation(_id("ada-new"), _id("ada"), "vital-signs", "8867-4", 60)
-        posted_own = ada.post(
-            "/Observation", json={k: v for k, v in own.items() if k != "id"}, headers=FHIR_JSON
-        )
+        posted_own = ada.post("/Observation", json=without_id(own), headers=FHIR_JSON)
         assert posted_own.status_code == 201
         own_id = posted_own.json()["id"]
         own["id"] = own_id
         own["status"] = "amended"
         assert ada.put(f"/Observation/{own_id}", json=own, headers=FHIR_JSON).status_code == 200
         foreign = _observation(_id("ada-into-bob"), _id("bob"), "vital-signs", "8867-4", 61)
-        posted = {k: v for k, v in foreign.items() if k != "id"}
+        posted = without_id(foreign)
         created = ada.post("/Observation", json=posted, headers=FHIR_JSON)
         assert created.status_code == 403
     assert _stored(node, "Observation", own_id) == 1
@@ -439,7 +437,7 @@ def test_a_transaction_with_one_forbidden_entry_stores_nothing(node: SecuredNode
         "type": "transaction",
         "entry": [
             {
-                "resource": {k: v for k, v in r.items() if k != "id"},
+                "resource": without_id(r),
                 "request": {"method": "POST", "url": "Observation"},
             }
             for r in (ok, bad)
@@ -511,9 +509,7 @@ def test_a_patient_deleting_their_own_resource_then_reading_it_gets_410(
 ) -> None:
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
         mine = _observation(_id("ada-gone"), _id("ada"), "vital-signs", "8867-4", 50)
-        made = ada.post(
-            "/Observation", json={k: v for k, v in mine.items() if k != "id"}, headers=FHIR_JSON
-        )
+        made = ada.post("/Observation", json=without_id(mine), headers=FHIR_JSON)
         assert made.status_code == 201
         mine = made.json()
         assert ada.delete(f"/Observation/{mine['id']}").status_code in (200, 204)
@@ -557,15 +553,15 @@ def test_a_conditional_update_matching_nothing_creates_at_an_id_the_server_assig
 ) -> None:
     marker = _id("cond-put")
     body = _observation(marker, _id("ada"), "vital-signs", "8867-4", 71)
-    without_id = {k: v for k, v in body.items() if k != "id"}
+    no_id = without_id(body)
     criteria = {"identifier": f"urn:enforcement|{marker}"}
     with node.client("patient/Observation.cruds", patient=_id("ada")) as ada:
         chosen = ada.put("/Observation", params=criteria, json=body, headers=FHIR_JSON)
-        made = ada.put("/Observation", params=criteria, json=without_id, headers=FHIR_JSON)
+        made = ada.put("/Observation", params=criteria, json=no_id, headers=FHIR_JSON)
         again = ada.put(
             "/Observation",
             params=criteria,
-            json={**without_id, "status": "amended"},
+            json={**no_id, "status": "amended"},
             headers=FHIR_JSON,
         )
     # An id in the body with no match is update-as-create: not this token's to choose.

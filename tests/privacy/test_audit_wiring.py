@@ -21,7 +21,7 @@ from healthmesh.store.migrate import migrate
 from secured import SecuredNode, secured_node
 
 from conftest import _with_db
-from support import FHIR_JSON, privacy_consent
+from support import FHIR_JSON, privacy_consent, without_id
 
 RUN = uuid.uuid4().hex[:8]
 
@@ -140,9 +140,7 @@ def test_writes_and_refusals_are_audited_with_their_outcome(node: SecuredNode) -
     app = f"writer-{RUN}"
     with node.client("patient/Observation.cruds", client_id=app, patient=_id("ada")) as c:
         own = _obs("ada-new", "ada")
-        made = c.post(
-            "/Observation", json={k: v for k, v in own.items() if k != "id"}, headers=FHIR_JSON
-        )
+        made = c.post("/Observation", json=without_id(own), headers=FHIR_JSON)
         assert made.status_code == 201
         amended = {**made.json(), "status": "amended"}
         assert (
@@ -150,9 +148,7 @@ def test_writes_and_refusals_are_audited_with_their_outcome(node: SecuredNode) -
             == 200
         )
         foreign = _obs("ada-into-bob", "bob")
-        posted = c.post(
-            "/Observation", json={k: v for k, v in foreign.items() if k != "id"}, headers=FHIR_JSON
-        )
+        posted = c.post("/Observation", json=without_id(foreign), headers=FHIR_JSON)
         assert posted.status_code == 403
         put = c.put(f"/Observation/{foreign['id']}", json=foreign, headers=FHIR_JSON)
         assert put.status_code == 405  # no ids of its choosing (update-as-create) for it
