@@ -39,7 +39,7 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
     types = requested_types(request)
     visible = session.visible("s", sql.Identifier("r"), None)
 
-    def select(after: sql.Composable, order: sql.Composable, limit: int | None) -> sql.Composed:
+    def select(after: sql.Composable, order: sql.Composable, limit: int) -> sql.Composed:
         # ``__offset``: a link this server made before cursors, honoured for its one page.
         return everything_query(
             patient_id,
@@ -63,7 +63,7 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
         # clients of R4 servers ask it for too, as of _summary=count).
         counted = await session.fetch(
             sql.SQL("SELECT count(*) FROM ({}) e").format(
-                select(sql.SQL("true"), sql.SQL("r.res_type, r.id"), None)
+                everything_query(patient_id, types=types, since=since, limit=None, visible=visible)
             )
         )
         bundle["total"] = int(counted[0][0])

@@ -55,11 +55,12 @@ def everything_query(
 ) -> sql.Composed:
     """The patient, their compartment, and the non-patient resources those refer to.
 
-    Compartment members come whatever their owner (the definition says so); resources merely
-    referred to are added only when they belong to no patient or to this one, so $everything
-    for one patient never pulls in another's record through a reference. ``after``: a
-    condition on r's (res_type, id) (the paging cursor's); ``order``: (res_type, id) up or
-    down (interactions/id_paging.py). ``limit`` None: every row (counting them).
+        Compartment members come whatever their owner (the definition says so); resources merely
+        referred to are added only when they belong to no patient or to this one, so $everything
+        for one patient never pulls in another's record through a reference. ``after``: a
+        condition on r's (res_type, id) (the paging cursor's); ``order``: (res_type, id) up or
+        down (interactions/id_paging.py). ``limit`` None: every row, unordered (for counting
+    them; ``order`` and ``offset`` do not apply).
     """
     o = sql.Literal(owner)
     pairs = [(t, p) for t, ps in patient_compartment().items() for p in ps if p != "{def}"]
@@ -83,13 +84,17 @@ def everything_query(
         " picked AS (SELECT res_type, id FROM members UNION SELECT x.res_type, x.id FROM referenced x"
         " JOIN resource q ON q.res_type = x.res_type AND q.id = x.id WHERE q.patient_id IS NULL OR q.patient_id = {o})"
         " SELECT r.res_type, r.id, r.content FROM picked p JOIN resource r ON r.res_type = p.res_type AND r.id = p.id"
-        " WHERE {w} ORDER BY {order} LIMIT {n} OFFSET {off}"
+        " WHERE {w}{page}"
     ).format(
         o=o,
         ts=sql.Literal([t for t, _ in pairs]),
         ps=sql.Literal([p for _, p in pairs]),
         w=sql.SQL(" AND ").join(conds),
-        order=order if order is not None else sql.SQL("r.res_type, r.id"),
-        n=sql.Literal(limit) if limit is not None else sql.SQL("ALL"),
-        off=sql.Literal(offset),
+        page=sql.SQL("")  # counting: every row, in no order
+        if limit is None
+        else sql.SQL(" ORDER BY {order} LIMIT {n} OFFSET {off}").format(
+            order=order if order is not None else sql.SQL("r.res_type, r.id"),
+            n=sql.Literal(limit),
+            off=sql.Literal(offset),
+        ),
     )
