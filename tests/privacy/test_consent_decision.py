@@ -139,10 +139,18 @@ def open_node(database_url: str) -> Iterator[httpx.Client]:
         yield http
 
 
-def _rows(database_url: str, context: ConsentContext, alias: str = "r") -> set[str]:
+def _rows(
+    database_url: str, context: ConsentContext, alias: str = "r", named: str | None = None
+) -> set[str]:
+    """The rows of RECORDS the condition lets through; ``named``: as in a search whose own
+    clauses name that patient (``Observation?patient=…``), which still reaches every row
+    here, the named patient's and the other's."""
     r = sql.Identifier(alias)
-    visibility = Visibility({"s": (RowRule(),)}, consent=context)
-    condition = visibility.condition("s", r, res_type=None)
+    if named is None:
+        visibility = Visibility({"s": (RowRule(),)}, consent=context)
+        condition = visibility.condition("s", r, res_type=None)
+    else:
+        condition = consent_sql.consent_condition(context, r, named)
     query = sql.SQL("SELECT {r}.id FROM resource {r} WHERE {r}.id = ANY({ids}) AND {c}").format(
         r=r, ids=sql.Literal(ROW_IDS), c=condition
     )
@@ -263,3 +271,7 @@ def test_the_shortcuts_decide_every_row_as_the_full_decision_would(
     for name, context in SHORTCUT_CONTEXTS.items():
         expected = _full_decision_rows(database_url, context)
         assert _rows(database_url, context) == expected, name
+        # A search naming a patient decides that patient's rows from the rules read once
+        # per query (migration 0031), and every other row as before.
+        for named in (ADA, BOB, f"nobody-{RUN}"):
+            assert _rows(database_url, context, named=named) == expected, (name, named)

@@ -13,8 +13,10 @@ import httpx
 import pytest
 from psycopg import sql
 
+from healthmesh.fhir.search.query import parse_query
 from healthmesh.store import consent_sql
 from healthmesh.store.access import APPLY, MAY_APPLY, NONE, NONE_FOR_OWN, ConsentContext
+from healthmesh.store.search.compiler import Compiler
 from healthmesh.store.statements import Constant, Key, bind, bind_parts
 from secured import SecuredNode, secured_node
 
@@ -48,6 +50,52 @@ def test_every_patients_condition_binds_to_one_text_with_its_own_values(
     assert len(texts) == 1
     assert values[0] != values[1]
     assert any("ada" in str(p) for p in values[0]) and not any("bea" in str(p) for p in values[0])
+
+
+@pytest.mark.parametrize("rules", [MAY_APPLY, APPLY])
+def test_a_named_patient_is_a_parameter_of_one_text_that_reads_its_rules_once(rules: str) -> None:
+    """``Observation?patient=P`` (store/consent_sql.py, migration 0031): P's rules are one
+    sub-select of the condition, P a parameter, so every patient's searches share a text."""
+    context = ConsentContext(actors=("client:backend",), rules=rules)
+    unnamed, _ = bind(consent_sql.consent_condition(context, R))
+    texts, values = set(), []
+    for named in ("ada", "bea"):
+        text, params = bind(consent_sql.consent_condition(context, R, named))
+        texts.add(text)
+        values.append(params)
+        assert named.encode() not in text and named in params
+    (text,) = texts
+    assert b"consent_rules_applying(" in text and b"consent_rules_applying(" not in unnamed
+    assert [p for p in values[0] if p != "ada"] == [p for p in values[1] if p != "bea"]
+
+
+@pytest.mark.parametrize("rules", [NONE_FOR_OWN, NONE])
+def test_a_named_patient_changes_nothing_where_no_rule_applies(rules: str) -> None:
+    context = ConsentContext(actors=("client:app",), patient="ada", rules=rules)
+    assert bind(consent_sql.consent_condition(context, R, "ada")) == bind(
+        consent_sql.consent_condition(context, R)
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ([("patient", "p-1")], "p-1"),
+        ([("subject", "Patient/p-1"), ("code", "http://loinc.org|1-8")], "p-1"),
+        ([("patient", "p-1,p-2")], None),  # either of two
+        ([("patient", "p-1"), ("encounter", "e-1")], None),  # which is the patient?
+        ([("patient:missing", "false")], None),
+        ([("patient.name", "p-1")], None),  # a chain names no id
+        ([("code", "http://loinc.org|1-8")], None),
+    ],
+)
+def test_the_compiler_names_the_one_patient_a_search_requires(
+    params: list[tuple[str, str]], named: str | None
+) -> None:
+    compiler = Compiler("http://node/fhir")
+    compiler.where(parse_query("Observation", params).clauses, R)
+    assert compiler.named_patient(R) == named
+    assert compiler.named_patient(sql.Identifier("t")) is None
 
 
 @pytest.mark.parametrize("rules", [MAY_APPLY, APPLY, NONE])

@@ -178,7 +178,8 @@ class Visibility:
         if options:
             from healthmesh.store.consent_sql import consent_condition
 
-            parts = [_either(options), consent_condition(self.consent, r)]
+            patient = compiler.named_patient(r) if compiler is not None else None
+            parts = [_either(options), consent_condition(self.consent, r, patient)]
             if res_type is None or res_type in CONSENT_EXEMPT:
                 parts.append(self._own_trail_only(r, res_type))
             consented.append(all_of(parts))

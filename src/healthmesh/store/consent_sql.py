@@ -13,9 +13,10 @@ Rows no patient owns (``patient_id IS NULL``) are not subject to Consent. The co
 part of the query that returns the row (store/access.py), so totals and paging never count a
 withheld row: rows of patients no rule applies to get the defaults only (the sensitive-label
 default a probe of the row's labels); the ruled patients' rows get the full decision, the
-function ``consent_decides`` (migrations 0024, 0026, 0028), which settles a row a deny
+function ``consent_decides`` (migrations 0024, 0026, 0028, 0031), which settles a row a deny
 withholds by its type alone from the patient's rules, and otherwise looks the row's category
-and label codes up once and compares the applicable rules' depths.
+and label codes up once and compares the applicable rules' depths. A search that names its
+patient reads that patient's rules once per query, not once per row (0031).
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ def _decides(context: ConsentContext, r: sql.Composable) -> sql.Composable:
     )
 
 
-def consent_condition(context: ConsentContext, r: sql.Identifier) -> sql.Composable:
+def consent_condition(
+    context: ConsentContext, r: sql.Identifier, named_patient: str | None = None
+) -> sql.Composable:
     """SQL: the patients' Consents let this access touch row ``r``, composed and bound once
     per (context, alias) and kept: composing it costs ~0.5 ms and rendering the tree as
     much again, on every request of a token (docs/PERFORMANCE.md, "Authorization and
@@ -120,19 +123,42 @@ def consent_condition(context: ConsentContext, r: sql.Identifier) -> sql.Composa
     another's, since they are compared inside a CASE, which the planner does not estimate,
     in ``consent_rule``'s sub-selects, and in the functions of migration 0024 — so a search
     keyed by identifier or id keeps its one generic plan under Consents too.
+
+    ``named_patient``: the one patient the caller's own clauses name on ``r``
+    (``Observation?patient=P``, store/search/compiler.py ``named_patient``), whose rows are
+    then decided from that patient's rules read once per query. Only a hint: the condition
+    is the same on every row whatever it names, since the shortcut is taken on the rows whose
+    ``patient_id`` is that patient and no other. The patient is a parameter of the kept text,
+    so every patient's searches share one text (and one plan).
     """
-    return _rendered(context, r.as_string(None))
+    bound, slots = _rendered(context, r.as_string(None), named_patient is not None)
+    if not slots:
+        return bound
+    params = list(bound.params)
+    for n in slots:
+        params[n] = named_patient
+    return Bound(bound._obj, params, bound.kinds, bound.segments)
+
+
+# Where the named patient goes in a kept condition: the parameters that are this very
+# object (made at import, so no other value is it, whatever its text).
+_NAMED = "".join(("named ", "patient"))
 
 
 @lru_cache(maxsize=4096)
-def _rendered(context: ConsentContext, alias: str) -> Bound:
-    parts = bind_parts(_consent_condition(context, sql.SQL(alias)))
+def _rendered(context: ConsentContext, alias: str, named: bool) -> tuple[Bound, tuple[int, ...]]:
+    """The condition bound, and which of its parameters are the named patient."""
+    patient = sql.Literal(_NAMED) if named else None
+    parts = bind_parts(_consent_condition(context, sql.SQL(alias), patient))
     text = b"".join(parts.text)
     kinds = tuple(KEY for _ in parts.params)
-    return Bound(text, parts.params, kinds, placeholder_segments(text))
+    slots = tuple(n for n, value in enumerate(parts.params) if value is _NAMED)
+    return Bound(text, parts.params, kinds, placeholder_segments(text)), slots
 
 
-def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Composable:
+def _consent_condition(
+    context: ConsentContext, r: sql.Composable, named: sql.Composable | None = None
+) -> sql.Composable:
     """SQL: the patients' Consents let this access touch row ``r``.
 
     Rows no patient owns never match a rule (``patient_id`` is NULL). Planning the decision
@@ -176,14 +202,47 @@ def _consent_condition(context: ConsentContext, r: sql.Composable) -> sql.Compos
     # the opt-out model, the row's labels); and the full decision, a function call (~10-30 µs
     # a row: docs/PERFORMANCE.md, "Consent at 1M").
     decision = sql.SQL(
-        "CASE WHEN {r}.patient_id IS NULL THEN true WHEN NOT {ruled} THEN {defaults}"
+        "CASE WHEN {r}.patient_id IS NULL THEN true {named} WHEN NOT {ruled} THEN {defaults}"
         " ELSE {decides} END"
-    ).format(r=r, ruled=ruled, defaults=_defaults(context, r), decides=_decides(context, r))
+    ).format(
+        r=r,
+        named=_named_patients_rows(context, r, named) if named is not None else sql.SQL(""),
+        ruled=ruled,
+        defaults=_defaults(context, r),
+        decides=_decides(context, r),
+    )
     # A NOT EXISTS over one constant row, so that PostgreSQL plans the condition as an
     # anti-join, which it places after the query's own joins (the function's COST says it
     # is dear): it runs on the rows the query returns, not on every row an index scan
     # passes through (``Observation?patient=P&code=C`` scans the code's rows of every patient).
     return sql.SQL("NOT EXISTS (SELECT 1 FROM (VALUES (true)) cv(x) WHERE NOT {})").format(decision)
+
+
+def _named_patients_rows(
+    context: ConsentContext, r: sql.Composable, patient: sql.Composable
+) -> sql.Composable:
+    """The CASE's branch for the rows of the patient the caller's clauses name (migration
+    0031): that patient's applicable rules are an uncorrelated sub-select, which PostgreSQL
+    evaluates once per query (an InitPlan, written twice and so asked twice), not the two
+    index probes per row of ``ruled`` and ``consent_decides``. No rule: the defaults, as for
+    any patient no rule applies to; otherwise the decision from those rules."""
+    rules = sql.SQL(
+        "(SELECT consent_rules_applying({p}::text, {actors}::text[], {purpose}::text,"
+        " {patient}::text))"
+    ).format(p=patient, **_access_values(context))
+    return sql.SQL(
+        "WHEN {r}.patient_id = {p}::text THEN CASE WHEN cardinality({rules}) = 0 THEN {defaults}"
+        " ELSE consent_decides_among({rules}, {r}.res_type, {r}.id, {r}.patient_id,"
+        " {patient}::text, {opt_out}, {labels}) END"
+    ).format(
+        r=r,
+        p=patient,
+        rules=rules,
+        defaults=_defaults(context, r),
+        patient=sql.Literal(context.patient),
+        opt_out=sql.Literal(context.default_permit),
+        labels=_SENSITIVE,
+    )
 
 
 def _defaults(context: ConsentContext, r: sql.Composable) -> sql.Composable:

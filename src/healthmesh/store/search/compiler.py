@@ -56,6 +56,15 @@ class Compiler:
         ``target_id`` (one value, positive, no chain): e.g. ``Observation?patient=P``."""
         return (r.as_string(None), target_id) in self._named
 
+    def named_patient(self, r: sql.Identifier) -> str | None:
+        """The one id the clauses compiled so far on row ``r`` require a reference to, if
+        exactly one: for ``Observation?patient=P``, P, whose rows the consent condition then
+        decides from P's rules read once (store/consent_sql.py). A hint, never a restriction:
+        with two named ids (``patient=P&encounter=E``) which is the patient is not known."""
+        alias = r.as_string(None)
+        ids = [id for named_alias, id in self._named if named_alias == alias]
+        return ids[0] if len(ids) == 1 else None
+
     def _note_reference(self, c: Clause, r: sql.Identifier) -> None:
         if len(c.values) != 1 or c.modifier not in (None, "Patient"):
             return
