@@ -225,11 +225,21 @@ def _named_patients_rows(
     0031): that patient's applicable rules are an uncorrelated sub-select, which PostgreSQL
     evaluates once per query (an InitPlan, written twice and so asked twice), not the two
     index probes per row of ``ruled`` and ``consent_decides``. No rule: the defaults, as for
-    any patient no rule applies to; otherwise the decision from those rules."""
+    any patient no rule applies to — their label probe asked only if the patient has a
+    labelled row at all; otherwise the decision from those rules."""
     rules = sql.SQL(
         "(SELECT consent_rules_applying({p}::text, {actors}::text[], {purpose}::text,"
         " {patient}::text))"
     ).format(p=patient, **_access_values(context))
+    # The label probe of the defaults, asked only if the patient has a labelled row at all
+    # (migration 0032; once per query, and only when a row reaches it).
+    has_labels = sql.SQL(
+        "(SELECT EXISTS (SELECT 1 FROM search_token cx_plabel WHERE cx_plabel.param = '_security'"
+        " AND cx_plabel.patient_id = {p}::text AND cx_plabel.code = ANY(consent_labels({labels}))))"
+    ).format(p=patient, labels=_SENSITIVE)
+    labelled = sql.SQL("CASE WHEN {has} THEN {probe} ELSE false END").format(
+        has=has_labels, probe=_labelled(r)
+    )
     return sql.SQL(
         "WHEN {r}.patient_id = {p}::text THEN CASE WHEN cardinality({rules}) = 0 THEN {defaults}"
         " ELSE consent_decides_among({rules}, {r}.res_type, {r}.id, {r}.patient_id,"
@@ -238,14 +248,16 @@ def _named_patients_rows(
         r=r,
         p=patient,
         rules=rules,
-        defaults=_defaults(context, r),
+        defaults=_defaults(context, r, labelled),
         patient=sql.Literal(context.patient),
         opt_out=sql.Literal(context.default_permit),
         labels=_SENSITIVE,
     )
 
 
-def _defaults(context: ConsentContext, r: sql.Composable) -> sql.Composable:
+def _defaults(
+    context: ConsentContext, r: sql.Composable, labelled: sql.Composable | None = None
+) -> sql.Composable:
     """SQL: the deployment's defaults let this access touch row ``r`` of a patient no rule
     applies to: the patient's own rows; in the opt-out model also everyone else's rows
     without a sensitive label (the sensitive-data default), in the opt-in model none.
@@ -254,7 +266,7 @@ def _defaults(context: ConsentContext, r: sql.Composable) -> sql.Composable:
     anti-join of its own beside the CASE (which then had to ask ``ruled`` a second time, to
     leave ruled patients' labelled rows to the full decision) it cost PostgreSQL ~0.3 ms
     more to plan per statement than it saved in running (docs/PERFORMANCE.md, "Consent
-    planning").
+    planning"). ``labelled``: the label test, when not the probe of ``_labelled``.
     """
     own = (
         sql.SQL("{r}.patient_id = {o}").format(r=r, o=sql.Literal(context.patient))
@@ -263,7 +275,7 @@ def _defaults(context: ConsentContext, r: sql.Composable) -> sql.Composable:
     )
     if not context.default_permit:
         return own if own is not None else FALSE
-    unlabelled = sql.SQL("NOT {}").format(_labelled(r))
+    unlabelled = sql.SQL("NOT {}").format(labelled if labelled is not None else _labelled(r))
     return unlabelled if own is None else sql.SQL("({} OR {})").format(own, unlabelled)
 
 
