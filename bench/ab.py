@@ -15,11 +15,17 @@ turns each round, in alternating order. On a machine whose speed drifts between 
 ratio against the last server given is printed, and their median. ``--reads`` sends
 ``GET /fhir/T/id`` of random resources instead, each with a ``patient/*.rs`` token of its own
 patient (bench/audit_http.py's reads): the audit target's load.
+
+Beside throughput, each run's CPU per request is printed: the machine's busy time during the
+load less the load generator's own, over the requests served — the server's and the
+database's work, which on a saturated machine is what throughput is the inverse of, and which
+drifts less than throughput does when the machine's speed does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from contextlib import ExitStack
@@ -43,6 +49,15 @@ def _servers(specs: list[str]) -> dict[str, tuple[list[str], str]]:
     return servers
 
 
+def _busy_seconds() -> float:
+    """CPU time the machine has spent busy since boot, all cores (Linux /proc/stat): user,
+    nice, system, irq, softirq and steal; not idle or iowait."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
     parser.add_argument("--database-url", required=True)
@@ -64,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     audience = f"http://127.0.0.1:{ports[next(iter(servers))]}/fhir"
     rates: dict[str, list[float]] = {name: [] for name in servers}
     p50s: dict[str, list[float]] = {name: [] for name in servers}
+    cpus: dict[str, list[float]] = {name: [] for name in servers}  # ms per request
     with ExitStack() as stack, tempfile.TemporaryDirectory() as work:
         running: dict[str, Service] = {}
         for name, (switches, pythonpath) in servers.items():
@@ -95,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         lines_file = Path(work) / "lines.txt"
         lines_file.write_text("\n".join(lines) + "\n")
 
-        def load(name: str, seconds: float) -> tuple[float, float]:
+        def load(name: str, seconds: float) -> tuple[float, float, float]:
+            busy = _busy_seconds()
             result = run_load(
                 running[name].base + "/",
                 lines_file,
@@ -104,9 +121,10 @@ def main(argv: list[str] | None = None) -> None:
                 threads=2,
                 script=LUA,
             )
+            busy = _busy_seconds() - busy - result.generator_cpu_seconds
             if result.errors:
                 raise SystemExit(f"{result.errors} failed requests on {name}")
-            return result.rate, result.p50_ms
+            return result.rate, result.p50_ms, 1000 * busy / max(1, result.requests)
 
         for name in running:  # warm-up: plans, caches, the token verifier's key
             load(name, 4)
@@ -115,21 +133,26 @@ def main(argv: list[str] | None = None) -> None:
         for round_ in range(args.rounds):
             order = list(running) if round_ % 2 == 0 else list(running)[::-1]
             for name in order:
-                rate, p50 = load(name, args.duration)
+                rate, p50, cpu = load(name, args.duration)
                 rates[name].append(rate)
                 p50s[name].append(p50)
+                cpus[name].append(cpu)
             shown = ", ".join(
-                f"{n} {rates[n][-1]:,.0f} req/s p50 {p50s[n][-1]:.1f}" for n in running
+                f"{n} {rates[n][-1]:,.0f} req/s p50 {p50s[n][-1]:.1f} cpu {cpus[n][-1]:.2f} ms"
+                for n in running
             )
             print(f"  round {round_ + 1}: {shown}", flush=True)
     base = list(servers)[-1]
     for name in servers:
         ratios = [a / b for a, b in zip(rates[name], rates[base], strict=True)]
         p50_ratios = [a / b for a, b in zip(p50s[name], p50s[base], strict=True)]
+        cpu_ratios = [a / b for a, b in zip(cpus[name], cpus[base], strict=True)]
         print(
             f"{name}: {statistics.median(rates[name]):,.0f} req/s; per round vs {base}:"
             f" throughput {statistics.median(ratios):.3f} ({', '.join(f'{r:.2f}' for r in ratios)}),"
-            f" p50 {statistics.median(p50_ratios):.3f}×"
+            f" p50 {statistics.median(p50_ratios):.3f}×;"
+            f" cpu {statistics.median(cpus[name]):.2f} ms/request,"
+            f" {statistics.median(cpu_ratios):.3f}× ({', '.join(f'{r:.2f}' for r in cpu_ratios)})"
         )
 
 
