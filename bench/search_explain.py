@@ -2,9 +2,12 @@
 query of the mix misses its target.
 
     python -m bench.search_explain --database-url URL 'Observation?patient=123&_sort=-date'
+    python -m bench.search_explain --database-url URL --consent-actor client:app 'Patient?_id=1'
 
 The search runs in-process through the same interaction and compiler the server uses, on a
 session whose statements are recorded; each is then explained with ``ANALYZE, BUFFERS``.
+``--consent-actor``: as a ``system/*.rs`` token of that actor would search, under the
+patients' Consents and the sensitive-data default (store/consent_sql.py).
 """
 
 from __future__ import annotations
@@ -19,17 +22,26 @@ from psycopg import sql
 
 from healthmesh.interactions.context import FhirRequest
 from healthmesh.interactions.search import search
+from healthmesh.store.access import ConsentContext, RowRule, Visibility
 from healthmesh.store.repository import Repository
 
 
-async def _statements(url: str, path: str) -> list[str]:
+def _visibility(consent_actor: str | None) -> Visibility | None:
+    if consent_actor is None:
+        return None
+    return Visibility({"s": (RowRule(),)}, consent=ConsentContext(actors=(consent_actor,)))
+
+
+async def _statements(url: str, path: str, consent_actor: str | None = None) -> list[str]:
     res_type, _, query = path.removeprefix("/fhir/").partition("?")
     request = FhirRequest(method="GET", path=(res_type,), params=parse_qsl(query), base="")
     repository = Repository(url, min_size=1, max_size=1)
     await repository.open()
     seen: list[str] = []
     try:
-        async with repository.session(write=False) as session:
+        async with repository.session(
+            write=False, visibility=_visibility(consent_actor)
+        ) as session:
             original = session.fetch
 
             async def recording(statement: sql.SQL | sql.Composed) -> list[tuple[Any, ...]]:
@@ -43,9 +55,9 @@ async def _statements(url: str, path: str) -> list[str]:
     return seen
 
 
-def server_statements(url: str, path: str) -> list[str]:
+def server_statements(url: str, path: str, consent_actor: str | None = None) -> list[str]:
     """The statements the server's search runs for ``path`` (``Type?query``)."""
-    return asyncio.run(_statements(url, path))
+    return asyncio.run(_statements(url, path, consent_actor))
 
 
 def explain(url: str, statement: str, params: dict[str, Any] | None = None) -> str:
@@ -58,9 +70,12 @@ def explain(url: str, statement: str, params: dict[str, Any] | None = None) -> s
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.search_explain", description=__doc__)
     parser.add_argument("--database-url", required=True)
+    parser.add_argument(
+        "--consent-actor", help="search as a system token of this actor, under Consents"
+    )
     parser.add_argument("path", help="Type?query, as in the URL after /fhir/")
     args = parser.parse_args(argv)
-    for statement in server_statements(args.database_url, args.path):
+    for statement in server_statements(args.database_url, args.path, args.consent_actor):
         print(statement, end="\n\n")
         print(explain(args.database_url, statement), end="\n\n")
 
