@@ -189,8 +189,8 @@ def test_the_condition_means_the_same_under_any_alias_of_the_callers_row(
 ) -> None:
     """The condition's own sub-selects must not capture the caller's alias: the callers'
     (``r``, ``t`` in ``_include``, ``v`` in history) and short names an inner alias could
-    plausibly take. The condition's own aliases (cv, cxp, cx_label, cx_deny, cx_permit,
-    cx_cat) are reserved."""
+    plausibly take. The condition's own aliases (cv, cxp, cx_label, cx_plabel, cx_deny,
+    cx_permit, cx_cat) are reserved."""
     resources, visible = CASES["labelled permit deeper than the deny"]
     _write(open_node, consents, resources)
     assert _rows(database_url, BACKEND, alias) == set(visible)

@@ -201,3 +201,53 @@ def test_an_identifier_clause_kept_by_shape_binds_as_compiling_it_does(value: st
             sql.SQL("{} AND {}").format(Constant("Patient"), Compiler()._clause(clause, R))
         )
         assert kept == compiled
+
+
+def test_id_searches_find_their_own_patient_under_one_kept_plan(database_url: str) -> None:
+    """One id is one value (``r.id = $1``), whose generic plan PostgreSQL keeps; as
+    ``r.id = ANY($1)`` its generic plan expected several rows and was never chosen."""
+    ids = [f"plan-id-{uuid.uuid4().hex[:8]}-{n}" for n in range(4)]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": patient(id=i), "request": {"method": "PUT", "url": f"Patient/{i}"}}
+            for i in ids
+        ],
+    }
+
+    async def go() -> tuple[list[list[str]], list[str], list[tuple[str, int, int]]]:
+        repository = Repository(database_url, min_size=1, max_size=1)
+        await repository.open()
+        try:
+            await transaction(repository, _request("POST", "", [], bundle))
+            found = []
+            async with repository.session(write=False) as session:
+                for n in range(16):
+                    result = await dispatch(
+                        session, _request("GET", "Patient", [("_id", ids[n % len(ids)])])
+                    )
+                    assert result.body is not None
+                    body = orjson.loads(orjson.dumps(result.body))
+                    found.append([e["resource"]["id"] for e in body.get("entry", [])])
+                both = await dispatch(
+                    session, _request("GET", "Patient", [("_id", f"{ids[0]},{ids[1]}")])
+                )
+                assert both.body is not None
+                cur = await session.conn.execute(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+                )
+                plans = [(str(s), int(g), int(c)) for s, g, c in await cur.fetchall()]
+            both_ids = sorted(
+                e["resource"]["id"] for e in orjson.loads(orjson.dumps(both.body))["entry"]
+            )
+            return found, both_ids, plans
+        finally:
+            await repository.close()
+
+    found, both, plans = asyncio.run(go())
+    assert found == [[ids[n % len(ids)]] for n in range(16)]
+    assert both == sorted(ids[:2])
+    searches = [p for p in plans if p[0].startswith("SELECT r.res_type, r.id, r.content")]
+    assert len(searches) == 1 and '"r".id = $1' in searches[0][0]
+    assert searches[0][1] > 0  # a generic plan, kept

@@ -336,10 +336,16 @@ class Compiler:
         if c.modifier == "missing":
             return sql.SQL("false") if c.values == ("true",) else sql.SQL("true")
         ids = list(c.values)
-        # Ids select one resource each: a key, unless negated (store/statements.py).
-        found = sql.SQL("{}.id = ANY({})").format(
-            r, Key(ids) if c.modifier is None else sql.Literal(ids)
-        )
+        # Ids select one resource each: a key, unless negated (store/statements.py). One id
+        # is compared as one value: PostgreSQL's generic plan for ``id = ANY($1)`` expects an
+        # array of several, costs more than the custom plans for one, and so was never kept:
+        # ``Patient?_id`` was planned on every execution (docs/PERFORMANCE.md).
+        if c.modifier is None and len(ids) == 1:
+            found = sql.SQL("{}.id = {}").format(r, Key(ids[0]))
+        else:
+            found = sql.SQL("{}.id = ANY({})").format(
+                r, Key(ids) if c.modifier is None else sql.Literal(ids)
+            )
         return sql.SQL("NOT {}").format(found) if c.modifier == "not" else found
 
     def _chain(self, c: Clause, r: sql.Identifier) -> sql.Composable:
