@@ -98,6 +98,16 @@ def test_the_compiler_names_the_one_patient_a_search_requires(
     assert compiler.named_patient(sql.Identifier("t")) is None
 
 
+def test_a_patients_record_names_that_patient_whatever_its_clauses_name() -> None:
+    """``$everything`` and the patient summary read one patient's record: that patient is
+    the named one (Session.visible ``record_of``), on that row alias only."""
+    compiler = Compiler("http://node/fhir")
+    compiler.where(parse_query("Observation", [("patient", "p-1")]).clauses, R)
+    compiler.reads_record_of(R, "p-9")
+    assert compiler.named_patient(R) == "p-9"
+    assert compiler.named_patient(sql.Identifier("t")) is None
+
+
 @pytest.mark.parametrize("rules", [MAY_APPLY, APPLY, NONE])
 def test_a_keyed_statement_stays_keyed_under_consent(rules: str) -> None:
     """A system token's ``Patient?_id``: its constants go into the text and PostgreSQL may keep

@@ -37,7 +37,7 @@ async def everything(session: Session, request: FhirRequest, patient_id: str) ->
             raise InvalidRequest(f"_since '{raw}' is not an instant", expression="_since")
         since = sql.Literal(moment)
     types = requested_types(request)
-    visible = session.visible("s", sql.Identifier("r"), None)
+    visible = session.visible("s", sql.Identifier("r"), None, record_of=patient_id)
 
     def select(after: sql.Composable, order: sql.Composable, limit: int) -> sql.Composed:
         # ``__offset``: a link this server made before cursors, honoured for its one page.

@@ -134,7 +134,7 @@ async def read_record(
             types=types,
             reference_types=REFERENCE_TYPES,
             limit=MAX_RESOURCES + 1,
-            visible=session.visible("s", sql.Identifier("r"), None),
+            visible=session.visible("s", sql.Identifier("r"), None, record_of=patient_id),
         )
     )
     if len(rows) > MAX_RESOURCES:

@@ -289,11 +289,23 @@ class Session:
         self._cleared: set[tuple[str, str, str]] = set()
 
     # --- access --------------------------------------------------------------------------
-    def visible(self, permission: str, r: sql.Identifier, res_type: str | None) -> sql.Composable:
-        """SQL: the caller may touch row ``r`` with ``permission``."""
+    def visible(
+        self,
+        permission: str,
+        r: sql.Identifier,
+        res_type: str | None,
+        *,
+        record_of: str | None = None,
+    ) -> sql.Composable:
+        """SQL: the caller may touch row ``r`` with ``permission``. ``record_of``: the query
+        reads that patient's record, whose rows the consent condition then decides from the
+        patient's rules read once per query (store/consent_sql.py)."""
         if self.visibility is None:
             return sql.SQL("true")
-        return Compiler(visibility=self.visibility).visible(permission, r, res_type)
+        compiler = Compiler(visibility=self.visibility)
+        if record_of is not None:
+            compiler.reads_record_of(r, record_of)
+        return compiler.visible(permission, r, res_type)
 
     async def _allowed(self, permission: str, keys: Sequence[tuple[str, str]]) -> bool:
         """Every (type, id) of ``keys`` is a current row the caller may touch so."""

@@ -50,6 +50,7 @@ class Compiler:
         self.visibility = visibility
         self._aliases = 0
         self._named: set[tuple[str, str]] = set()  # (row alias, id) a reference clause names
+        self._records: dict[str, str] = {}  # row alias -> the patient whose record is read
 
     def names(self, r: sql.Identifier, target_id: str) -> bool:
         """Whether a clause compiled so far on row ``r`` requires a reference to
@@ -62,8 +63,16 @@ class Compiler:
         decides from P's rules read once (store/consent_sql.py). A hint, never a restriction:
         with two named ids (``patient=P&encounter=E``) which is the patient is not known."""
         alias = r.as_string(None)
+        if alias in self._records:
+            return self._records[alias]
         ids = [id for named_alias, id in self._named if named_alias == alias]
         return ids[0] if len(ids) == 1 else None
+
+    def reads_record_of(self, r: sql.Identifier, patient_id: str) -> None:
+        """Row ``r``'s query reads one patient's record (``$everything``, the patient
+        summary), so that patient is the one :meth:`named_patient` names; the query's own
+        clauses select the rows, this changes none of them."""
+        self._records[r.as_string(None)] = patient_id
 
     def _note_reference(self, c: Clause, r: sql.Identifier) -> None:
         if len(c.values) != 1 or c.modifier not in (None, "Patient"):
