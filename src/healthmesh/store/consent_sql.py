@@ -232,10 +232,10 @@ def _named_patients_rows(
         " {patient}::text))"
     ).format(p=patient, **_access_values(context))
     # The label probe of the defaults, asked only if the patient has a labelled row at all
-    # (migration 0032; once per query, and only when a row reaches it).
+    # (migration 0032): uncorrelated, an InitPlan too, run once and only if a row reaches it.
     has_labels = sql.SQL(
-        "(SELECT EXISTS (SELECT 1 FROM search_token cx_plabel WHERE cx_plabel.param = '_security'"
-        " AND cx_plabel.patient_id = {p}::text AND cx_plabel.code = ANY(consent_labels({labels}))))"
+        "EXISTS (SELECT 1 FROM search_token cx_plabel WHERE cx_plabel.param = '_security'"
+        " AND cx_plabel.patient_id = {p}::text AND cx_plabel.code = ANY(consent_labels({labels})))"
     ).format(p=patient, labels=_SENSITIVE)
     labelled = sql.SQL("CASE WHEN {has} THEN {probe} ELSE false END").format(
         has=has_labels, probe=_labelled(r)
