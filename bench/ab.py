@@ -25,7 +25,6 @@ drifts less than throughput does when the machine's speed does.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 from contextlib import ExitStack
@@ -34,7 +33,7 @@ from pathlib import Path
 from bench import auth_setup
 from bench.audit_http import read_lines
 from bench.auth import LUA, MAX_PATIENTS, load_patients, query_mix
-from bench.common import Service, check_local, free_port, switched_argv
+from bench.common import Service, check_local, free_port, machine_busy_seconds, switched_argv
 from bench.loadgen import run_load
 
 
@@ -47,15 +46,6 @@ def _servers(specs: list[str]) -> dict[str, tuple[list[str], str]]:
             raise SystemExit(f"bad or repeated server name in {spec!r}")
         servers[name] = ([s for s in switches.split(",") if s], pythonpath)
     return servers
-
-
-def _busy_seconds() -> float:
-    """CPU time the machine has spent busy since boot, all cores (Linux /proc/stat): user,
-    nice, system, irq, softirq and steal; not idle or iowait."""
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         lines_file.write_text("\n".join(lines) + "\n")
 
         def load(name: str, seconds: float) -> tuple[float, float, float]:
-            busy = _busy_seconds()
+            busy = machine_busy_seconds()
             result = run_load(
                 running[name].base + "/",
                 lines_file,
@@ -121,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                 threads=2,
                 script=LUA,
             )
-            busy = _busy_seconds() - busy - result.generator_cpu_seconds
+            busy = machine_busy_seconds() - busy - result.generator_cpu_seconds
             if result.errors:
                 raise SystemExit(f"{result.errors} failed requests on {name}")
             return result.rate, result.p50_ms, 1000 * busy / max(1, result.requests)

@@ -515,6 +515,11 @@ def _cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy since boot, all cores (not idle or iowait)."""
+    return _cpu_times()[0] / CLOCK_TICKS
+
+
 class MachineMeter:
     """Cores the whole machine kept busy between start and stop, everyone's work included."""
 
