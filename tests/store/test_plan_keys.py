@@ -133,6 +133,37 @@ def _request(method: str, path: str, params: list[tuple[str, str]], body: Any = 
     )
 
 
+def _searched_on_one_connection(
+    database_url: str, bundle: dict[str, Any], searches: list[list[tuple[str, str]]]
+) -> tuple[list[list[dict[str, Any]]], list[tuple[str, int, int]]]:
+    """``bundle`` stored, then each Patient search run in turn on one connection: the
+    resources each found, and that connection's prepared searches as (statement, generic
+    plans, custom plans) from pg_prepared_statements."""
+
+    async def go() -> tuple[list[list[dict[str, Any]]], list[tuple[str, int, int]]]:
+        repository = Repository(database_url, min_size=1, max_size=1)
+        await repository.open()
+        try:
+            await transaction(repository, _request("POST", "", [], bundle))
+            found = []
+            async with repository.session(write=False) as session:
+                for params in searches:
+                    result = await dispatch(session, _request("GET", "Patient", params))
+                    assert result.body is not None
+                    body = orjson.loads(orjson.dumps(result.body))
+                    found.append([e["resource"] for e in body.get("entry", [])])
+                cur = await session.conn.execute(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+                )
+                plans = [(str(s), int(g), int(c)) for s, g, c in await cur.fetchall()]
+            return found, plans
+        finally:
+            await repository.close()
+
+    found, plans = asyncio.run(go())
+    return found, [p for p in plans if p[0].startswith("SELECT r.res_type, r.id, r.content")]
+
+
 def test_identifier_searches_find_their_own_patient_under_one_kept_plan(
     database_url: str,
 ) -> None:
@@ -149,40 +180,11 @@ def test_identifier_searches_find_their_own_patient_under_one_kept_plan(
             for mrn in mrns
         ],
     }
-
-    async def go() -> tuple[list[list[str]], list[tuple[str, int, int]]]:
-        repository = Repository(database_url, min_size=1, max_size=1)
-        await repository.open()
-        try:
-            await transaction(repository, _request("POST", "", [], bundle))
-            found = []
-            async with repository.session(write=False) as session:
-                for n in range(16):
-                    mrn = mrns[n % len(mrns)]
-                    result = await dispatch(
-                        session, _request("GET", "Patient", [("identifier", f"{system}|{mrn}")])
-                    )
-                    assert result.body is not None
-                    found.append(
-                        [
-                            i["value"]
-                            for e in orjson.loads(orjson.dumps(result.body)).get("entry", [])
-                            for i in e["resource"]["identifier"]
-                        ]
-                    )
-                for _ in range(16):  # a plain value
-                    await dispatch(session, _request("GET", "Patient", [("gender", "female")]))
-                cur = await session.conn.execute(
-                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
-                )
-                plans = [(str(s), int(g), int(c)) for s, g, c in await cur.fetchall()]
-            return found, plans
-        finally:
-            await repository.close()
-
-    found, plans = asyncio.run(go())
-    assert found == [[mrns[n % len(mrns)]] for n in range(16)]
-    searches = [p for p in plans if p[0].startswith("SELECT r.res_type, r.id, r.content")]
+    by_identifier = [[("identifier", f"{system}|{mrns[n % len(mrns)]}")] for n in range(16)]
+    by_gender = [[("gender", "female")]] * 16  # a plain value
+    found, searches = _searched_on_one_connection(database_url, bundle, by_identifier + by_gender)
+    values = [[i["value"] for r in resources for i in r["identifier"]] for resources in found[:16]]
+    assert values == [[mrns[n % len(mrns)]] for n in range(16)]
     keyed = [p for p in searches if "'identifier'" in p[0]]
     plain = [p for p in searches if "'identifier'" not in p[0]]
     assert len(keyed) == 1 and keyed[0][1] > 0  # a generic plan, kept
@@ -215,39 +217,13 @@ def test_id_searches_find_their_own_patient_under_one_kept_plan(database_url: st
             for i in ids
         ],
     }
-
-    async def go() -> tuple[list[list[str]], list[str], list[tuple[str, int, int]]]:
-        repository = Repository(database_url, min_size=1, max_size=1)
-        await repository.open()
-        try:
-            await transaction(repository, _request("POST", "", [], bundle))
-            found = []
-            async with repository.session(write=False) as session:
-                for n in range(16):
-                    result = await dispatch(
-                        session, _request("GET", "Patient", [("_id", ids[n % len(ids)])])
-                    )
-                    assert result.body is not None
-                    body = orjson.loads(orjson.dumps(result.body))
-                    found.append([e["resource"]["id"] for e in body.get("entry", [])])
-                both = await dispatch(
-                    session, _request("GET", "Patient", [("_id", f"{ids[0]},{ids[1]}")])
-                )
-                assert both.body is not None
-                cur = await session.conn.execute(
-                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
-                )
-                plans = [(str(s), int(g), int(c)) for s, g, c in await cur.fetchall()]
-            both_ids = sorted(
-                e["resource"]["id"] for e in orjson.loads(orjson.dumps(both.body))["entry"]
-            )
-            return found, both_ids, plans
-        finally:
-            await repository.close()
-
-    found, both, plans = asyncio.run(go())
-    assert found == [[ids[n % len(ids)]] for n in range(16)]
-    assert both == sorted(ids[:2])
-    searches = [p for p in plans if p[0].startswith("SELECT r.res_type, r.id, r.content")]
-    assert len(searches) == 1 and '"r".id = $1' in searches[0][0]
-    assert searches[0][1] > 0  # a generic plan, kept
+    by_id = [[("_id", ids[n % len(ids)])] for n in range(16)]
+    found, searches = _searched_on_one_connection(
+        database_url, bundle, [*by_id, [("_id", f"{ids[0]},{ids[1]}")]]
+    )
+    assert [[r["id"] for r in resources] for resources in found[:16]] == [
+        [ids[n % len(ids)]] for n in range(16)
+    ]
+    assert sorted(r["id"] for r in found[16]) == sorted(ids[:2])
+    one_id = [p for p in searches if '"r".id = $1' in p[0]]
+    assert len(one_id) == 1 and one_id[0][1] > 0  # a generic plan, kept
